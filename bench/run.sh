@@ -1,0 +1,452 @@
+#!/usr/bin/env bash
+# bench/run.sh — throughput, latency and CPU per call of paygate against two
+# reference proxies (nginx, bare Pingora) in front of the same fast backend.
+# See bench/README.md. Everything listens on 127.0.0.1 only; every process this
+# script starts is stopped on exit; every blocking step has a deadline.
+#
+# Knobs (environment):
+#   TARGETS="nginx bare paygate"  which proxies to measure, in this order
+#   ROUNDS=3 DURATION=10s WARMUP=3s CONNECTIONS=64 THREADS=1   wrk settings
+#   PROXY_THREADS=2               worker threads/processes of every proxy
+#   PIN=auto|0                    CPU pinning (auto: proxy on PROXY_CPUS, wrk+backend on LOAD_CPUS)
+#   PROXY_CPUS=1 LOAD_CPUS=0      taskset CPU lists used when PIN=auto and nproc >= 2
+#   PAYGATE_STORE=memory|redis    store backend of the "paygate" target
+#   PAYGATE_RUST_LOG=warn         RUST_LOG for paygate
+#   SKIP_BUILD=1                  use the binaries already in target/release
+#   READY_TIMEOUT=60 BUILD_TIMEOUT=1800   deadlines in seconds
+#   RESULTS_DIR=bench/results/<timestamp>
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH="$ROOT/bench"
+
+TARGETS="${TARGETS:-nginx bare paygate}"
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-10s}"
+WARMUP="${WARMUP:-3s}"
+CONNECTIONS="${CONNECTIONS:-64}"
+THREADS="${THREADS:-1}"
+PROXY_THREADS="${PROXY_THREADS:-2}"
+PIN="${PIN:-auto}"
+PAYGATE_STORE_MODE="${PAYGATE_STORE:-memory}"
+PAYGATE_RUST_LOG="${PAYGATE_RUST_LOG:-warn}"
+READY_TIMEOUT="${READY_TIMEOUT:-60}"
+BUILD_TIMEOUT="${BUILD_TIMEOUT:-1800}"
+SKIP_BUILD="${SKIP_BUILD:-0}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+RESULTS_DIR="${RESULTS_DIR:-$BENCH/results/$(date -u +%Y%m%dT%H%M%SZ)}"
+ADMIN_TOKEN="benchtoken"
+
+# ---------------------------------------------------------------- targets ---
+# One line per target: "<name> <start function> [args...]". A start function
+# starts the proxy (pinned to PROXY_CPUS), waits until it answers, and calls
+#   register <name> <url> <pid> [wrk header]
+# Adding a target = adding a line here (plus a start function if it is new).
+TARGET_DEFS=(
+  "nginx          start_nginx_proxy"
+  "bare           start_bare"
+  "paygate        start_paygate $PAYGATE_STORE_MODE"
+  "paygate-redis  start_paygate redis"
+)
+
+# ----------------------------------------------------------------- helpers ---
+die() { echo "run.sh: $*" >&2; exit 1; }
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+for tool in curl wrk nginx awk taskset; do
+  command -v "$tool" >/dev/null || die "$tool not found"
+done
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
+
+# seconds in a wrk duration (10, 10s, 2m, 1h)
+dur_secs() {
+  local d="$1"
+  case "$d" in
+    *h) echo $(( ${d%h} * 3600 )) ;;
+    *m) echo $(( ${d%m} * 60 )) ;;
+    *s) echo "${d%s}" ;;
+    *)  echo "$d" ;;
+  esac
+}
+DURATION_S="$(dur_secs "$DURATION")"; WARMUP_S="$(dur_secs "$WARMUP")"
+[[ "$DURATION_S" =~ ^[1-9][0-9]*$ ]] || die "bad DURATION $DURATION"
+[[ "$WARMUP_S" =~ ^[0-9]+$ ]] || die "bad WARMUP $WARMUP"
+
+NCPU="$(nproc)"
+PROXY_CPUS="${PROXY_CPUS:-1}"
+LOAD_CPUS="${LOAD_CPUS:-0}"
+if [[ "$PIN" == "auto" && "$NCPU" -ge 2 ]]; then
+  PIN_PROXY=(taskset -c "$PROXY_CPUS")
+  PIN_LOAD=(taskset -c "$LOAD_CPUS")
+  PIN_DESC="proxy on CPU $PROXY_CPUS; wrk + backend on CPU $LOAD_CPUS"
+  PROXY_NCPU="$(awk -F, '{n=0; for(i=1;i<=NF;i++){split($i,r,"-"); n+= (r[2]==""?1:r[2]-r[1]+1)} print n}' <<<"$PROXY_CPUS")"
+else
+  PIN_PROXY=(); PIN_LOAD=()
+  PIN_DESC="no pinning"
+  PROXY_NCPU="$NCPU"
+fi
+
+CLK_TCK="$(getconf CLK_TCK)"
+TMP="$(mktemp -d /tmp/paygate-bench.XXXXXX)"
+mkdir -p "$RESULTS_DIR"
+PIDS=()                    # every long-running process we started
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  local p
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  local deadline=$(( SECONDS + 10 ))
+  for p in "${PIDS[@]}"; do
+    while kill -0 "$p" 2>/dev/null && (( SECONDS < deadline )); do sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  rm -rf "$TMP"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+USED_PORTS=" "
+# free_port VAR: a loopback port nothing accepts on and not handed out before
+free_port() {
+  local p i
+  for i in $(seq 1 200); do
+    p=$(( 20000 + RANDOM % 30000 ))
+    [[ "$USED_PORTS" == *" $p "* ]] && continue
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      USED_PORTS+="$p "; printf -v "$1" '%s' "$p"; return 0
+    fi
+  done
+  die "no free port found"
+}
+
+# wait_http <pid> <logfile> <url> [curl args...]: poll until 2xx or deadline
+wait_http() {
+  local pid="$1" logf="$2" url="$3"; shift 3
+  local deadline=$(( SECONDS + READY_TIMEOUT )) code
+  while (( SECONDS < deadline )); do
+    kill -0 "$pid" 2>/dev/null || { tail -n 30 "$logf" >&2 || true; die "process for $url exited (log: $logf)"; }
+    code="$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$@" "$url" || true)"
+    [[ "$code" == 2* ]] && return 0
+    sleep 0.1
+  done
+  tail -n 30 "$logf" >&2 || true
+  die "$url not ready after ${READY_TIMEOUT}s (last status $code, log: $logf)"
+}
+
+# user+system CPU ticks of a process, all its threads and its child processes
+cpu_ticks() {
+  local root="$1" total=0 p line rest
+  local pids=("$root")
+  mapfile -t -O 1 pids < <(pgrep -P "$root" || true)
+  for p in "${pids[@]}"; do
+    line="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
+    rest="${line##*) }"               # fields from 3 (state) on; comm may contain spaces
+    read -r -a f <<<"$rest"
+    total=$(( total + f[11] + f[12] ))  # utime (14), stime (15)
+  done
+  echo "$total"
+}
+
+declare -A T_URL T_PID T_HDR
+register() { T_URL[$1]="$2"; T_PID[$1]="$3"; T_HDR[$1]="${4:-}"; }
+
+# ---------------------------------------------------------------- processes ---
+# nginx_conf <dir> <workers> <http-block body>
+nginx_conf() {
+  local dir="$1" workers="$2" body="$3"
+  mkdir -p "$dir/logs"
+  cat >"$dir/nginx.conf" <<EOF
+worker_processes $workers;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+$body
+}
+EOF
+}
+
+start_nginx() {  # start_nginx <dir> <pin...>: prints pid
+  local dir="$1"; shift
+  "$@" nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" \
+    >"$RESULTS_DIR/$(basename "$dir").log" 2>&1 &
+  PIDS+=("$!")
+  LAST_PID=$!
+}
+
+start_backend() {
+  free_port BACKEND_PORT
+  local dir="$TMP/backend"
+  nginx_conf "$dir" 1 "
+    server {
+        listen 127.0.0.1:$BACKEND_PORT reuseport backlog=4096;
+        location / { default_type application/json; return 200 '{\"ok\":true}'; }
+    }"
+  start_nginx "$dir" "${PIN_LOAD[@]}"
+  BACKEND_PID=$LAST_PID
+  wait_http "$BACKEND_PID" "$dir/logs/error.log" "http://127.0.0.1:$BACKEND_PORT/"
+  log "backend nginx on 127.0.0.1:$BACKEND_PORT (pid $BACKEND_PID)"
+}
+
+start_nginx_proxy() {
+  local name="$1" port dir="$TMP/nginx-proxy"
+  free_port port
+  nginx_conf "$dir" "$PROXY_THREADS" "
+    upstream backend {
+        server 127.0.0.1:$BACKEND_PORT;
+        keepalive 256;
+        keepalive_requests 100000000;
+    }
+    server {
+        listen 127.0.0.1:$port reuseport backlog=4096;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }"
+  start_nginx "$dir" "${PIN_PROXY[@]}"
+  wait_http "$LAST_PID" "$dir/logs/error.log" "http://127.0.0.1:$port/"
+  register "$name" "http://127.0.0.1:$port/" "$LAST_PID"
+}
+
+start_bare() {
+  local name="$1" port logf="$RESULTS_DIR/bare-proxy.log"
+  free_port port
+  BARE_PROXY_LISTEN="127.0.0.1:$port" BARE_PROXY_UPSTREAM="127.0.0.1:$BACKEND_PORT" \
+    BARE_PROXY_THREADS="$PROXY_THREADS" \
+    "${PIN_PROXY[@]}" "$TARGET_DIR/release/bare-proxy" >"$logf" 2>&1 &
+  PIDS+=("$!")
+  local pid=$!
+  wait_http "$pid" "$logf" "http://127.0.0.1:$port/"
+  register "$name" "http://127.0.0.1:$port/" "$pid"
+}
+
+REDIS_URL_STARTED=""
+start_redis() {
+  if [[ -n "${PAYGATE_REDIS_URL:-}" ]]; then REDIS_URL_STARTED="$PAYGATE_REDIS_URL"; return; fi
+  [[ -n "$REDIS_URL_STARTED" ]] && return
+  command -v redis-server >/dev/null || die "redis-server not found (or set PAYGATE_REDIS_URL)"
+  local port; free_port port
+  "${PIN_LOAD[@]}" redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+    --dir "$TMP" >"$RESULTS_DIR/redis.log" 2>&1 &
+  PIDS+=("$!")
+  local pid=$! deadline=$(( SECONDS + READY_TIMEOUT ))
+  until [[ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == PONG ]]; do
+    kill -0 "$pid" 2>/dev/null || die "redis-server exited (log: $RESULTS_DIR/redis.log)"
+    (( SECONDS < deadline )) || die "redis-server not ready after ${READY_TIMEOUT}s"
+    sleep 0.1
+  done
+  REDIS_URL_STARTED="redis://127.0.0.1:$port/0"
+}
+
+# admin <method> <path> [json]: prints body, fails unless 2xx
+admin() {
+  local method="$1" path="$2" data="${3:-}" out="$TMP/admin.out" code
+  local args=(-s -m 10 -o "$out" -w '%{http_code}' -X "$method"
+              -H "Authorization: Bearer $ADMIN_TOKEN" -H "Content-Type: application/json")
+  [[ -n "$data" ]] && args+=(--data "$data")
+  code="$(curl "${args[@]}" "$ADMIN_URL$path" || true)"
+  [[ "$code" == 2* ]] || die "admin $method $path -> $code: $(cat "$out" 2>/dev/null)"
+  cat "$out"
+}
+
+start_paygate() {
+  local name="$1" store="$2" gw_port admin_port dir="$TMP/$1" logf="$RESULTS_DIR/$1.log"
+  local bin="$TARGET_DIR/release/paygate"
+  [[ -x "$bin" ]] || die "$bin not built"
+  command -v jq >/dev/null || die "jq not found (needed to read the API key)"
+  free_port gw_port; free_port admin_port
+  mkdir -p "$dir"
+  local store_extra=""
+  if [[ "$store" == redis ]]; then
+    start_redis
+    store_extra="redis_url = \"$REDIS_URL_STARTED\"
+key_prefix = \"bench-$name-$$\""
+  fi
+  cat >"$dir/paygate.toml" <<EOF
+[gateway]
+listen = "127.0.0.1:$gw_port"
+threads = $PROXY_THREADS
+
+[admin]
+listen = "127.0.0.1:$admin_port"
+
+[store]
+backend = "$store"
+$store_extra
+
+[database]
+url = "sqlite://$dir/bench.db"
+
+[[upstreams]]
+name = "backend"
+targets = ["127.0.0.1:$BACKEND_PORT"]
+
+[[routes]]
+id = "bench"
+path_prefix = "/"
+upstream = "backend"
+EOF
+  cp "$dir/paygate.toml" "$RESULTS_DIR/$name.toml"
+  # Drop any PAYGATE_* from the caller's environment: they would override the config.
+  local unset_env=() v
+  for v in $(compgen -e | grep '^PAYGATE_' || true); do unset_env+=(-u "$v"); done
+  env "${unset_env[@]}" PAYGATE_ADMIN_TOKEN="$ADMIN_TOKEN" \
+    PAYGATE_KEY_SECRET="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" \
+    RUST_LOG="$PAYGATE_RUST_LOG" \
+    "${PIN_PROXY[@]}" "$bin" serve --config "$dir/paygate.toml" >"$logf" 2>&1 &
+  PIDS+=("$!")
+  local pid=$!
+  ADMIN_URL="http://127.0.0.1:$admin_port"
+  wait_http "$pid" "$logf" "$ADMIN_URL/readyz"
+
+  admin POST /admin/v1/plans '{"id":"bench","name":"Bench",
+    "rate_limit":{"requests":10000000,"per":"second","burst":10000000},
+    "overage":"block","routes":["*"],"max_websockets":0,"monthly_fee_micros":0}' >/dev/null
+  admin POST /admin/v1/customers \
+    '{"id":"bench","name":"Bench","email":"bench@example.com","plan_id":"bench"}' >/dev/null
+  local key
+  key="$(admin POST /admin/v1/customers/bench/keys '{}' | jq -r '.key // empty')"
+  [[ "$key" == pg_live_* ]] || die "no API key in the admin answer"
+  # the key must be usable at the gateway (keys propagate within 1 s per SPEC)
+  wait_http "$pid" "$logf" "http://127.0.0.1:$gw_port/" -H "X-API-Key: $key"
+  register "$name" "http://127.0.0.1:$gw_port/" "$pid" "X-API-Key: $key"
+}
+
+# ----------------------------------------------------------------- measure ---
+# run_wrk <target> <duration> <outfile>: prints "requests non2xx sockerr cpu_ticks wall_ms"
+run_wrk() {
+  local t="$1" d="$2" out="$3" pid="${T_PID[$t]}"
+  local args=(-t "$THREADS" -c "$CONNECTIONS" -d "$d" --timeout 5s --latency)
+  [[ -n "${T_HDR[$t]}" ]] && args+=(-H "${T_HDR[$t]}")
+  local c0 c1 w0 w1
+  kill -0 "$pid" 2>/dev/null || die "$t (pid $pid) is no longer running"
+  c0="$(cpu_ticks "$pid")"; w0="$(date +%s%N)"
+  timeout $(( $(dur_secs "$d") + 30 )) "${PIN_LOAD[@]}" wrk "${args[@]}" "${T_URL[$t]}" >"$out" 2>&1 \
+    || die "wrk against $t failed (see $out)"
+  c1="$(cpu_ticks "$pid")"; w1="$(date +%s%N)"
+  echo "$(( c1 - c0 )) $(( (w1 - w0) / 1000000 ))"
+}
+
+# parse a wrk --latency output: "rps requests p50_us p99_us non2xx sockerr"
+parse_wrk() {
+  awk '
+    function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000;
+                     if (v ~ /m$/) return (v+0)*60e6; if (v ~ /s$/) return (v+0)*1e6; return v+0 }
+    /requests in/            { req = $1 }
+    /^Requests\/sec:/        { rps = $2 }
+    /^ +50%/                 { p50 = us($2) }
+    /^ +99%/                 { p99 = us($2) }
+    /Non-2xx or 3xx/         { non2xx = $NF }
+    /Socket errors:/         { gsub(",", ""); se = $4 + $6 + $8 + $10 }
+    END { printf "%s %d %.1f %.1f %d %d\n", rps, req, p50, p99, non2xx, se }' "$1"
+}
+
+# ------------------------------------------------------------------- main ---
+declare -A DEF
+for line in "${TARGET_DEFS[@]}"; do
+  read -r n rest <<<"$line"; DEF[$n]="$rest"
+done
+read -r -a SEL <<<"$TARGETS"
+(( ${#SEL[@]} > 0 )) || die "TARGETS is empty"
+for t in "${SEL[@]}"; do [[ -n "${DEF[$t]:-}" ]] || die "unknown target $t (known: ${!DEF[*]})"; done
+
+declare -A NEED
+for t in "${SEL[@]}"; do
+  case "${DEF[$t]}" in
+    start_bare*)    NEED[bare-proxy]=1 ;;
+    start_paygate*) NEED[paygate]=1 ;;
+  esac
+done
+PKGS=()
+for p in "${!NEED[@]}"; do PKGS+=(-p "$p"); done
+if (( ${#PKGS[@]} > 0 )) && [[ "$SKIP_BUILD" != 1 ]]; then
+  log "cargo build --release ${PKGS[*]} (up to ${BUILD_TIMEOUT}s)"
+  (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release "${PKGS[@]}") >"$RESULTS_DIR/build.log" 2>&1 \
+    || { tail -n 30 "$RESULTS_DIR/build.log" >&2; die "build failed (log: $RESULTS_DIR/build.log)"; }
+fi
+
+log "results in $RESULTS_DIR; $PIN_DESC"
+start_backend
+for t in "${SEL[@]}"; do
+  read -r -a cmd <<<"${DEF[$t]}"
+  "${cmd[0]}" "$t" "${cmd[@]:1}"
+  log "$t on ${T_URL[$t]} (pid ${T_PID[$t]})"
+done
+
+if (( WARMUP_S > 0 )); then
+  for t in "${SEL[@]}"; do
+    log "warm-up $t ($WARMUP)"
+    run_wrk "$t" "$WARMUP" "$RESULTS_DIR/warmup-$t.txt" >/dev/null
+  done
+fi
+
+RAW="$RESULTS_DIR/raw.tsv"
+printf 'round\ttarget\trps\trequests\tp50_us\tp99_us\tnon2xx\tsocket_errors\tcpu_ticks\twall_ms\n' >"$RAW"
+for r in $(seq 1 "$ROUNDS"); do
+  for t in "${SEL[@]}"; do
+    out="$RESULTS_DIR/wrk-$t-r$r.txt"
+    read -r ticks wall < <(run_wrk "$t" "$DURATION" "$out")
+    read -r rps req p50 p99 non2xx se < <(parse_wrk "$out")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+      "$r" "$t" "$rps" "$req" "$p50" "$p99" "$non2xx" "$se" "$ticks" "$wall" >>"$RAW"
+    log "round $r/$ROUNDS $t: $rps req/s, p50 ${p50}us, p99 ${p99}us, non-2xx $non2xx, socket errors $se"
+  done
+done
+
+SUMMARY="$RESULTS_DIR/summary.md"
+{
+  echo "## paygate bench — $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo
+  echo "rev $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none); $NCPU CPUs ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)); $PIN_DESC"
+  echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, $ROUNDS alternating rounds after a $WARMUP warm-up; proxies run $PROXY_THREADS workers; paygate store: $PAYGATE_STORE_MODE"
+  echo
+  awk -F'\t' -v order="$TARGETS" -v tck="$CLK_TCK" -v ncpu="$PROXY_NCPU" '
+    function median(s,   a, n, i, j, x) {
+      n = split(s, a, " ")
+      for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j+1] = a[j]; a[j+1] = x }
+      return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+    }
+    function ms(u) { return sprintf("%.2f ms", u / 1000) }
+    NR == 1 { next }
+    { rps[$2] = rps[$2] " " $3; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $6
+      req[$2] += $4; bad[$2] += $7; se[$2] += $8; ticks[$2] += $9; wall[$2] += $10 }
+    END {
+      n = split(order, T, " ")
+      for (i = 1; i <= n; i++) m[T[i]] = median(rps[T[i]])
+      print "| target | req/s (median) | p50 | p99 | CPU µs/call | vs bare pingora | vs nginx | proxy CPU use | errors |"
+      print "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+      flagged = 0
+      for (i = 1; i <= n; i++) {
+        t = T[i]
+        cpu = req[t] > 0 ? ticks[t] * 1e6 / tck / req[t] : 0
+        util = wall[t] > 0 ? 100 * (ticks[t] * 1000 / tck) / wall[t] / ncpu : 0
+        vb = ("bare" in m && m["bare"] > 0) ? sprintf("%.2f", m[t] / m["bare"]) : "n/a"
+        vn = ("nginx" in m && m["nginx"] > 0) ? sprintf("%.2f", m[t] / m["nginx"]) : "n/a"
+        err = "none"
+        if (bad[t] + se[t] > 0) { err = sprintf("**FLAG: %d non-2xx, %d socket errors**", bad[t], se[t]); flagged = 1 }
+        printf "| %s | %.0f | %s | %s | %.1f | %s | %s | %.0f%% | %s |\n", t, m[t], ms(median(p50[t])), ms(median(p99[t])), cpu, vb, vn, util, err
+      }
+      if (flagged) print "\nA flagged target answered errors: its numbers do not measure proxying; see the wrk-*.txt files."
+    }' "$RAW"
+} >"$SUMMARY"
+
+echo
+cat "$SUMMARY"
+echo
+echo "raw outputs: $RESULTS_DIR"
+grep -q 'FLAG:' "$SUMMARY" && exit 3
+exit 0

@@ -1,0 +1,281 @@
+//! Usage events from the gateway to the ledger, and counters back from it.
+//!
+//! The gateway hands each event to a [`UsageSink`] (a bounded channel: when
+//! the writer falls behind, the gateway waits rather than drops). The
+//! [`UsageWriter`] writes batches in one transaction with
+//! `ON CONFLICT (request_id) DO NOTHING`, so a replayed event is counted once,
+//! and retries a failed batch until it lands.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use paygate_core::period::Period;
+use paygate_core::{Micros, UsageEvent};
+use paygate_metrics::Metrics;
+use paygate_store::{Counters, CustomerRecord};
+use sqlx::{QueryBuilder, Sqlite};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::{Database, DbError};
+
+/// The gateway's end of the usage pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct UsageSink {
+    tx: mpsc::Sender<UsageEvent>,
+    metrics: Metrics,
+}
+
+impl UsageSink {
+    /// Queues one event; waits when the buffer is full so no event is dropped.
+    pub async fn emit(&self, event: UsageEvent) {
+        self.metrics
+            .usage_events
+            .with_label_values(&["emitted"])
+            .inc();
+        self.metrics.usage_backlog.inc();
+        if self.tx.send(event).await.is_err() {
+            // Only after shutdown has closed the writer; nothing can be done but say so.
+            tracing::error!("usage writer is gone; an event could not be queued");
+        }
+    }
+}
+
+/// Drains the channel into the ledger until every sink is dropped.
+pub struct UsageWriter {
+    rx: mpsc::Receiver<UsageEvent>,
+    db: Database,
+    metrics: Metrics,
+    batch_size: usize,
+    flush_interval: Duration,
+}
+
+/// A connected sink/writer pair.
+pub fn pipeline(
+    db: Database,
+    metrics: Metrics,
+    buffer: usize,
+    batch_size: usize,
+    flush_interval: Duration,
+) -> (UsageSink, UsageWriter) {
+    let (tx, rx) = mpsc::channel(buffer.max(1));
+    (
+        UsageSink {
+            tx,
+            metrics: metrics.clone(),
+        },
+        UsageWriter {
+            rx,
+            db,
+            metrics,
+            batch_size: batch_size.max(1),
+            flush_interval,
+        },
+    )
+}
+
+impl UsageWriter {
+    pub async fn run(mut self) {
+        let mut batch = Vec::with_capacity(self.batch_size);
+        while let Some(first) = self.rx.recv().await {
+            batch.push(first);
+            let deadline = Instant::now() + self.flush_interval;
+            while batch.len() < self.batch_size {
+                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                    Ok(Some(e)) => batch.push(e),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.write_until_done(&batch).await;
+            batch.clear();
+        }
+    }
+
+    async fn write_until_done(&self, batch: &[UsageEvent]) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.db.insert_events(batch).await {
+                Ok(inserted) => {
+                    let n = batch.len() as u64;
+                    let events = &self.metrics.usage_events;
+                    events.with_label_values(&["persisted"]).inc_by(inserted);
+                    events.with_label_values(&["duplicate"]).inc_by(n - inserted);
+                    self.metrics.usage_backlog.sub(n as i64);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, events = batch.len(), "ledger write failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+impl Database {
+    /// Inserts events, skipping `request_id`s already present; returns how many were new.
+    pub async fn insert_events(&self, events: &[UsageEvent]) -> Result<u64, DbError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO usage_events (request_id, ts_us, customer_id, key_id, plan_id, route, method, \
+             status, billable, units, amount_micros, credits_micros, period, latency_us) ",
+        );
+        qb.push_values(events, |mut b, e| {
+            b.push_bind(&e.request_id)
+                .push_bind(micros(e.ts))
+                .push_bind(&e.customer_id)
+                .push_bind(&e.key_id)
+                .push_bind(&e.plan_id)
+                .push_bind(&e.route)
+                .push_bind(&e.method)
+                .push_bind(i64::from(e.status))
+                .push_bind(e.billable)
+                .push_bind(i64::try_from(e.units).unwrap_or(i64::MAX))
+                .push_bind(e.amount_micros)
+                .push_bind(e.credits_micros)
+                .push_bind(&e.period)
+                .push_bind(i64::try_from(e.latency_us).unwrap_or(i64::MAX));
+        });
+        qb.push(" ON CONFLICT (request_id) DO NOTHING");
+        let done = qb.build().execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Prepaid balance: credits granted minus credits spent by billable calls.
+    pub async fn credit_balance(&self, customer_id: &str) -> Result<Micros, DbError> {
+        let granted: Option<i64> =
+            sqlx::query_scalar("SELECT SUM(amount_micros) FROM credit_grants WHERE customer_id = $1")
+                .bind(customer_id)
+                .fetch_one(&self.pool)
+                .await?;
+        let spent: Option<i64> = sqlx::query_scalar(
+            "SELECT SUM(credits_micros) FROM usage_events WHERE customer_id = $1 AND billable = 1",
+        )
+        .bind(customer_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(granted.unwrap_or(0) - spent.unwrap_or(0))
+    }
+
+    /// Quota units used by billable calls since `since`.
+    pub async fn units_since(&self, customer_id: &str, since: DateTime<Utc>) -> Result<u64, DbError> {
+        let used: Option<i64> = sqlx::query_scalar(
+            "SELECT SUM(units) FROM usage_events WHERE customer_id = $1 AND billable = 1 AND ts_us >= $2",
+        )
+        .bind(customer_id)
+        .bind(micros(since))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(used.unwrap_or(0)).unwrap_or(0))
+    }
+
+    /// The store counters of one customer as the ledger says they are at `now`.
+    pub async fn counters(&self, c: &CustomerRecord, now: DateTime<Utc>) -> Result<Counters, DbError> {
+        let period = Period::containing(c.anchor_day, now);
+        Ok(Counters {
+            credits_micros: self.credit_balance(c.id.as_str()).await?,
+            quota_used: self.units_since(c.id.as_str(), period.start).await?,
+            period_start: period.start.timestamp(),
+        })
+    }
+
+    /// Events per billable flag, for checks and tests.
+    pub async fn event_counts(&self, customer_id: &str) -> Result<HashMap<bool, u64>, DbError> {
+        let rows: Vec<(bool, i64)> = sqlx::query_as(
+            "SELECT billable, COUNT(*) FROM usage_events WHERE customer_id = $1 GROUP BY billable",
+        )
+        .bind(customer_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(b, n)| (b, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, billable: bool, units: u64, credits: Micros) -> UsageEvent {
+        UsageEvent {
+            request_id: id.into(),
+            ts: Utc::now(),
+            customer_id: "c".into(),
+            key_id: "k".into(),
+            plan_id: "p".into(),
+            route: "r".into(),
+            method: "GET".into(),
+            status: if billable { 200 } else { 500 },
+            billable,
+            units: if billable { units } else { 0 },
+            amount_micros: credits,
+            credits_micros: credits,
+            period: "2026-11".into(),
+            latency_us: 10,
+        }
+    }
+
+    async fn db() -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = Database::connect(&url).await.unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn replayed_events_are_stored_once() {
+        let (_d, db) = db().await;
+        let batch = vec![event("a", true, 1, 0), event("b", false, 1, 0)];
+        assert_eq!(db.insert_events(&batch).await.unwrap(), 2);
+        assert_eq!(db.insert_events(&batch).await.unwrap(), 0);
+        let counts = db.event_counts("c").await.unwrap();
+        assert_eq!(counts.get(&true), Some(&1));
+        assert_eq!(counts.get(&false), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn writer_drains_everything_before_exiting() {
+        let (_d, db) = db().await;
+        let metrics = Metrics::new().unwrap();
+        let (sink, writer) = pipeline(db.clone(), metrics.clone(), 8, 3, Duration::from_millis(5));
+        let task = tokio::spawn(writer.run());
+        for i in 0..20 {
+            sink.emit(event(&format!("e{i}"), true, 2, 0)).await;
+        }
+        sink.emit(event("e0", true, 2, 0)).await;
+        drop(sink);
+        task.await.unwrap();
+        assert_eq!(db.event_counts("c").await.unwrap().get(&true), Some(&20));
+        assert_eq!(metrics.usage_backlog.get(), 0);
+        assert_eq!(metrics.usage_events.with_label_values(&["duplicate"]).get(), 1);
+    }
+
+    #[tokio::test]
+    async fn credits_balance_counts_grants_once_and_billable_spend() {
+        let (_d, db) = db().await;
+        sqlx::query("INSERT INTO plans (id, body, created_at, updated_at) VALUES ('p', '{}', 'x', 'x')")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO customers (id, name, email, plan_id, anchor_day, created_at) VALUES ('c', 'C', 'c@x', 'p', 1, 'x')")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        use crate::records::Grant;
+        assert_eq!(db.grant_credits("c", 100, "r1").await.unwrap(), Grant::Credited);
+        assert_eq!(db.grant_credits("c", 100, "r1").await.unwrap(), Grant::AlreadyCredited);
+        assert!(matches!(db.grant_credits("c", 5, "r1").await, Err(DbError::Conflict(_))));
+        db.insert_events(&[event("a", true, 1, 17), event("b", false, 1, 0)]).await.unwrap();
+        assert_eq!(db.credit_balance("c").await.unwrap(), 83);
+    }
+}

@@ -1,0 +1,389 @@
+//! Plans, customers, keys and credit grants: the records the admin API writes.
+
+use chrono::{DateTime, Datelike, Utc};
+use paygate_core::apikey::KeyHash;
+use paygate_core::{CustomerId, KeyId, Micros, Plan, PlanId};
+use paygate_store::{CustomerRecord, KeyRecord};
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::{Database, DbError};
+
+/// One page of a list endpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+}
+
+/// A key as listed: never the secret, never the hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyRow {
+    pub id: String,
+    pub customer_id: String,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// What a credit top-up did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// First time this reference was seen: the balance went up.
+    Credited,
+    /// The reference was already used with the same amount: nothing changed.
+    AlreadyCredited,
+}
+
+pub struct NewCustomer {
+    pub id: CustomerId,
+    pub name: String,
+    pub email: String,
+    pub plan_id: PlanId,
+}
+
+pub struct CustomerPatch {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub plan_id: Option<PlanId>,
+}
+
+fn ts(s: &str) -> Result<DateTime<Utc>, DbError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| DbError::Corrupt(format!("timestamp {s:?}: {e}")))
+}
+
+fn now_text() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn page<T>(mut rows: Vec<T>, limit: u32) -> Page<T> {
+    let has_more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    Page {
+        data: rows,
+        has_more,
+    }
+}
+
+fn plan_from_body(body: &str) -> Result<Plan, DbError> {
+    serde_json::from_str(body).map_err(|e| DbError::Corrupt(format!("plan: {e}")))
+}
+
+fn customer_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<CustomerRecord, DbError> {
+    let corrupt = |e: paygate_core::ValidationError| DbError::Corrupt(e.to_string());
+    Ok(CustomerRecord {
+        id: CustomerId::new(r.try_get::<String, _>("id")?).map_err(corrupt)?,
+        name: r.try_get("name")?,
+        email: r.try_get("email")?,
+        plan_id: PlanId::new(r.try_get::<String, _>("plan_id")?).map_err(corrupt)?,
+        anchor_day: u32::try_from(r.try_get::<i64, _>("anchor_day")?).unwrap_or(1),
+        created_at: ts(&r.try_get::<String, _>("created_at")?)?,
+    })
+}
+
+fn key_row(r: &sqlx::sqlite::SqliteRow) -> Result<KeyRow, DbError> {
+    let revoked: Option<String> = r.try_get("revoked_at")?;
+    Ok(KeyRow {
+        id: r.try_get("id")?,
+        customer_id: r.try_get("customer_id")?,
+        prefix: r.try_get("prefix")?,
+        created_at: ts(&r.try_get::<String, _>("created_at")?)?,
+        revoked_at: revoked.as_deref().map(ts).transpose()?,
+    })
+}
+
+impl Database {
+    // ---- plans ----
+
+    pub async fn create_plan(&self, plan: &Plan) -> Result<(), DbError> {
+        let now = now_text();
+        sqlx::query("INSERT INTO plans (id, body, created_at, updated_at) VALUES ($1, $2, $3, $3)")
+            .bind(plan.id.as_str())
+            .bind(serde_json::to_string(plan).map_err(|e| DbError::Corrupt(e.to_string()))?)
+            .bind(&now)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| DbError::from_write(e, "plan"))?;
+        Ok(())
+    }
+
+    pub async fn update_plan(&self, plan: &Plan) -> Result<(), DbError> {
+        let done = sqlx::query("UPDATE plans SET body = $2, updated_at = $3 WHERE id = $1")
+            .bind(plan.id.as_str())
+            .bind(serde_json::to_string(plan).map_err(|e| DbError::Corrupt(e.to_string()))?)
+            .bind(now_text())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn get_plan(&self, id: &str) -> Result<Plan, DbError> {
+        let row = sqlx::query("SELECT body FROM plans WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(DbError::NotFound)?;
+        plan_from_body(&row.try_get::<String, _>("body")?)
+    }
+
+    pub async fn list_plans(&self, limit: u32, after: Option<&str>) -> Result<Page<Plan>, DbError> {
+        let rows = sqlx::query("SELECT body FROM plans WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after.unwrap_or(""))
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let plans = rows
+            .iter()
+            .map(|r| plan_from_body(&r.try_get::<String, _>("body")?))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page(plans, limit))
+    }
+
+    /// Deletes a plan no customer is on; a plan in use is a conflict.
+    pub async fn delete_plan(&self, id: &str) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await?;
+        let in_use: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE plan_id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if in_use > 0 {
+            return Err(DbError::Conflict(format!(
+                "plan {id} is in use by {in_use} customer(s)"
+            )));
+        }
+        let done = sqlx::query("DELETE FROM plans WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- customers ----
+
+    pub async fn create_customer(&self, c: NewCustomer) -> Result<CustomerRecord, DbError> {
+        let now = Utc::now();
+        let rec = CustomerRecord {
+            id: c.id,
+            name: c.name,
+            email: c.email,
+            plan_id: c.plan_id,
+            anchor_day: now.day(),
+            created_at: now,
+        };
+        sqlx::query(
+            "INSERT INTO customers (id, name, email, plan_id, anchor_day, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(rec.id.as_str())
+        .bind(&rec.name)
+        .bind(&rec.email)
+        .bind(rec.plan_id.as_str())
+        .bind(i64::from(rec.anchor_day))
+        .bind(rec.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| DbError::from_write(e, "customer"))?;
+        Ok(rec)
+    }
+
+    pub async fn get_customer(&self, id: &str) -> Result<CustomerRecord, DbError> {
+        let row = sqlx::query("SELECT * FROM customers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(DbError::NotFound)?;
+        customer_from_row(&row)
+    }
+
+    pub async fn list_customers(
+        &self,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<Page<CustomerRecord>, DbError> {
+        let rows = sqlx::query("SELECT * FROM customers WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after.unwrap_or(""))
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let list = rows
+            .iter()
+            .map(customer_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page(list, limit))
+    }
+
+    pub async fn patch_customer(
+        &self,
+        id: &str,
+        p: CustomerPatch,
+    ) -> Result<CustomerRecord, DbError> {
+        let mut rec = self.get_customer(id).await?;
+        if let Some(n) = p.name {
+            rec.name = n;
+        }
+        if let Some(e) = p.email {
+            rec.email = e;
+        }
+        if let Some(plan) = p.plan_id {
+            rec.plan_id = plan;
+        }
+        sqlx::query("UPDATE customers SET name = $2, email = $3, plan_id = $4 WHERE id = $1")
+            .bind(id)
+            .bind(&rec.name)
+            .bind(&rec.email)
+            .bind(rec.plan_id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| DbError::from_write(e, "customer"))?;
+        Ok(rec)
+    }
+
+    // ---- keys ----
+
+    pub async fn create_key(
+        &self,
+        customer_id: &CustomerId,
+        prefix: &str,
+        hash: &KeyHash,
+    ) -> Result<KeyRecord, DbError> {
+        let rec = KeyRecord {
+            id: KeyId::generate(),
+            customer_id: customer_id.clone(),
+            prefix: prefix.to_string(),
+            hash: *hash,
+            created_at: Utc::now(),
+        };
+        sqlx::query(
+            "INSERT INTO api_keys (id, customer_id, prefix, hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(rec.id.as_str())
+        .bind(customer_id.as_str())
+        .bind(prefix)
+        .bind(&hash[..])
+        .bind(rec.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| DbError::from_write(e, "key"))?;
+        Ok(rec)
+    }
+
+    pub async fn list_keys(
+        &self,
+        customer_id: &str,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<Page<KeyRow>, DbError> {
+        let rows = sqlx::query(
+            "SELECT * FROM api_keys WHERE customer_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(customer_id)
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let list = rows.iter().map(key_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(page(list, limit))
+    }
+
+    /// Marks a key revoked (idempotent: revoking twice keeps the first time).
+    pub async fn revoke_key(&self, key_id: &str) -> Result<KeyRow, DbError> {
+        sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
+            .bind(key_id)
+            .bind(now_text())
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1")
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(DbError::NotFound)?;
+        key_row(&row)
+    }
+
+    // ---- credits ----
+
+    /// Credits `amount` once per `(customer, reference)`. The same reference
+    /// with another amount is a conflict, as with Stripe's idempotency keys.
+    pub async fn grant_credits(
+        &self,
+        customer_id: &str,
+        amount: Micros,
+        reference: &str,
+    ) -> Result<Grant, DbError> {
+        let done = sqlx::query(
+            "INSERT INTO credit_grants (id, customer_id, amount_micros, reference, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer_id, reference) DO NOTHING",
+        )
+        .bind(format!("cg_{}", uuid::Uuid::now_v7().simple()))
+        .bind(customer_id)
+        .bind(amount)
+        .bind(reference)
+        .bind(now_text())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| DbError::from_write(e, "credit grant"))?;
+        if done.rows_affected() == 1 {
+            return Ok(Grant::Credited);
+        }
+        let existing: i64 = sqlx::query_scalar(
+            "SELECT amount_micros FROM credit_grants WHERE customer_id = $1 AND reference = $2",
+        )
+        .bind(customer_id)
+        .bind(reference)
+        .fetch_one(&self.pool)
+        .await?;
+        if existing == amount {
+            Ok(Grant::AlreadyCredited)
+        } else {
+            Err(DbError::Conflict(format!(
+                "reference {reference} was already used for {existing} micros"
+            )))
+        }
+    }
+
+    /// Everything the gateway's catalog needs: plans, customers, live keys.
+    pub async fn load_catalog(
+        &self,
+    ) -> Result<(Vec<Plan>, Vec<CustomerRecord>, Vec<KeyRecord>), DbError> {
+        let plans = sqlx::query("SELECT body FROM plans")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| plan_from_body(&r.try_get::<String, _>("body")?))
+            .collect::<Result<Vec<_>, _>>()?;
+        let customers = sqlx::query("SELECT * FROM customers")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(customer_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = sqlx::query("SELECT * FROM api_keys WHERE revoked_at IS NULL")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                let hash: Vec<u8> = r.try_get("hash")?;
+                let row = key_row(r)?;
+                let corrupt = |e: paygate_core::ValidationError| DbError::Corrupt(e.to_string());
+                Ok(KeyRecord {
+                    id: KeyId::new(row.id).map_err(corrupt)?,
+                    customer_id: CustomerId::new(row.customer_id).map_err(corrupt)?,
+                    prefix: row.prefix,
+                    hash: hash
+                        .try_into()
+                        .map_err(|_| DbError::Corrupt("key hash length".into()))?,
+                    created_at: row.created_at,
+                })
+            })
+            .collect::<Result<Vec<_>, DbError>>()?;
+        Ok((plans, customers, keys))
+    }
+}

@@ -1,0 +1,250 @@
+//! The configuration tree. Defaults are those of SPEC §2.
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    pub admin: AdminConfig,
+    pub auth: AuthConfig,
+    pub store: StoreConfig,
+    pub database: DatabaseConfig,
+    pub usage: UsageConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct GatewayConfig {
+    /// Address of the public listener.
+    pub listen: SocketAddr,
+    /// Pingora worker threads.
+    pub threads: usize,
+    /// CIDRs whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Request bodies above this size are refused with 413.
+    pub max_body_bytes: u64,
+    /// Request targets (path and query) above this size are refused with 414.
+    pub max_uri_bytes: usize,
+    /// Request headers above this total size are refused with 431.
+    pub max_header_bytes: usize,
+    /// Seconds in-flight calls get to finish after SIGTERM.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            threads: 2,
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 10 * 1024 * 1024,
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 32 * 1024,
+            shutdown_grace_seconds: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AdminConfig {
+    /// Admin API, /metrics, /healthz, /readyz. Never the gateway listener.
+    pub listen: SocketAddr,
+    /// Inline bearer token; prefer `token_env`.
+    pub token: Option<String>,
+    /// Environment variable that holds the bearer token for /admin/v1/*.
+    pub token_env: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            token: None,
+            token_env: "PAYGATE_ADMIN_TOKEN".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// Inline HMAC secret for API keys; prefer `key_secret_env`.
+    pub key_secret: Option<String>,
+    /// Environment variable with the HMAC secret; unset -> generated on first
+    /// start and kept in the database.
+    pub key_secret_env: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            key_secret: None,
+            key_secret_env: "PAYGATE_KEY_SECRET".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnavailable {
+    /// 503 `limiter_unavailable`.
+    #[default]
+    Deny,
+    /// Forward; usage kept and sent when the store returns.
+    Allow,
+    /// Per-node fallback limiter.
+    Local,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    /// `redis://host:port/db` or `redis+cluster://host:port,host:port`.
+    pub redis_url: String,
+    pub key_prefix: String,
+    /// Deadline for one store operation on the request path.
+    pub timeout_ms: u64,
+    pub on_unavailable: OnUnavailable,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Memory,
+            redis_url: "redis://127.0.0.1:6379/0".into(),
+            key_prefix: "paygate".into(),
+            timeout_ms: 25,
+            on_unavailable: OnUnavailable::Deny,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` (embedded) or `postgres://user@host/db`.
+    pub url: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://paygate.db".into(),
+        }
+    }
+}
+
+/// How usage events travel from the gateway to the ledger.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct UsageConfig {
+    /// Events written to the ledger in one transaction at most.
+    pub batch_size: usize,
+    /// A partial batch is written after this many milliseconds.
+    pub flush_interval_ms: u64,
+    /// Events buffered in memory between gateway and ledger writer.
+    pub buffer: usize,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 512,
+            flush_interval_ms: 20,
+            buffer: 65_536,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HealthCheckConfig {
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    #[serde(default = "default_health_interval")]
+    pub interval_ms: u64,
+}
+
+fn default_health_path() -> String {
+    "/health".into()
+}
+
+fn default_health_interval() -> u64 {
+    1000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// `host:port`, round robin over the healthy ones.
+    pub targets: Vec<String>,
+    /// Used only when every target is unhealthy.
+    #[serde(default)]
+    pub backup: Vec<String>,
+    /// Absent: every target is considered healthy.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout_ms: u64,
+}
+
+fn default_connect_timeout() -> u64 {
+    1000
+}
+
+fn default_read_timeout() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouteConfig {
+    pub id: String,
+    /// Longest matching prefix wins.
+    pub path_prefix: String,
+    pub upstream: String,
+    /// Quota units and credit multiplier per call.
+    #[serde(default = "default_cost")]
+    pub cost: u32,
+    /// Absent: every method.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+}
+
+fn default_cost() -> u32 {
+    1
+}
+
+impl Config {
+    /// The admin token: inline, or from the environment variable `token_env` names.
+    pub fn admin_token(&self) -> Option<String> {
+        secret(&self.admin.token, &self.admin.token_env)
+    }
+
+    /// The API-key HMAC secret if configured (inline or from its variable).
+    pub fn key_secret(&self) -> Option<String> {
+        secret(&self.auth.key_secret, &self.auth.key_secret_env)
+    }
+}
+
+fn secret(inline: &Option<String>, env: &str) -> Option<String> {
+    inline
+        .clone()
+        .or_else(|| std::env::var(env).ok())
+        .filter(|s| !s.is_empty())
+}

@@ -1,0 +1,128 @@
+//! Checks across keys that serde cannot express.
+
+use std::collections::HashSet;
+
+use crate::{Config, ConfigError, StoreBackend};
+
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+];
+
+pub(crate) fn validate(c: &Config) -> Vec<ConfigError> {
+    let mut errs = Vec::new();
+    let mut err = |k: String, m: &str| errs.push(ConfigError::new(k, m));
+
+    if c.gateway.threads == 0 {
+        err("gateway.threads".into(), "must be at least 1");
+    }
+    if c.gateway.max_body_bytes == 0 {
+        err("gateway.max_body_bytes".into(), "must be at least 1");
+    }
+    if c.gateway.listen == c.admin.listen && c.gateway.listen.port() != 0 {
+        err(
+            "admin.listen".into(),
+            "must differ from gateway.listen: the admin API never shares the gateway listener",
+        );
+    }
+    if c.store.timeout_ms == 0 {
+        err("store.timeout_ms".into(), "must be at least 1");
+    }
+    if c.store.key_prefix.is_empty() {
+        err("store.key_prefix".into(), "must not be empty");
+    }
+    if c.store.backend == StoreBackend::Redis
+        && !(c.store.redis_url.starts_with("redis://")
+            || c.store.redis_url.starts_with("rediss://")
+            || c.store.redis_url.starts_with("redis+cluster://"))
+    {
+        err(
+            "store.redis_url".into(),
+            "must start with redis://, rediss:// or redis+cluster://",
+        );
+    }
+    if !(c.database.url.starts_with("sqlite:") || c.database.url.starts_with("postgres://")
+        || c.database.url.starts_with("postgresql://"))
+    {
+        err(
+            "database.url".into(),
+            "must be sqlite://PATH or postgres://USER@HOST/DB",
+        );
+    }
+    if c.usage.batch_size == 0 {
+        err("usage.batch_size".into(), "must be at least 1");
+    }
+    if c.usage.buffer < c.usage.batch_size {
+        err("usage.buffer".into(), "must be at least usage.batch_size");
+    }
+
+    let mut upstreams = HashSet::new();
+    for (i, u) in c.upstreams.iter().enumerate() {
+        let k = |f: &str| format!("upstreams[{i}].{f}");
+        if u.name.is_empty() {
+            err(k("name"), "must not be empty");
+        } else if !upstreams.insert(u.name.as_str()) {
+            err(k("name"), "duplicate upstream name");
+        }
+        if u.targets.is_empty() {
+            err(k("targets"), "must list at least one host:port");
+        }
+        for (field, list) in [("targets", &u.targets), ("backup", &u.backup)] {
+            for (j, t) in list.iter().enumerate() {
+                if !is_host_port(t) {
+                    err(format!("upstreams[{i}].{field}[{j}]"), "must be host:port");
+                }
+            }
+        }
+        if let Some(h) = &u.health_check {
+            if !h.path.starts_with('/') {
+                err(k("health_check.path"), "must start with /");
+            }
+            if h.interval_ms == 0 {
+                err(k("health_check.interval_ms"), "must be at least 1");
+            }
+        }
+        if u.connect_timeout_ms == 0 {
+            err(k("connect_timeout_ms"), "must be at least 1");
+        }
+        if u.read_timeout_ms == 0 {
+            err(k("read_timeout_ms"), "must be at least 1");
+        }
+    }
+
+    let mut routes = HashSet::new();
+    for (i, r) in c.routes.iter().enumerate() {
+        let k = |f: &str| format!("routes[{i}].{f}");
+        if paygate_core::RouteId::new(r.id.as_str()).is_err() {
+            err(k("id"), "must be 1-64 letters, digits, '_', '-' or '.'");
+        } else if !routes.insert(r.id.as_str()) {
+            err(k("id"), "duplicate route id");
+        }
+        if !r.path_prefix.starts_with('/') {
+            err(k("path_prefix"), "must start with /");
+        }
+        if !upstreams.contains(r.upstream.as_str()) {
+            err(k("upstream"), "names no [[upstreams]] entry");
+        }
+        if r.cost == 0 {
+            err(k("cost"), "must be at least 1");
+        }
+        if let Some(methods) = &r.methods {
+            if methods.is_empty() {
+                err(k("methods"), "must list at least one method, or be left out");
+            }
+            for m in methods {
+                if !METHODS.contains(&m.as_str()) {
+                    err(k("methods"), "unknown HTTP method (use upper case, e.g. GET)");
+                }
+            }
+        }
+    }
+    errs
+}
+
+fn is_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}

@@ -1,0 +1,79 @@
+//! Every Prometheus metric of SPEC §6, in one registry owned by the process
+//! and handed to each component, so tests can make their own.
+//!
+//! No label ever carries a key, a token or a customer's personal data: labels
+//! are route ids, plan ids, status codes and decision names.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub decisions: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub gateway_overhead: HistogramVec,
+    pub store_errors: IntCounter,
+    pub usage_events: IntCounterVec,
+    pub usage_backlog: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let buckets = vec![
+            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+            0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new("paygate_requests_total", "Calls answered, by route, plan and status"),
+                &["route", "plan", "status"],
+            )?,
+            decisions: IntCounterVec::new(
+                Opts::new("paygate_decisions_total", "Admission decisions"),
+                &["decision"],
+            )?,
+            request_duration: HistogramVec::new(
+                HistogramOpts::new("paygate_request_duration_seconds", "Whole call, as the client sees it")
+                    .buckets(buckets.clone()),
+                &[],
+            )?,
+            gateway_overhead: HistogramVec::new(
+                HistogramOpts::new(
+                    "paygate_gateway_overhead_seconds",
+                    "Time spent in paygate itself before the upstream is called",
+                )
+                .buckets(buckets),
+                &[],
+            )?,
+            store_errors: IntCounter::new("paygate_store_errors_total", "Failed store operations")?,
+            usage_events: IntCounterVec::new(
+                Opts::new("paygate_usage_events_total", "Usage events by state"),
+                &["state"],
+            )?,
+            usage_backlog: IntGauge::new("paygate_usage_backlog", "Usage events not yet in the ledger")?,
+            registry,
+        };
+        m.registry.register(Box::new(m.requests.clone()))?;
+        m.registry.register(Box::new(m.decisions.clone()))?;
+        m.registry.register(Box::new(m.request_duration.clone()))?;
+        m.registry.register(Box::new(m.gateway_overhead.clone()))?;
+        m.registry.register(Box::new(m.store_errors.clone()))?;
+        m.registry.register(Box::new(m.usage_events.clone()))?;
+        m.registry.register(Box::new(m.usage_backlog.clone()))?;
+        Ok(m)
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,184 @@
+//! The gateway's local cache of plans, customers and keys. Reads are one
+//! atomic pointer load; writes (admin changes, rare) copy the affected map and
+//! swap it in, so a revocation is in force for the very next call.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use paygate_core::apikey::{self, KeyHash};
+use paygate_core::{CustomerId, KeyId, Plan, PlanId};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerRecord {
+    pub id: CustomerId,
+    pub name: String,
+    pub email: String,
+    pub plan_id: PlanId,
+    /// Day of month (UTC) on which the customer's billing period starts.
+    pub anchor_day: u32,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub id: KeyId,
+    pub customer_id: CustomerId,
+    pub prefix: String,
+    pub hash: KeyHash,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Who is calling: the key, its customer and the customer's plan, as of now.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub key: Arc<KeyRecord>,
+    pub customer: Arc<CustomerRecord>,
+    pub plan: Arc<Plan>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Snapshot {
+    plans: HashMap<PlanId, Arc<Plan>>,
+    customers: HashMap<CustomerId, Arc<CustomerRecord>>,
+    /// Display prefix → keys with that prefix (collisions are possible but rare).
+    keys: HashMap<String, Vec<Arc<KeyRecord>>>,
+}
+
+pub struct Catalog {
+    secret: Vec<u8>,
+    snap: ArcSwap<Snapshot>,
+}
+
+impl Catalog {
+    /// `secret` is the server's HMAC secret for API keys.
+    pub fn new(secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            secret: secret.into(),
+            snap: ArcSwap::from_pointee(Snapshot::default()),
+        }
+    }
+
+    pub fn key_secret(&self) -> &[u8] {
+        &self.secret
+    }
+
+    /// Finds the live key matching `presented`, comparing keyed hashes in constant time.
+    pub fn authenticate(&self, presented: &str) -> Option<Principal> {
+        if !apikey::is_well_formed(presented) {
+            return None;
+        }
+        let snap = self.snap.load();
+        let candidates = snap.keys.get(apikey::display_prefix(presented))?;
+        let key = candidates
+            .iter()
+            .find(|k| apikey::verify(&self.secret, presented, &k.hash))?;
+        let customer = snap.customers.get(&key.customer_id)?;
+        let plan = snap.plans.get(&customer.plan_id)?;
+        Some(Principal {
+            key: Arc::clone(key),
+            customer: Arc::clone(customer),
+            plan: Arc::clone(plan),
+        })
+    }
+
+    pub fn plan(&self, id: &str) -> Option<Arc<Plan>> {
+        self.snap.load().plans.get(id).cloned()
+    }
+
+    pub fn customer(&self, id: &str) -> Option<Arc<CustomerRecord>> {
+        self.snap.load().customers.get(id).cloned()
+    }
+
+    pub fn customers(&self) -> Vec<Arc<CustomerRecord>> {
+        self.snap.load().customers.values().cloned().collect()
+    }
+
+    pub fn put_plan(&self, plan: Plan) {
+        let plan = Arc::new(plan);
+        self.snap.rcu(|s| {
+            let mut s = Snapshot::clone(s);
+            s.plans.insert(plan.id.clone(), Arc::clone(&plan));
+            s
+        });
+    }
+
+    pub fn remove_plan(&self, id: &str) {
+        self.snap.rcu(|s| {
+            let mut s = Snapshot::clone(s);
+            s.plans.remove(id);
+            s
+        });
+    }
+
+    pub fn put_customer(&self, c: CustomerRecord) {
+        let c = Arc::new(c);
+        self.snap.rcu(|s| {
+            let mut s = Snapshot::clone(s);
+            s.customers.insert(c.id.clone(), Arc::clone(&c));
+            s
+        });
+    }
+
+    pub fn put_key(&self, k: KeyRecord) {
+        let k = Arc::new(k);
+        self.snap.rcu(|s| {
+            let mut s = Snapshot::clone(s);
+            let list = s.keys.entry(k.prefix.clone()).or_default();
+            list.retain(|old| old.id != k.id);
+            list.push(Arc::clone(&k));
+            s
+        });
+    }
+
+    /// Removes a key; the next call presenting it is refused.
+    pub fn revoke_key(&self, id: &str) {
+        self.snap.rcu(|s| {
+            let mut s = Snapshot::clone(s);
+            for list in s.keys.values_mut() {
+                list.retain(|k| k.id.as_str() != id);
+            }
+            s.keys.retain(|_, list| !list.is_empty());
+            s
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        serde_json::from_value(serde_json::json!({"id":"p","name":"P","rate_limit":{"requests":1,"per":"second"}})).unwrap()
+    }
+
+    #[test]
+    fn authenticate_then_revoke() {
+        let cat = Catalog::new(b"secret".to_vec());
+        cat.put_plan(plan());
+        cat.put_customer(CustomerRecord {
+            id: CustomerId::new("c").unwrap(),
+            name: "C".into(),
+            email: "c@example.com".into(),
+            plan_id: PlanId::new("p").unwrap(),
+            anchor_day: 1,
+            created_at: Utc::now(),
+        });
+        let k = apikey::generate();
+        let id = KeyId::generate();
+        cat.put_key(KeyRecord {
+            id: id.clone(),
+            customer_id: CustomerId::new("c").unwrap(),
+            prefix: k.prefix.clone(),
+            hash: apikey::hash(b"secret", &k.secret),
+            created_at: Utc::now(),
+        });
+        let p = cat.authenticate(&k.secret).unwrap();
+        assert_eq!(p.customer.id.as_str(), "c");
+        assert_eq!(p.plan.id.as_str(), "p");
+        assert!(cat.authenticate(&apikey::generate().secret).is_none());
+        cat.revoke_key(id.as_str());
+        assert!(cat.authenticate(&k.secret).is_none());
+    }
+}

@@ -1,0 +1,305 @@
+//! The embedded store: counters in process memory, one mutex per customer so
+//! that concurrent calls of one customer are decided one at a time and calls of
+//! different customers never wait on each other.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
+
+use crate::gcra::{self, Gcra};
+use crate::{
+    Admission, Counters, Decision, Limits, Reservation, Snapshot, Store, StoreError,
+    WebsocketSlot,
+};
+use paygate_core::Micros;
+
+#[derive(Debug, Default)]
+struct CustomerState {
+    tat_ns: u64,
+    period_start: i64,
+    quota_used: u64,
+    credits_micros: Micros,
+    websockets: u32,
+}
+
+impl CustomerState {
+    /// Quota used in `period_start`'s period; a newer period starts at zero.
+    fn roll_period(&mut self, period_start: i64) {
+        if period_start > self.period_start {
+            self.period_start = period_start;
+            self.quota_used = 0;
+        }
+    }
+
+    fn snapshot(&self, now: u64, l: &Limits) -> Snapshot {
+        let (rate_remaining, reset_ns) =
+            gcra::state(self.tat_ns, now, l.emission_interval_ns, l.capacity);
+        Snapshot {
+            rate_remaining,
+            rate_reset_ms: reset_ns.div_ceil(1_000_000),
+            quota_used: l.quota.map(|_| self.quota_used),
+            credits_micros: l.credit_price_micros.map(|_| self.credits_micros),
+        }
+    }
+
+    fn admit(&mut self, now: u64, l: &Limits) -> Admission {
+        if let Some(q) = l.quota {
+            self.roll_period(q.period_start);
+        }
+        let new_tat = match gcra::check(self.tat_ns, now, l.emission_interval_ns, l.capacity) {
+            Gcra::Limited { retry_after_ns, .. } => {
+                return self.refuse(
+                    now,
+                    l,
+                    Decision::RateLimited {
+                        retry_after_ms: retry_after_ns.div_ceil(1_000_000),
+                    },
+                )
+            }
+            Gcra::Conform { new_tat, .. } => new_tat,
+        };
+        let mut r = Reservation::default();
+        if let Some(q) = l.quota {
+            let after = self.quota_used + l.units;
+            let over = after.saturating_sub(q.limit.max(self.quota_used));
+            match q.overage_price_micros {
+                None if over > 0 => return self.refuse(now, l, Decision::QuotaExhausted),
+                None => {}
+                Some(price) => {
+                    r.overage_units = over;
+                    r.overage_micros = price.saturating_mul(over as Micros);
+                }
+            }
+            r.quota_units = l.units;
+            r.period_start = q.period_start;
+        }
+        if let Some(price) = l.credit_price_micros {
+            if self.credits_micros < price {
+                return self.refuse(now, l, Decision::InsufficientCredits);
+            }
+            r.credits_micros = price;
+        }
+        // Every check passed: commit all of it.
+        self.tat_ns = new_tat;
+        self.quota_used += r.quota_units;
+        self.credits_micros -= r.credits_micros;
+        Admission {
+            decision: Decision::Admitted(r),
+            snapshot: self.snapshot(now, l),
+        }
+    }
+
+    fn refuse(&self, now: u64, l: &Limits, decision: Decision) -> Admission {
+        Admission {
+            decision,
+            snapshot: self.snapshot(now, l),
+        }
+    }
+}
+
+/// In-process [`Store`]; correct under concurrency within one node.
+pub struct MemoryStore {
+    epoch: Instant,
+    customers: RwLock<HashMap<String, Arc<Mutex<CustomerState>>>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            customers: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        // Offset by one day so a fresh bucket's zero TAT is long in the past.
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX) + 86_400_000_000_000
+    }
+
+    fn state(&self, customer: &str) -> Arc<Mutex<CustomerState>> {
+        if let Some(s) = self.customers.read().get(customer) {
+            return Arc::clone(s);
+        }
+        Arc::clone(
+            self.customers
+                .write()
+                .entry(customer.to_string())
+                .or_default(),
+        )
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn admit(&self, customer: &str, limits: &Limits) -> Result<Admission, StoreError> {
+        let now = self.now_ns();
+        Ok(self.state(customer).lock().admit(now, limits))
+    }
+
+    async fn give_back(&self, customer: &str, r: &Reservation) -> Result<(), StoreError> {
+        let state = self.state(customer);
+        let mut s = state.lock();
+        if r.quota_units > 0 && r.period_start == s.period_start {
+            s.quota_used = s.quota_used.saturating_sub(r.quota_units);
+        }
+        s.credits_micros += r.credits_micros;
+        Ok(())
+    }
+
+    async fn peek(&self, customer: &str, limits: &Limits) -> Result<Snapshot, StoreError> {
+        let now = self.now_ns();
+        let state = self.state(customer);
+        let mut s = state.lock();
+        if let Some(q) = limits.quota {
+            s.roll_period(q.period_start);
+        }
+        Ok(s.snapshot(now, limits))
+    }
+
+    async fn add_credits(&self, customer: &str, micros: Micros) -> Result<Micros, StoreError> {
+        let state = self.state(customer);
+        let mut s = state.lock();
+        s.credits_micros += micros;
+        Ok(s.credits_micros)
+    }
+
+    async fn seed(&self, customer: &str, c: Counters) -> Result<(), StoreError> {
+        let state = self.state(customer);
+        let mut s = state.lock();
+        s.credits_micros = c.credits_micros;
+        s.quota_used = c.quota_used;
+        s.period_start = c.period_start;
+        Ok(())
+    }
+
+    async fn open_websocket(&self, customer: &str, max: u32) -> Result<WebsocketSlot, StoreError> {
+        let state = self.state(customer);
+        let mut s = state.lock();
+        if s.websockets >= max {
+            return Ok(WebsocketSlot::Full);
+        }
+        s.websockets += 1;
+        Ok(WebsocketSlot::Granted)
+    }
+
+    async fn close_websocket(&self, customer: &str) -> Result<(), StoreError> {
+        let state = self.state(customer);
+        let mut s = state.lock();
+        s.websockets = s.websockets.saturating_sub(1);
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::QuotaLimit;
+
+    fn limits(quota: Option<QuotaLimit>, price: Option<Micros>) -> Limits {
+        Limits {
+            emission_interval_ns: 1_000,
+            capacity: 1_000_000,
+            units: 1,
+            quota,
+            credit_price_micros: price,
+        }
+    }
+
+    fn quota(limit: u64, overage: Option<Micros>) -> Option<QuotaLimit> {
+        Some(QuotaLimit {
+            limit,
+            period_start: 100,
+            overage_price_micros: overage,
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_quota_admits_exactly_the_limit() {
+        let store = Arc::new(MemoryStore::new());
+        let l = limits(quota(100, None), None);
+        let tasks: Vec<_> = (0..400)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { store.admit("c", &l).await })
+            })
+            .collect();
+        let mut admitted = 0;
+        for t in tasks {
+            if let Decision::Admitted(_) = t.await.unwrap().unwrap().decision {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 100);
+    }
+
+    #[tokio::test]
+    async fn credits_never_go_negative_and_give_back_restores() {
+        let store = MemoryStore::new();
+        store.add_credits("c", 50).await.unwrap();
+        let l = limits(None, Some(17));
+        let mut reservations = vec![];
+        for _ in 0..5 {
+            let a = store.admit("c", &l).await.unwrap();
+            if let Decision::Admitted(r) = a.decision {
+                reservations.push(r);
+            } else {
+                assert_eq!(a.decision, Decision::InsufficientCredits);
+                assert_eq!(a.snapshot.credits_micros, Some(16));
+            }
+        }
+        assert_eq!(reservations.len(), 2);
+        store.give_back("c", &reservations[0]).await.unwrap();
+        assert_eq!(store.peek("c", &l).await.unwrap().credits_micros, Some(33));
+    }
+
+    #[tokio::test]
+    async fn overage_is_priced_past_the_quota_and_new_period_resets() {
+        let store = MemoryStore::new();
+        let l = limits(quota(2, Some(200)), None);
+        let mut amounts = vec![];
+        for _ in 0..3 {
+            match store.admit("c", &l).await.unwrap().decision {
+                Decision::Admitted(r) => amounts.push(r.amount_micros()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(amounts, vec![0, 0, 200]);
+        let next = limits(
+            Some(QuotaLimit { limit: 2, period_start: 200, overage_price_micros: None }),
+            None,
+        );
+        assert_eq!(store.peek("c", &next).await.unwrap().quota_used, Some(0));
+    }
+
+    #[tokio::test]
+    async fn refusal_reserves_nothing() {
+        let store = MemoryStore::new();
+        let l = Limits { capacity: 1, emission_interval_ns: 1_000_000_000, ..limits(quota(10, None), None) };
+        assert!(matches!(store.admit("c", &l).await.unwrap().decision, Decision::Admitted(_)));
+        let a = store.admit("c", &l).await.unwrap();
+        assert!(matches!(a.decision, Decision::RateLimited { retry_after_ms } if retry_after_ms > 0 && retry_after_ms <= 1000));
+        assert_eq!(a.snapshot.quota_used, Some(1));
+    }
+
+    #[tokio::test]
+    async fn websocket_slots_are_bounded() {
+        let store = MemoryStore::new();
+        assert_eq!(store.open_websocket("c", 1).await.unwrap(), WebsocketSlot::Granted);
+        assert_eq!(store.open_websocket("c", 1).await.unwrap(), WebsocketSlot::Full);
+        store.close_websocket("c").await.unwrap();
+        assert_eq!(store.open_websocket("c", 1).await.unwrap(), WebsocketSlot::Granted);
+    }
+}
