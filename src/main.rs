@@ -1,1 +1,55 @@
-fn main() {}
+//! `paygate`: the command line. Parsing only; the work is in `app` and the crates.
+
+mod app;
+mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "paygate", version, about = "Pay-per-call metered API gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Gateway, admin API and usage writer in one process.
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Start a sample market-data upstream, seed the four plans and print keys.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0, or print every problem with its key and exit 2.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    app::init_tracing();
+    let result = match cli.command {
+        Command::Serve { config, demo } => app::serve(config.as_deref(), demo),
+        Command::Migrate { config } => app::migrate(&config),
+        Command::CheckConfig { config } => return app::check_config(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("paygate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,59 @@
+//! The admin API (SPEC §5) on its own listener: plans, customers, keys,
+//! credits and balances, plus `/healthz`, `/readyz` and `/metrics`.
+//!
+//! Every change is written to the database first and then applied to the
+//! gateway's catalog and store, so it is in force for the next call.
 
+mod error;
+mod extract;
+mod handlers;
+
+use std::sync::Arc;
+
+use axum::middleware;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use paygate_billing::Database;
+use paygate_metrics::Metrics;
+use paygate_store::{Catalog, Store};
+
+pub use error::ApiError;
+
+/// What the handlers share.
+pub struct AdminState {
+    pub db: Database,
+    pub catalog: Arc<Catalog>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Metrics,
+    /// Bearer token for `/admin/v1/*`.
+    pub token: String,
+}
+
+/// The whole admin API; tests call it without a socket.
+pub fn router(state: Arc<AdminState>) -> Router {
+    use handlers::{credits, customers, keys, ops, plans};
+    let api = Router::new()
+        .route("/plans", get(plans::list).post(plans::create))
+        .route(
+            "/plans/{id}",
+            get(plans::get).put(plans::replace).delete(plans::remove),
+        )
+        .route("/customers", get(customers::list).post(customers::create))
+        .route("/customers/{id}", get(customers::get).patch(customers::patch))
+        .route("/customers/{id}/keys", get(keys::list).post(keys::create))
+        .route("/keys/{key_id}", delete(keys::revoke))
+        .route("/customers/{id}/credits", post(credits::top_up))
+        .route("/customers/{id}/balance", get(credits::balance))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            handlers::auth::require_token,
+        ));
+    Router::new()
+        .nest("/admin/v1", api)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .with_state(state)
+}

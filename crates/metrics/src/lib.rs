@@ -5,7 +5,7 @@
 //! are route ids, plan ids, status codes and decision names.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
@@ -14,8 +14,8 @@ pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
     pub decisions: IntCounterVec,
-    pub request_duration: HistogramVec,
-    pub gateway_overhead: HistogramVec,
+    pub request_duration: Histogram,
+    pub gateway_overhead: Histogram,
     pub store_errors: IntCounter,
     pub usage_events: IntCounterVec,
     pub usage_backlog: IntGauge,
@@ -37,19 +37,15 @@ impl Metrics {
                 Opts::new("paygate_decisions_total", "Admission decisions"),
                 &["decision"],
             )?,
-            request_duration: HistogramVec::new(
+            request_duration: Histogram::with_opts(
                 HistogramOpts::new("paygate_request_duration_seconds", "Whole call, as the client sees it")
                     .buckets(buckets.clone()),
-                &[],
             )?,
-            gateway_overhead: HistogramVec::new(
-                HistogramOpts::new(
-                    "paygate_gateway_overhead_seconds",
-                    "Time spent in paygate itself before the upstream is called",
-                )
-                .buckets(buckets),
-                &[],
-            )?,
+            gateway_overhead: Histogram::with_opts(HistogramOpts::new(
+                "paygate_gateway_overhead_seconds",
+                "Time spent in paygate itself before the upstream is called",
+            )
+            .buckets(buckets))?,
             store_errors: IntCounter::new("paygate_store_errors_total", "Failed store operations")?,
             usage_events: IntCounterVec::new(
                 Opts::new("paygate_usage_events_total", "Usage events by state"),

@@ -76,8 +76,10 @@ pub struct Snapshot {
     pub rate_remaining: u32,
     /// Milliseconds until the bucket is full again.
     pub rate_reset_ms: u64,
-    pub quota_used: Option<u64>,
-    pub credits_micros: Option<Micros>,
+    /// Quota units used this period (0 on plans without a quota).
+    pub quota_used: u64,
+    /// Prepaid balance.
+    pub credits_micros: Micros,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

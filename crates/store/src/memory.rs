@@ -40,8 +40,8 @@ impl CustomerState {
         Snapshot {
             rate_remaining,
             rate_reset_ms: reset_ns.div_ceil(1_000_000),
-            quota_used: l.quota.map(|_| self.quota_used),
-            credits_micros: l.credit_price_micros.map(|_| self.credits_micros),
+            quota_used: self.quota_used,
+            credits_micros: self.credits_micros,
         }
     }
 
@@ -257,12 +257,12 @@ mod tests {
                 reservations.push(r);
             } else {
                 assert_eq!(a.decision, Decision::InsufficientCredits);
-                assert_eq!(a.snapshot.credits_micros, Some(16));
+                assert_eq!(a.snapshot.credits_micros, 16);
             }
         }
         assert_eq!(reservations.len(), 2);
         store.give_back("c", &reservations[0]).await.unwrap();
-        assert_eq!(store.peek("c", &l).await.unwrap().credits_micros, Some(33));
+        assert_eq!(store.peek("c", &l).await.unwrap().credits_micros, 33);
     }
 
     #[tokio::test]
@@ -281,7 +281,7 @@ mod tests {
             Some(QuotaLimit { limit: 2, period_start: 200, overage_price_micros: None }),
             None,
         );
-        assert_eq!(store.peek("c", &next).await.unwrap().quota_used, Some(0));
+        assert_eq!(store.peek("c", &next).await.unwrap().quota_used, 0);
     }
 
     #[tokio::test]
@@ -291,7 +291,7 @@ mod tests {
         assert!(matches!(store.admit("c", &l).await.unwrap().decision, Decision::Admitted(_)));
         let a = store.admit("c", &l).await.unwrap();
         assert!(matches!(a.decision, Decision::RateLimited { retry_after_ms } if retry_after_ms > 0 && retry_after_ms <= 1000));
-        assert_eq!(a.snapshot.quota_used, Some(1));
+        assert_eq!(a.snapshot.quota_used, 1);
     }
 
     #[tokio::test]

@@ -1,0 +1,91 @@
+//! Admin errors map to 400/401/404/409/422 with the SPEC §3 error body; a
+//! 500 only for faults of paygate itself, never for bad input.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use paygate_billing::DbError;
+use paygate_core::{ErrorCode, ValidationError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("a valid admin bearer token is required")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::Unauthorized => ErrorCode::Unauthorized,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::Invalid(_) => ErrorCode::InvalidRequest,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn not_found(what: &str, id: &str) -> Self {
+        Self::NotFound(format!("no {what} with id {id}"))
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::NotFound => Self::NotFound("not found".into()),
+            DbError::Conflict(m) => Self::Conflict(m),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<paygate_store::StoreError> for ApiError {
+    fn from(e: paygate_store::StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(detail) = &self {
+            tracing::error!(%detail, "admin request failed");
+        }
+        let code = self.code();
+        let request_id = uuid::Uuid::now_v7().to_string();
+        let body = code.body(&self.to_string(), &request_id);
+        let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+        if matches!(self, Self::Unauthorized) {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        if let Ok(v) = header::HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        resp
+    }
+}

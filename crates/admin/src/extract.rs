@@ -1,0 +1,62 @@
+//! Request extractors that fail with our error body instead of axum's plain text.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::ApiError;
+
+/// A JSON body: malformed JSON → 400, well-formed but wrong shape → 422.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("could not read the body: {e}")))?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
+        _ => ApiError::BadRequest(format!("malformed JSON: {e}")),
+    })
+}
+
+/// `?limit=` (1..=1000, default 100) and `?starting_after=<id>`.
+pub struct Paging {
+    pub limit: u32,
+    pub starting_after: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Paging {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        #[derive(Deserialize)]
+        struct Raw {
+            limit: Option<String>,
+            starting_after: Option<String>,
+        }
+        let Query(raw) = Query::<Raw>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        let limit = match raw.limit {
+            None => 100,
+            Some(s) => match s.parse::<u32>() {
+                Ok(n @ 1..=1000) => n,
+                _ => return Err(ApiError::BadRequest("limit must be an integer from 1 to 1000".into())),
+            },
+        };
+        Ok(Self {
+            limit,
+            starting_after: raw.starting_after.filter(|s| !s.is_empty()),
+        })
+    }
+}

@@ -1,0 +1,66 @@
+//! Prepaid credits and the balance view.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::Utc;
+use paygate_billing::records::Grant;
+use paygate_core::Micros;
+use paygate_gateway::{admission, me};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::extract::JsonBody;
+use crate::handlers::customers;
+use crate::{AdminState, ApiError};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopUp {
+    amount_micros: Micros,
+    reference: String,
+}
+
+/// Credits once per `reference`: a replay answers 200 with the balance and
+/// changes nothing.
+pub async fn top_up(
+    State(s): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<TopUp>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if b.amount_micros <= 0 {
+        return Err(ApiError::Invalid("amount_micros: must be a positive integer".into()));
+    }
+    if b.reference.trim().is_empty() || b.reference.len() > 200 {
+        return Err(ApiError::Invalid("reference: must be 1 to 200 characters".into()));
+    }
+    customers::load(&s, &id).await?;
+    let (status, balance) = match s.db.grant_credits(&id, b.amount_micros, &b.reference).await? {
+        Grant::Credited => (StatusCode::CREATED, s.store.add_credits(&id, b.amount_micros).await?),
+        // A replay credits nothing; adding zero reads the live balance.
+        Grant::AlreadyCredited => (StatusCode::OK, s.store.add_credits(&id, 0).await?),
+    };
+    Ok((
+        status,
+        Json(json!({
+            "customer_id": id,
+            "amount_micros": b.amount_micros,
+            "reference": b.reference,
+            "credited": status == StatusCode::CREATED,
+            "credits_micros": balance,
+        })),
+    ))
+}
+
+pub async fn balance(State(s): State<Arc<AdminState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let customer = customers::load(&s, &id).await?;
+    let plan = s
+        .catalog
+        .plan(customer.plan_id.as_str())
+        .ok_or_else(|| ApiError::Internal(format!("plan {} of customer {id} is not loaded", customer.plan_id)))?;
+    let (limits, period) = admission::limits_for(&plan, 1, &customer, Utc::now());
+    let snap = s.store.peek(&id, &limits).await?;
+    Ok(Json(me::balance_json(&customer, &plan, &snap, &period)))
+}

@@ -1,0 +1,142 @@
+//! `/admin/v1/customers`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use paygate_billing::records::{CustomerPatch, NewCustomer};
+use paygate_billing::DbError;
+use paygate_core::{CustomerId, PlanId, ValidationError};
+use paygate_store::CustomerRecord;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::extract::{JsonBody, Paging};
+use crate::{AdminState, ApiError};
+
+pub fn customer_json(c: &CustomerRecord) -> Value {
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "email": c.email,
+        "plan_id": c.plan_id,
+        "billing_anchor_day": c.anchor_day,
+        "created_at": c.created_at,
+    })
+}
+
+fn check_email(email: &str) -> Result<(), ValidationError> {
+    match email.split_once('@') {
+        Some((user, domain)) if !user.is_empty() && !domain.is_empty() && !email.contains(char::is_whitespace) => Ok(()),
+        _ => Err(ValidationError::new("email", "must be an email address")),
+    }
+}
+
+fn check_name(name: &str) -> Result<(), ValidationError> {
+    if name.trim().is_empty() {
+        return Err(ValidationError::new("name", "must not be empty"));
+    }
+    Ok(())
+}
+
+/// The plan must exist before a customer can be put on it.
+async fn existing_plan(s: &AdminState, id: PlanId) -> Result<PlanId, ApiError> {
+    match s.db.get_plan(id.as_str()).await {
+        Ok(_) => Ok(id),
+        Err(DbError::NotFound) => Err(ApiError::Invalid(format!("plan_id: no plan with id {id}"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    id: Option<CustomerId>,
+    name: String,
+    email: String,
+    plan_id: PlanId,
+}
+
+pub async fn create(
+    State(s): State<Arc<AdminState>>,
+    JsonBody(b): JsonBody<CreateBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_name(&b.name)?;
+    check_email(&b.email)?;
+    let plan_id = existing_plan(&s, b.plan_id).await?;
+    let id = match b.id {
+        Some(id) => id,
+        None => CustomerId::new(format!("cus_{}", uuid::Uuid::now_v7().simple()))?,
+    };
+    let rec = s
+        .db
+        .create_customer(NewCustomer {
+            id,
+            name: b.name,
+            email: b.email,
+            plan_id,
+        })
+        .await?;
+    s.catalog.put_customer(rec.clone());
+    Ok((StatusCode::CREATED, Json(customer_json(&rec))))
+}
+
+pub async fn list(State(s): State<Arc<AdminState>>, page: Paging) -> Result<Json<Value>, ApiError> {
+    let p = s.db.list_customers(page.limit, page.starting_after.as_deref()).await?;
+    let data: Vec<Value> = p.data.iter().map(customer_json).collect();
+    Ok(Json(json!({"data": data, "has_more": p.has_more})))
+}
+
+pub async fn get(State(s): State<Arc<AdminState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(customer_json(&load(&s, &id).await?)))
+}
+
+/// The customer or a 404 naming it.
+pub async fn load(s: &AdminState, id: &str) -> Result<CustomerRecord, ApiError> {
+    match s.db.get_customer(id).await {
+        Err(DbError::NotFound) => Err(ApiError::not_found("customer", id)),
+        other => Ok(other?),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    name: Option<String>,
+    email: Option<String>,
+    plan_id: Option<PlanId>,
+}
+
+/// Changes name, email or plan; a plan change is in force for the next call
+/// and keeps the quota already used this period.
+pub async fn patch(
+    State(s): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<PatchBody>,
+) -> Result<Json<Value>, ApiError> {
+    load(&s, &id).await?;
+    if let Some(n) = &b.name {
+        check_name(n)?;
+    }
+    if let Some(e) = &b.email {
+        check_email(e)?;
+    }
+    let plan_id = match b.plan_id {
+        Some(p) => Some(existing_plan(&s, p).await?),
+        None => None,
+    };
+    let rec = s
+        .db
+        .patch_customer(
+            &id,
+            CustomerPatch {
+                name: b.name,
+                email: b.email,
+                plan_id,
+            },
+        )
+        .await?;
+    s.catalog.put_customer(rec.clone());
+    Ok(Json(customer_json(&rec)))
+}

@@ -1,0 +1,6 @@
+pub mod auth;
+pub mod credits;
+pub mod customers;
+pub mod keys;
+pub mod ops;
+pub mod plans;

@@ -1,0 +1,34 @@
+//! A call paygate answers itself: the error code, a human message and, for
+//! 429/503, when to come back.
+
+use std::borrow::Cow;
+
+use paygate_core::ErrorCode;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+    /// Whole seconds for `Retry-After` (≥ 1).
+    pub retry_after_secs: Option<u64>,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn retry_after_ms(mut self, ms: u64) -> Self {
+        self.retry_after_secs = Some(ms.div_ceil(1000).max(1));
+        self
+    }
+
+    /// The `paygate_decisions_total` label for this refusal.
+    pub fn decision(&self) -> &'static str {
+        self.code.as_str()
+    }
+}

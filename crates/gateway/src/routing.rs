@@ -1,0 +1,122 @@
+//! Route table: longest matching path prefix wins, matched on whole path
+//! segments (`/v1/prices` matches `/v1/prices/AAPL`, not `/v1/pricesX`).
+
+use std::sync::Arc;
+
+use http::Method;
+use paygate_config::RouteConfig;
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub id: Arc<str>,
+    pub prefix: String,
+    /// Index into the upstream pools.
+    pub upstream: usize,
+    pub cost: u32,
+    /// `None`: every method.
+    pub methods: Option<Vec<Method>>,
+}
+
+/// Result of matching a request against the table.
+#[derive(Debug, Clone, Copy)]
+pub enum RouteMatch<'a> {
+    Found(&'a Route),
+    NoRoute,
+    MethodNotAllowed(&'a Route),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    /// Longest prefix first.
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// `upstream_index` maps an upstream name to its pool; config validation
+    /// has already checked that every route's upstream exists.
+    pub fn new(routes: &[RouteConfig], upstream_index: impl Fn(&str) -> Option<usize>) -> Self {
+        let mut table: Vec<Route> = routes
+            .iter()
+            .filter_map(|r| {
+                Some(Route {
+                    id: Arc::from(r.id.as_str()),
+                    prefix: r.path_prefix.clone(),
+                    upstream: upstream_index(&r.upstream)?,
+                    cost: r.cost,
+                    methods: r.methods.as_ref().map(|ms| {
+                        ms.iter()
+                            .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                            .collect()
+                    }),
+                })
+            })
+            .collect();
+        table.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        Self { routes: table }
+    }
+
+    pub fn find(&self, path: &str, method: &Method) -> RouteMatch<'_> {
+        let Some(route) = self.routes.iter().find(|r| prefix_matches(&r.prefix, path)) else {
+            return RouteMatch::NoRoute;
+        };
+        match &route.methods {
+            Some(ms) if !ms.contains(method) => RouteMatch::MethodNotAllowed(route),
+            _ => RouteMatch::Found(route),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| &*r.id == id)
+    }
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(id: &str, prefix: &str, methods: Option<&[&str]>) -> RouteConfig {
+        RouteConfig {
+            id: id.into(),
+            path_prefix: prefix.into(),
+            upstream: "u".into(),
+            cost: 1,
+            methods: methods.map(|m| m.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    fn check(table: &RouteTable, method: Method, path: &str, expected: &str) {
+        let got = match table.find(path, &method) {
+            RouteMatch::Found(r) => format!("found {}", r.id),
+            RouteMatch::NoRoute => "no_route".into(),
+            RouteMatch::MethodNotAllowed(r) => format!("405 {}", r.id),
+        };
+        assert_eq!(got, expected, "{method} {path}");
+    }
+
+    #[test]
+    fn longest_prefix_on_segment_boundaries() {
+        let t = RouteTable::new(
+            &[
+                route("root", "/", None),
+                route("v1", "/v1", None),
+                route("prices", "/v1/prices", Some(&["GET"])),
+            ],
+            |_| Some(0),
+        );
+        check(&t, Method::GET, "/v1/prices/AAPL", "found prices");
+        check(&t, Method::GET, "/v1/prices", "found prices");
+        check(&t, Method::GET, "/v1/pricesX", "found v1");
+        check(&t, Method::POST, "/v1/prices/AAPL", "405 prices");
+        check(&t, Method::GET, "/other", "found root");
+        let t = RouteTable::new(&[route("v1", "/v1", None)], |_| Some(0));
+        check(&t, Method::GET, "/v2", "no_route");
+        check(&t, Method::GET, "/", "no_route");
+    }
+}

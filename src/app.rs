@@ -1,0 +1,231 @@
+//! Wiring: builds the database, catalog, store, usage pipeline, admin API and
+//! Pingora gateway from a config, and runs them until SIGTERM/SIGINT.
+//!
+//! Two runtimes: Pingora owns its own threads for the gateway (it must not be
+//! started inside tokio), and a small "control" runtime runs the admin API,
+//! the usage writer and the demo upstream.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use paygate_admin::AdminState;
+use paygate_billing::{ledger, Database};
+use paygate_config::{Config, StoreBackend};
+use paygate_gateway::routing::RouteTable;
+use paygate_gateway::upstream::Upstreams;
+use paygate_gateway::{Gateway, GatewayDeps};
+use paygate_metrics::Metrics;
+use paygate_store::{Catalog, MemoryStore, Store};
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PAYGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    paygate_config::load(path).map_err(|errs| {
+        let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid configuration:\n  {}", lines.join("\n  "))
+    })
+}
+
+pub fn check_config(path: &Path) -> ExitCode {
+    match paygate_config::load(path) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            for e in errs {
+                println!("{e}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("paygate-control")
+        .enable_all()
+        .build()
+        .context("starting the control runtime")
+}
+
+pub fn migrate(path: &Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    control_runtime()?.block_on(async {
+        Database::connect(&config.database.url).await?;
+        println!("migrations applied to {}", config.database.url);
+        Ok(())
+    })
+}
+
+/// What start-up produced that the gateway and shutdown need.
+struct Control {
+    catalog: Arc<Catalog>,
+    store: Arc<dyn Store>,
+    sink: paygate_billing::UsageSink,
+    metrics: Metrics,
+    config: Config,
+}
+
+pub fn serve(path: Option<&Path>, demo: bool) -> anyhow::Result<()> {
+    let rt = control_runtime()?;
+    let mut demo_setup = None;
+    let config = match (path, demo) {
+        (Some(_), true) => bail!("--demo brings its own configuration; leave out --config"),
+        (Some(p), false) => load(p)?,
+        (None, true) => {
+            let setup = rt.block_on(crate::demo::start_upstream())?;
+            let config = setup.config()?;
+            demo_setup = Some(setup);
+            config
+        }
+        (None, false) => bail!("--config FILE is required (or --demo)"),
+    };
+    if config.store.backend == StoreBackend::Redis {
+        bail!("store.backend = \"redis\" is not available in this build yet; use \"memory\"");
+    }
+    let token = match (config.admin_token(), demo) {
+        (Some(t), _) => t,
+        (None, true) => paygate_core::apikey::generate_server_secret(),
+        (None, false) => bail!(
+            "admin.token_env: environment variable {} is not set (or set admin.token)",
+            config.admin.token_env
+        ),
+    };
+
+    let control = rt.block_on(start_control(config, token.clone(), demo_setup.as_ref()))?;
+    let metrics = control.metrics.clone();
+    run_gateway(control)?;
+
+    // Pingora has drained in-flight calls; let the writer put their events in
+    // the ledger before the process ends.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metrics.usage_backlog.get() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if metrics.usage_backlog.get() > 0 {
+        tracing::error!(backlog = metrics.usage_backlog.get(), "usage events not written at exit");
+    }
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+async fn start_control(
+    config: Config,
+    token: String,
+    demo: Option<&crate::demo::DemoUpstream>,
+) -> anyhow::Result<Control> {
+    let db = Database::connect(&config.database.url)
+        .await
+        .with_context(|| format!("database.url: cannot open {}", config.database.url))?;
+    let secret = db.key_secret(config.key_secret()).await?;
+    let catalog = Arc::new(Catalog::new(secret.into_bytes()));
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let metrics = Metrics::new().context("registering metrics")?;
+
+    let (plans, customers, keys) = db.load_catalog().await?;
+    for p in plans {
+        catalog.put_plan(p);
+    }
+    for c in customers {
+        catalog.put_customer(c);
+    }
+    for k in keys {
+        catalog.put_key(k);
+    }
+    // The store is a cache of the ledger: rebuild quota used and credits so a
+    // restart gives nobody a fresh quota.
+    let now = chrono::Utc::now();
+    for c in catalog.customers() {
+        let counters = db.counters(&c, now).await?;
+        store.seed(c.id.as_str(), counters).await?;
+    }
+
+    let (sink, writer) = ledger::pipeline(
+        db.clone(),
+        metrics.clone(),
+        config.usage.buffer,
+        config.usage.batch_size,
+        Duration::from_millis(config.usage.flush_interval_ms),
+    );
+    tokio::spawn(writer.run());
+
+    let state = Arc::new(AdminState {
+        db: db.clone(),
+        catalog: Arc::clone(&catalog),
+        store: Arc::clone(&store),
+        metrics: metrics.clone(),
+        token: token.clone(),
+    });
+    if let Some(d) = demo {
+        d.seed(&state, &config).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("admin.listen: cannot bind {}", config.admin.listen))?;
+    let router = paygate_admin::router(state);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+    tracing::info!(admin = %config.admin.listen, gateway = %config.gateway.listen, "paygate starting");
+    Ok(Control {
+        catalog,
+        store,
+        sink,
+        metrics,
+        config,
+    })
+}
+
+/// Runs Pingora on this thread until a shutdown signal.
+fn run_gateway(c: Control) -> anyhow::Result<()> {
+    let g = &c.config.gateway;
+    let conf = ServerConf {
+        threads: g.threads,
+        grace_period_seconds: Some(g.shutdown_grace_seconds),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let (upstreams, health) = Upstreams::new(&c.config.upstreams)?;
+    let routes = RouteTable::new(&c.config.routes, |name| upstreams.index_of(name));
+    let gateway = Gateway::new(GatewayDeps {
+        routes,
+        upstreams,
+        catalog: c.catalog,
+        store: c.store,
+        on_unavailable: c.config.store.on_unavailable,
+        usage: c.sink,
+        metrics: c.metrics,
+        trusted_proxies: g.trusted_proxies.clone(),
+        max_body_bytes: g.max_body_bytes,
+        max_uri_bytes: g.max_uri_bytes,
+        max_header_bytes: g.max_header_bytes,
+    });
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "paygate gateway",
+    );
+    proxy.add_tcp(&g.listen.to_string());
+    server.add_service(proxy);
+    for h in health {
+        server.add_service(h);
+    }
+    server.run(RunArgs::default());
+    Ok(())
+}

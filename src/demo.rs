@@ -1,0 +1,213 @@
+//! `paygate serve --demo`: a sample market-data upstream inside the process,
+//! the four plans of SPEC §4 seeded through the admin API, one customer and
+//! one key per plan, printed at start. State lives in a temporary database
+//! that is removed on exit.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use axum::body::Body;
+use axum::extract::Path;
+use axum::routing::get;
+use axum::{Json, Router};
+use http::Request;
+use paygate_admin::AdminState;
+use paygate_config::Config;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+pub struct DemoUpstream {
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+/// Starts the sample upstream on a free loopback port, on the current runtime.
+pub async fn start_upstream() -> anyhow::Result<DemoUpstream> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, market_data()).await {
+            tracing::error!(error = %e, "demo upstream stopped");
+        }
+    });
+    Ok(DemoUpstream {
+        addr,
+        dir: tempfile::tempdir().context("creating the demo's temporary directory")?,
+    })
+}
+
+impl DemoUpstream {
+    /// The demo configuration; `PAYGATE_<SECTION>__<KEY>` variables still apply.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let db = self.dir.path().join("demo.db");
+        let text = format!(
+            r#"
+[database]
+url = "sqlite://{db}"
+
+[[upstreams]]
+name = "market"
+targets = ["{addr}"]
+health_check = {{ path = "/health", interval_ms = 1000 }}
+
+[[routes]]
+id = "prices"
+path_prefix = "/v1/prices"
+upstream = "market"
+methods = ["GET"]
+
+[[routes]]
+id = "indices"
+path_prefix = "/v1/indices"
+upstream = "market"
+methods = ["GET"]
+
+[[routes]]
+id = "signals"
+path_prefix = "/v1/signals"
+upstream = "market"
+methods = ["GET"]
+"#,
+            db = db.display(),
+            addr = self.addr,
+        );
+        paygate_config::parse(&text, std::env::vars()).map_err(|errs| {
+            let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("demo configuration: {}", lines.join("; "))
+        })
+    }
+
+    /// Seeds plans, customers, keys and credits through the admin API and prints them.
+    pub async fn seed(&self, state: &Arc<AdminState>, config: &Config) -> anyhow::Result<()> {
+        let api = paygate_admin::router(Arc::clone(state));
+        let call = |method: &'static str, path: String, body: Value| {
+            let api = api.clone();
+            let token = state.token.clone();
+            async move {
+                let req = Request::builder()
+                    .method(method)
+                    .uri(path.clone())
+                    .header("authorization", format!("Bearer {token}"))
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.to_string()))?;
+                let resp = api.oneshot(req).await?;
+                let status = resp.status();
+                let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await?;
+                if !status.is_success() {
+                    bail!("seeding {path}: {status} {}", String::from_utf8_lossy(&bytes));
+                }
+                Ok::<Value, anyhow::Error>(serde_json::from_slice(&bytes)?)
+            }
+        };
+        for plan in plans() {
+            call("POST", "/admin/v1/plans".into(), plan).await?;
+        }
+        let mut keys = Vec::new();
+        for plan in ["free", "advanced", "premium", "payg"] {
+            let id = format!("demo-{plan}");
+            call(
+                "POST",
+                "/admin/v1/customers".into(),
+                json!({"id": id, "name": format!("Demo {plan}"), "email": format!("{plan}@demo.example"), "plan_id": plan}),
+            )
+            .await?;
+            let key = call("POST", format!("/admin/v1/customers/{id}/keys"), json!({})).await?;
+            keys.push((plan, key["key"].as_str().unwrap_or_default().to_string()));
+        }
+        // Enough prepaid credit for three calls, so the 402 is one curl away.
+        call(
+            "POST",
+            "/admin/v1/customers/demo-payg/credits".into(),
+            json!({"amount_micros": 51_000, "reference": "demo-welcome"}),
+        )
+        .await?;
+
+        println!("paygate demo");
+        println!("  gateway      http://{}", config.gateway.listen);
+        println!("  admin        http://{}", config.admin.listen);
+        println!("  admin token  {}", state.token);
+        for (plan, key) in keys {
+            println!("  key {plan:<9}{key}");
+        }
+        println!("  try: curl -H 'X-API-Key: <key>' http://{}/v1/prices/AAPL", config.gateway.listen);
+        Ok(())
+    }
+}
+
+fn plans() -> Vec<Value> {
+    vec![
+        json!({"id": "free", "name": "Free", "rate_limit": {"requests": 1, "per": "second", "burst": 5},
+               "quota": {"calls": 1000, "period": "month"}, "overage": "block",
+               "routes": ["prices", "indices"], "max_websockets": 0, "monthly_fee_micros": 0}),
+        json!({"id": "advanced", "name": "Advanced", "rate_limit": {"requests": 20, "per": "second", "burst": 40},
+               "quota": {"calls": 20000, "period": "month"}, "overage": "block",
+               "routes": ["prices", "indices", "signals"], "max_websockets": 3, "monthly_fee_micros": 83_332_500}),
+        json!({"id": "premium", "name": "Premium", "rate_limit": {"requests": 50, "per": "second", "burst": 100},
+               "quota": {"calls": 100_000, "period": "month"}, "overage": {"price_micros": 200},
+               "routes": ["*"], "max_websockets": 10, "monthly_fee_micros": 166_665_833}),
+        json!({"id": "payg", "name": "Pay as you go", "rate_limit": {"requests": 50, "per": "second", "burst": 100},
+               "price_per_call_micros": 17_000, "overage": "block",
+               "routes": ["*"], "max_websockets": 0, "monthly_fee_micros": 0}),
+    ]
+}
+
+// ---- the sample upstream ----
+
+fn market_data() -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/v1/prices/{symbol}", get(price))
+        .route("/v1/indices", get(indices))
+        .route("/v1/signals/{symbol}", get(signal))
+}
+
+/// A stable pseudo-random number per (symbol, minute), so prices move but repeat.
+fn noise(symbol: &str, salt: u64) -> f64 {
+    let minute = chrono::Utc::now().timestamp() as u64 / 60;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt ^ minute;
+    for b in symbol.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    (h % 10_000) as f64 / 10_000.0
+}
+
+fn base_price(symbol: &str) -> f64 {
+    20.0 + noise(symbol, 1) * 480.0
+}
+
+async fn price(Path(symbol): Path<String>) -> Json<Value> {
+    let symbol = symbol.to_ascii_uppercase();
+    let p = base_price(&symbol);
+    let change = (noise(&symbol, 7) - 0.5) * 0.04 * p;
+    Json(json!({
+        "symbol": symbol,
+        "price": (p * 100.0).round() / 100.0,
+        "change": (change * 100.0).round() / 100.0,
+        "currency": "USD",
+        "as_of": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }))
+}
+
+async fn indices() -> Json<Value> {
+    let data: Vec<Value> = [("SPX", "S&P 500", 5000.0), ("NDX", "Nasdaq 100", 17000.0), ("DJI", "Dow Jones", 38000.0)]
+        .iter()
+        .map(|(sym, name, level)| {
+            let l = level * (0.98 + noise(sym, 3) * 0.04);
+            json!({"symbol": sym, "name": name, "level": (l * 100.0).round() / 100.0})
+        })
+        .collect();
+    Json(json!({"data": data}))
+}
+
+async fn signal(Path(symbol): Path<String>) -> Json<Value> {
+    let symbol = symbol.to_ascii_uppercase();
+    let n = noise(&symbol, 11);
+    let action = if n < 0.33 { "sell" } else if n < 0.66 { "hold" } else { "buy" };
+    Json(json!({
+        "symbol": symbol,
+        "signal": action,
+        "confidence": ((0.5 + noise(&symbol, 13) / 2.0) * 100.0).round() / 100.0,
+        "horizon": "1d",
+    }))
+}
