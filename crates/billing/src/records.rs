@@ -1,6 +1,6 @@
 //! Plans, customers, keys and credit grants: the records the admin API writes.
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use paygate_core::apikey::KeyHash;
 use paygate_core::{CustomerId, KeyId, Micros, Plan, PlanId};
 use paygate_store::{CustomerRecord, KeyRecord};
@@ -170,7 +170,8 @@ impl Database {
     // ---- customers ----
 
     pub async fn create_customer(&self, c: NewCustomer) -> Result<CustomerRecord, DbError> {
-        let now = Utc::now();
+        // Stored with microsecond precision: answer with what a later read returns.
+        let now = Utc::now().trunc_subsecs(6);
         let rec = CustomerRecord {
             id: c.id,
             name: c.name,
@@ -259,7 +260,7 @@ impl Database {
             customer_id: customer_id.clone(),
             prefix: prefix.to_string(),
             hash: *hash,
-            created_at: Utc::now(),
+            created_at: Utc::now().trunc_subsecs(6),
         };
         sqlx::query(
             "INSERT INTO api_keys (id, customer_id, prefix, hash, created_at) VALUES ($1, $2, $3, $4, $5)",

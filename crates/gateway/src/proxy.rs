@@ -212,6 +212,9 @@ impl Gateway {
         resp.set("content-length", body.len().to_string());
         resp.set("x-request-id", ctx.request_id.clone());
         self.where_you_stand(&mut resp, ctx);
+        // Pingora closes the connection after a failed proxy attempt; say so
+        // (`Connection: close`), so clients do not reuse a dead socket.
+        session.set_keepalive(None);
         if session.write_response_header(Box::new(resp), false).await.is_ok() {
             let _ = session.write_response_body(Some(Bytes::from(body)), true).await;
         }
@@ -525,9 +528,10 @@ impl ProxyHttp for Gateway {
             return;
         };
         let customer = a.principal.customer.id.as_str();
-        // Billable: the upstream answered below 500 and nothing failed on its side.
-        let upstream_failed = e.is_some_and(|e| *e.esource() == ErrorSource::Upstream);
-        let billable = ctx.upstream_status.is_some_and(|s| s < 500) && !upstream_failed;
+        // Billable: the upstream answered below 500 and the exchange completed;
+        // only the client walking away afterwards is still the client's call.
+        let completed = e.is_none_or(|e| *e.esource() == ErrorSource::Downstream);
+        let billable = ctx.upstream_status.is_some_and(|s| s < 500) && completed;
         if let Some(store) = self.store_for(a.reserved_in) {
             if !billable && store.give_back(customer, &a.reservation).await.is_err() {
                 m.store_errors.inc();

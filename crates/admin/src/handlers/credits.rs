@@ -37,6 +37,10 @@ pub async fn top_up(
         return Err(ApiError::Invalid("reference: must be 1 to 200 characters".into()));
     }
     customers::load(&s, &id).await?;
+    // Refuse before recording a grant the balance could not hold (it would overflow the store's counter).
+    if s.store.add_credits(&id, 0).await?.checked_add(b.amount_micros).is_none() {
+        return Err(ApiError::Invalid("amount_micros: the balance would exceed the largest amount".into()));
+    }
     let (status, balance) = match s.db.grant_credits(&id, b.amount_micros, &b.reference).await? {
         Grant::Credited => (StatusCode::CREATED, s.store.add_credits(&id, b.amount_micros).await?),
         // A replay credits nothing; adding zero reads the live balance.

@@ -1,0 +1,372 @@
+//! Test harness: a mock upstream (the only mocked party), a real `paygate`
+//! process on free ports with its own SQLite ledger, and helpers to drive it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+pub const TOKEN: &str = "test-admin-token";
+
+/// Polls `f` until it returns `Some`, or panics with `what` at the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+// ---------------------------------------------------------------- upstream
+
+#[derive(Clone, Default)]
+pub struct MockState {
+    pub hits: Arc<AtomicU64>,
+    pub healthy: Arc<AtomicBool>,
+    pub last_headers: Arc<Mutex<HashMap<String, String>>>,
+}
+
+pub struct Mock {
+    pub addr: SocketAddr,
+    pub state: MockState,
+}
+
+impl Mock {
+    pub fn hits(&self) -> u64 {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+    pub fn set_healthy(&self, up: bool) {
+        self.state.healthy.store(up, Ordering::SeqCst);
+    }
+    pub fn last_headers(&self) -> HashMap<String, String> {
+        self.state.last_headers.lock().unwrap().clone()
+    }
+}
+
+fn record(s: &MockState, h: &HeaderMap) {
+    s.hits.fetch_add(1, Ordering::SeqCst);
+    let map = h
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    *s.last_headers.lock().unwrap() = map;
+}
+
+/// An upstream with `/health`, `/v1/status/{code}`, `/v1/slow/{ms}`,
+/// `/v1/ws` (WebSocket echo) and a JSON 200 for everything else.
+pub async fn mock_upstream() -> Mock {
+    let state = MockState::default();
+    state.healthy.store(true, Ordering::SeqCst);
+    let app = Router::new()
+        .route(
+            "/health",
+            get(|State(s): State<MockState>| async move {
+                if s.healthy.load(Ordering::SeqCst) {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            }),
+        )
+        .route(
+            "/v1/status/{code}",
+            any(|State(s): State<MockState>, h: HeaderMap, Path(code): Path<u16>| async move {
+                record(&s, &h);
+                (StatusCode::from_u16(code).unwrap(), Json(json!({"status": code})))
+            }),
+        )
+        .route(
+            "/v1/slow/{ms}",
+            any(|State(s): State<MockState>, h: HeaderMap, Path(ms): Path<u64>| async move {
+                record(&s, &h);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Json(json!({"slept_ms": ms}))
+            }),
+        )
+        .route(
+            "/v1/ws",
+            get(|State(s): State<MockState>, h: HeaderMap, ws: WebSocketUpgrade| async move {
+                record(&s, &h);
+                ws.on_upgrade(|mut socket| async move {
+                    while let Some(Ok(msg)) = socket.recv().await {
+                        if let Message::Close(_) = msg {
+                            break;
+                        }
+                        if socket.send(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                })
+            }),
+        )
+        .fallback(|State(s): State<MockState>, h: HeaderMap, uri: axum::http::Uri| async move {
+            record(&s, &h);
+            Json(json!({"path": uri.path()})).into_response()
+        })
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    Mock { addr, state }
+}
+
+/// Upstream and routes for one mock: `api` (every method, cost 1), `get-only`
+/// (GET only), `pricey` (cost 5).
+pub fn routes_for(target: SocketAddr) -> String {
+    format!(
+        r#"
+[[upstreams]]
+name = "mock"
+targets = ["{target}"]
+read_timeout_ms = 500
+
+[[routes]]
+id = "api"
+path_prefix = "/v1"
+upstream = "mock"
+
+[[routes]]
+id = "get-only"
+path_prefix = "/v1/readonly"
+upstream = "mock"
+methods = ["GET"]
+
+[[routes]]
+id = "pricey"
+path_prefix = "/v1/pricey"
+upstream = "mock"
+cost = 5
+"#
+    )
+}
+
+// ---------------------------------------------------------------- paygate
+
+pub struct Paygate {
+    child: Option<Child>,
+    pub gw: String,
+    pub admin: String,
+    pub db_path: PathBuf,
+    config_path: PathBuf,
+    pub client: reqwest::Client,
+}
+
+impl Paygate {
+    /// Starts `paygate serve` with a fresh database in `dir` and `extra` TOML
+    /// (upstreams, routes) appended.
+    pub async fn start(dir: &std::path::Path, extra: &str) -> Paygate {
+        let db_path = dir.join("ledger.db");
+        let config_path = dir.join("paygate.toml");
+        let (gw_port, admin_port) = (free_port(), free_port());
+        let text = format!(
+            r#"
+[gateway]
+listen = "127.0.0.1:{gw_port}"
+threads = 2
+shutdown_grace_seconds = 0
+max_body_bytes = 1024
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+
+[database]
+url = "sqlite://{db}"
+
+[usage]
+flush_interval_ms = 5
+{extra}
+"#,
+            db = db_path.display()
+        );
+        std::fs::write(&config_path, text).unwrap();
+        let mut pg = Paygate {
+            child: None,
+            gw: format!("http://127.0.0.1:{gw_port}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            db_path,
+            config_path,
+            client: reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap(),
+        };
+        pg.launch().await;
+        pg
+    }
+
+    async fn launch(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_paygate"))
+            .args(["serve", "--config"])
+            .arg(&self.config_path)
+            .env("PAYGATE_ADMIN_TOKEN", TOKEN)
+            .env("PAYGATE_KEY_SECRET", "test-key-secret")
+            .env("PAYGATE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let (client, admin, gw) = (self.client.clone(), self.admin.clone(), self.gw.clone());
+        eventually("paygate to be ready", Duration::from_secs(30), || {
+            let (client, admin, gw) = (client.clone(), admin.clone(), gw.clone());
+            async move {
+                let ready = client.get(format!("{admin}/readyz")).send().await.ok()?;
+                if !ready.status().is_success() {
+                    return None;
+                }
+                client.get(format!("{gw}/")).send().await.ok().map(|_| ())
+            }
+        })
+        .await;
+    }
+
+    /// SIGTERM, then wait for the process to exit (it flushes usage first).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+            let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+            assert!(status.success(), "paygate exited with {status}");
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.launch().await;
+    }
+
+    /// An admin API call: (status, JSON body).
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", self.admin))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Creates a plan (fields merged over a permissive default), a customer
+    /// on it and a key; returns the key.
+    pub async fn customer_with_plan(&self, customer: &str, plan: Value) -> String {
+        let mut p = json!({
+            "id": format!("plan-{customer}"), "name": "Test plan",
+            "rate_limit": {"requests": 100000, "per": "second", "burst": 100000},
+            "routes": ["*"], "overage": "block", "monthly_fee_micros": 0, "max_websockets": 0
+        });
+        for (k, v) in plan.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        let (s, b) = self.admin("POST", "/admin/v1/plans", Some(p.clone())).await;
+        assert_eq!(s, 201, "{b}");
+        let (s, b) = self
+            .admin(
+                "POST",
+                "/admin/v1/customers",
+                Some(json!({"id": customer, "name": customer, "email": "t@example.com", "plan_id": p["id"]})),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        self.new_key(customer).await
+    }
+
+    pub async fn new_key(&self, customer: &str) -> String {
+        let (s, b) = self.admin("POST", &format!("/admin/v1/customers/{customer}/keys"), None).await;
+        assert_eq!(s, 201, "{b}");
+        b["key"].as_str().unwrap().to_string()
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.gw))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// (billable, not billable) events of a customer in the ledger.
+    pub async fn ledger_counts(&self, customer: &str) -> (u64, u64) {
+        let url = format!("sqlite://{}?mode=ro", self.db_path.display());
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
+        let rows: Vec<(bool, i64)> = sqlx::query_as(
+            "SELECT billable, COUNT(*) FROM usage_events WHERE customer_id = ? GROUP BY billable",
+        )
+        .bind(customer)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let get = |b: bool| rows.iter().find(|r| r.0 == b).map_or(0, |r| r.1 as u64);
+        (get(true), get(false))
+    }
+
+    /// Waits until the ledger holds exactly these counts.
+    pub async fn expect_ledger(&self, customer: &str, billable: u64, not_billable: u64) {
+        let mut last = (0, 0);
+        let ok = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                last = self.ledger_counts(customer).await;
+                if last == (billable, not_billable) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(
+            ok.is_ok(),
+            "ledger for {customer}: expected ({billable}, {not_billable}), have {last:?}"
+        );
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client.get(format!("{}/metrics", self.admin)).send().await.unwrap().text().await.unwrap()
+    }
+}
+
+impl Drop for Paygate {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The error code of a gateway error body.
+pub async fn error_code(resp: reqwest::Response) -> String {
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["error"]["request_id"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+    assert!(v["error"]["message"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+    v["error"]["code"].as_str().unwrap().to_string()
+}
+
+pub fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers().get(name).map(|v| v.to_str().unwrap().to_string())
+}
