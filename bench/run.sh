@@ -94,12 +94,16 @@ PIDS=()                    # every long-running process we started
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  local p kids
+  # SIGINT is the fast shutdown of nginx, Pingora and redis alike
+  for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
   local deadline=$(( SECONDS + 10 ))
   for p in "${PIDS[@]}"; do
     while kill -0 "$p" 2>/dev/null && (( SECONDS < deadline )); do sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
+    if kill -0 "$p" 2>/dev/null; then
+      kids="$(pgrep -P "$p" || true)"       # e.g. nginx workers
+      kill -KILL "$p" $kids 2>/dev/null || true
+    fi
     wait "$p" 2>/dev/null || true
   done
   rm -rf "$TMP"

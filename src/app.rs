@@ -25,7 +25,10 @@ use pingora::server::{RunArgs, Server};
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PAYGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
 }
 
 fn load(path: &Path) -> anyhow::Result<Config> {
@@ -114,7 +117,10 @@ pub fn serve(path: Option<&Path>, demo: bool) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(10));
     }
     if metrics.usage_backlog.get() > 0 {
-        tracing::error!(backlog = metrics.usage_backlog.get(), "usage events not written at exit");
+        tracing::error!(
+            backlog = metrics.usage_backlog.get(),
+            "usage events not written at exit"
+        );
     }
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(())

@@ -95,7 +95,10 @@ methods = ["GET"]
                 let status = resp.status();
                 let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await?;
                 if !status.is_success() {
-                    bail!("seeding {path}: {status} {}", String::from_utf8_lossy(&bytes));
+                    bail!(
+                        "seeding {path}: {status} {}",
+                        String::from_utf8_lossy(&bytes)
+                    );
                 }
                 Ok::<Value, anyhow::Error>(serde_json::from_slice(&bytes)?)
             }
@@ -130,7 +133,10 @@ methods = ["GET"]
         for (plan, key) in keys {
             println!("  key {plan:<9}{key}");
         }
-        println!("  try: curl -H 'X-API-Key: <key>' http://{}/v1/prices/AAPL", config.gateway.listen);
+        println!(
+            "  try: curl -H 'X-API-Key: <key>' http://{}/v1/prices/AAPL",
+            config.gateway.listen
+        );
         Ok(())
     }
 }
@@ -190,20 +196,30 @@ async fn price(Path(symbol): Path<String>) -> Json<Value> {
 }
 
 async fn indices() -> Json<Value> {
-    let data: Vec<Value> = [("SPX", "S&P 500", 5000.0), ("NDX", "Nasdaq 100", 17000.0), ("DJI", "Dow Jones", 38000.0)]
-        .iter()
-        .map(|(sym, name, level)| {
-            let l = level * (0.98 + noise(sym, 3) * 0.04);
-            json!({"symbol": sym, "name": name, "level": (l * 100.0).round() / 100.0})
-        })
-        .collect();
+    let data: Vec<Value> = [
+        ("SPX", "S&P 500", 5000.0),
+        ("NDX", "Nasdaq 100", 17000.0),
+        ("DJI", "Dow Jones", 38000.0),
+    ]
+    .iter()
+    .map(|(sym, name, level)| {
+        let l = level * (0.98 + noise(sym, 3) * 0.04);
+        json!({"symbol": sym, "name": name, "level": (l * 100.0).round() / 100.0})
+    })
+    .collect();
     Json(json!({"data": data}))
 }
 
 async fn signal(Path(symbol): Path<String>) -> Json<Value> {
     let symbol = symbol.to_ascii_uppercase();
     let n = noise(&symbol, 11);
-    let action = if n < 0.33 { "sell" } else if n < 0.66 { "hold" } else { "buy" };
+    let action = if n < 0.33 {
+        "sell"
+    } else if n < 0.66 {
+        "hold"
+    } else {
+        "buy"
+    };
     Json(json!({
         "symbol": symbol,
         "signal": action,

@@ -43,21 +43,43 @@ async fn admitted_call_carries_every_header_and_the_upstream_gets_identity() {
     assert_eq!(uuid::Uuid::parse_str(&rid).unwrap().get_version_num(), 7);
     assert_eq!(header(&resp, "ratelimit-limit").as_deref(), Some("20"));
     assert_eq!(header(&resp, "ratelimit-remaining").as_deref(), Some("19"));
-    assert!(header(&resp, "ratelimit-reset").unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(
+        header(&resp, "ratelimit-reset")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
     assert_eq!(header(&resp, "x-quota-limit").as_deref(), Some("50"));
     assert_eq!(header(&resp, "x-quota-remaining").as_deref(), Some("49"));
     let reset: i64 = header(&resp, "x-quota-reset").unwrap().parse().unwrap();
     assert!(reset > 0 && reset <= 31 * 86_400, "{reset}");
-    assert_eq!(header(&resp, "x-credits-remaining"), None, "plan spends no credits");
+    assert_eq!(
+        header(&resp, "x-credits-remaining"),
+        None,
+        "plan spends no credits"
+    );
 
     let up = mock.last_headers();
     assert_eq!(up.get("x-request-id"), Some(&rid));
-    assert_eq!(up.get("x-paygate-customer").map(String::as_str), Some("acme"));
-    assert_eq!(up.get("x-paygate-plan").map(String::as_str), Some("plan-acme"));
+    assert_eq!(
+        up.get("x-paygate-customer").map(String::as_str),
+        Some("acme")
+    );
+    assert_eq!(
+        up.get("x-paygate-plan").map(String::as_str),
+        Some("plan-acme")
+    );
     for gone in ["authorization", "x-api-key", "x-paygate-evil", "x-hop"] {
-        assert!(!up.contains_key(gone), "{gone} reached the upstream: {up:?}");
+        assert!(
+            !up.contains_key(gone),
+            "{gone} reached the upstream: {up:?}"
+        );
     }
-    assert_eq!(up.get("x-forwarded-for").map(String::as_str), Some("127.0.0.1"));
+    assert_eq!(
+        up.get("x-forwarded-for").map(String::as_str),
+        Some("127.0.0.1")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,10 +109,28 @@ async fn credentials_missing_invalid_revoked_and_jwt() {
     let key = pg.customer_with_plan("c", json!({})).await;
     let cases: Vec<(Option<(&str, String)>, &str)> = vec![
         (None, "missing_credentials"),
-        (Some(("x-api-key", "pg_live_0000000000000000000000000000000a".into())), "invalid_credentials"),
-        (Some(("x-api-key", "not-a-key".into())), "invalid_credentials"),
-        (Some(("authorization", "Basic dXNlcjpwYXNz".into())), "invalid_credentials"),
-        (Some(("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjIn0.c2ln".into())), "invalid_credentials"),
+        (
+            Some((
+                "x-api-key",
+                "pg_live_0000000000000000000000000000000a".into(),
+            )),
+            "invalid_credentials",
+        ),
+        (
+            Some(("x-api-key", "not-a-key".into())),
+            "invalid_credentials",
+        ),
+        (
+            Some(("authorization", "Basic dXNlcjpwYXNz".into())),
+            "invalid_credentials",
+        ),
+        (
+            Some((
+                "authorization",
+                "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjIn0.c2ln".into(),
+            )),
+            "invalid_credentials",
+        ),
     ];
     for (h, code) in cases {
         let mut req = pg.client.get(format!("{}/v1/x", pg.gw));
@@ -106,7 +146,9 @@ async fn credentials_missing_invalid_revoked_and_jwt() {
 
     let (_, keys) = pg.admin("GET", "/admin/v1/customers/c/keys", None).await;
     let key_id = keys["data"][0]["id"].as_str().unwrap().to_string();
-    let (s, _) = pg.admin("DELETE", &format!("/admin/v1/keys/{key_id}"), None).await;
+    let (s, _) = pg
+        .admin("DELETE", &format!("/admin/v1/keys/{key_id}"), None)
+        .await;
     assert_eq!(s, 200);
     let resp = pg.get("/v1/x", &key).await;
     assert_eq!(resp.status(), 401);
@@ -118,11 +160,16 @@ async fn credentials_missing_invalid_revoked_and_jwt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_not_in_plan() {
     let (_d, mock, pg) = setup().await;
-    let key = pg.customer_with_plan("c", json!({"routes": ["get-only"]})).await;
+    let key = pg
+        .customer_with_plan("c", json!({"routes": ["get-only"]}))
+        .await;
     assert_eq!(pg.get("/v1/readonly/a", &key).await.status(), 200);
     let resp = pg.get("/v1/other", &key).await;
     assert_eq!(resp.status(), 403);
-    assert!(header(&resp, "ratelimit-limit").is_some(), "refusals of known callers carry limits");
+    assert!(
+        header(&resp, "ratelimit-limit").is_some(),
+        "refusals of known callers carry limits"
+    );
     assert_eq!(error_code(resp).await, "route_not_in_plan");
     assert_eq!(mock.hits(), 1);
 }
@@ -131,12 +178,18 @@ async fn route_not_in_plan() {
 async fn rate_limited_with_retry_after() {
     let (_d, mock, pg) = setup().await;
     let key = pg
-        .customer_with_plan("c", json!({"rate_limit": {"requests": 1, "per": "minute", "burst": 3}}))
+        .customer_with_plan(
+            "c",
+            json!({"rate_limit": {"requests": 1, "per": "minute", "burst": 3}}),
+        )
         .await;
     for i in 0..3 {
         let resp = pg.get("/v1/x", &key).await;
         assert_eq!(resp.status(), 200, "call {i}");
-        assert_eq!(header(&resp, "ratelimit-remaining").unwrap(), (2 - i).to_string());
+        assert_eq!(
+            header(&resp, "ratelimit-remaining").unwrap(),
+            (2 - i).to_string()
+        );
     }
     let resp = pg.get("/v1/x", &key).await;
     assert_eq!(resp.status(), 429);
@@ -152,7 +205,9 @@ async fn rate_limited_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_exhausted_is_402_and_overage_plans_keep_serving() {
     let (_d, _mock, pg) = setup().await;
-    let key = pg.customer_with_plan("blocked", json!({"quota": {"calls": 2, "period": "month"}})).await;
+    let key = pg
+        .customer_with_plan("blocked", json!({"quota": {"calls": 2, "period": "month"}}))
+        .await;
     for _ in 0..2 {
         assert_eq!(pg.get("/v1/x", &key).await.status(), 200);
     }
@@ -172,18 +227,24 @@ async fn quota_exhausted_is_402_and_overage_plans_keep_serving() {
     }
     pg.expect_ledger("overage", 4, 0).await;
     let url = format!("sqlite://{}?mode=ro", pg.db_path.display());
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
-    let charged: i64 = sqlx::query_scalar("SELECT SUM(amount_micros) FROM usage_events WHERE customer_id = 'overage'")
-        .fetch_one(&mut conn)
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
         .await
         .unwrap();
+    let charged: i64 = sqlx::query_scalar(
+        "SELECT SUM(amount_micros) FROM usage_events WHERE customer_id = 'overage'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
     assert_eq!(charged, 400, "two calls past the quota at 200 micros");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_cost_counts_units() {
     let (_d, _mock, pg) = setup().await;
-    let key = pg.customer_with_plan("c", json!({"quota": {"calls": 12, "period": "month"}})).await;
+    let key = pg
+        .customer_with_plan("c", json!({"quota": {"calls": 12, "period": "month"}}))
+        .await;
     let resp = pg.get("/v1/pricey/x", &key).await;
     assert_eq!(header(&resp, "x-quota-remaining").as_deref(), Some("7"));
     let resp = pg.get("/v1/pricey/x", &key).await;
@@ -195,22 +256,34 @@ async fn route_cost_counts_units() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credits_pay_per_call_then_402() {
     let (_d, _mock, pg) = setup().await;
-    let key = pg.customer_with_plan("c", json!({"price_per_call_micros": 17000})).await;
+    let key = pg
+        .customer_with_plan("c", json!({"price_per_call_micros": 17000}))
+        .await;
     let resp = pg.get("/v1/x", &key).await;
     assert_eq!(resp.status(), 402);
     assert_eq!(header(&resp, "x-credits-remaining").as_deref(), Some("0"));
     assert_eq!(error_code(resp).await, "insufficient_credits");
     let (s, b) = pg
-        .admin("POST", "/admin/v1/customers/c/credits", Some(json!({"amount_micros": 40000, "reference": "r1"})))
+        .admin(
+            "POST",
+            "/admin/v1/customers/c/credits",
+            Some(json!({"amount_micros": 40000, "reference": "r1"})),
+        )
         .await;
     assert_eq!(s, 201, "{b}");
     let resp = pg.get("/v1/x", &key).await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(header(&resp, "x-credits-remaining").as_deref(), Some("23000"));
+    assert_eq!(
+        header(&resp, "x-credits-remaining").as_deref(),
+        Some("23000")
+    );
     assert_eq!(pg.get("/v1/x", &key).await.status(), 200);
     let resp = pg.get("/v1/x", &key).await;
     assert_eq!(resp.status(), 402);
-    assert_eq!(header(&resp, "x-credits-remaining").as_deref(), Some("6000"));
+    assert_eq!(
+        header(&resp, "x-credits-remaining").as_deref(),
+        Some("6000")
+    );
     pg.expect_ledger("c", 2, 0).await;
 }
 
@@ -218,11 +291,23 @@ async fn credits_pay_per_call_then_402() {
 async fn upstream_500_is_not_billed_and_gives_the_quota_back() {
     let (_d, _mock, pg) = setup().await;
     let key = pg
-        .customer_with_plan("c", json!({"quota": {"calls": 10, "period": "month"}, "price_per_call_micros": 1000}))
+        .customer_with_plan(
+            "c",
+            json!({"quota": {"calls": 10, "period": "month"}, "price_per_call_micros": 1000}),
+        )
         .await;
-    pg.admin("POST", "/admin/v1/customers/c/credits", Some(json!({"amount_micros": 5000, "reference": "r"}))).await;
+    pg.admin(
+        "POST",
+        "/admin/v1/customers/c/credits",
+        Some(json!({"amount_micros": 5000, "reference": "r"})),
+    )
+    .await;
     let resp = pg.get("/v1/status/500", &key).await;
-    assert_eq!(resp.status(), 500, "the upstream's own answer is passed through");
+    assert_eq!(
+        resp.status(),
+        500,
+        "the upstream's own answer is passed through"
+    );
     let resp = pg.get("/v1/status/404", &key).await;
     assert_eq!(resp.status(), 404);
     pg.expect_ledger("c", 1, 1).await;
@@ -268,7 +353,9 @@ upstream = "dead"
         mock.addr
     );
     let pg = Paygate::start(dir.path(), &extra).await;
-    let key = pg.customer_with_plan("c", json!({"quota": {"calls": 10, "period": "month"}})).await;
+    let key = pg
+        .customer_with_plan("c", json!({"quota": {"calls": 10, "period": "month"}}))
+        .await;
     let resp = pg.get("/dead/x", &key).await;
     assert_eq!(resp.status(), 502);
     assert!(header(&resp, "x-request-id").is_some());
@@ -350,7 +437,10 @@ async fn ws_upgrade(pg: &Paygate, key: &str) -> (u16, tokio::net::TcpStream) {
     let mut buf = vec![0u8; 4096];
     let mut got = Vec::new();
     while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(n > 0, "connection closed before the response head");
         got.extend_from_slice(&buf[..n]);
     }
@@ -362,7 +452,9 @@ async fn ws_upgrade(pg: &Paygate, key: &str) -> (u16, tokio::net::TcpStream) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_are_proxied_and_counted_against_max() {
     let (_d, _mock, pg) = setup().await;
-    let key = pg.customer_with_plan("c", json!({"max_websockets": 1})).await;
+    let key = pg
+        .customer_with_plan("c", json!({"max_websockets": 1}))
+        .await;
     let (code, first) = ws_upgrade(&pg, &key).await;
     assert_eq!(code, 101);
     let (code, _s) = ws_upgrade(&pg, &key).await;
@@ -378,7 +470,9 @@ async fn websockets_are_proxied_and_counted_against_max() {
     })
     .await;
     assert_eq!(code, 101);
-    let none = pg.customer_with_plan("nows", json!({"max_websockets": 0})).await;
+    let none = pg
+        .customer_with_plan("nows", json!({"max_websockets": 0}))
+        .await;
     let addr = pg.gw.clone();
     let resp = pg
         .client
@@ -399,13 +493,20 @@ async fn websockets_are_proxied_and_counted_against_max() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn me_is_not_billed_and_needs_credentials() {
     let (_d, mock, pg) = setup().await;
-    let key = pg.customer_with_plan("c", json!({"quota": {"calls": 5, "period": "month"}})).await;
+    let key = pg
+        .customer_with_plan("c", json!({"quota": {"calls": 5, "period": "month"}}))
+        .await;
     for _ in 0..3 {
         let resp = pg.get("/paygate/v1/me", &key).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(header(&resp, "x-quota-remaining").as_deref(), Some("5"));
     }
-    let resp = pg.client.get(format!("{}/paygate/v1/me", pg.gw)).send().await.unwrap();
+    let resp = pg
+        .client
+        .get(format!("{}/paygate/v1/me", pg.gw))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(mock.hits(), 0);
     assert_eq!(pg.ledger_counts("c").await, (0, 0));
@@ -429,5 +530,8 @@ async fn metrics_are_exported_without_secrets() {
     ] {
         assert!(m.contains(needle), "{needle} missing from\n{m}");
     }
-    assert!(!m.contains(&key) && !m.contains(&key[..12]), "a key leaked into metrics");
+    assert!(
+        !m.contains(&key) && !m.contains(&key[..12]),
+        "a key leaked into metrics"
+    );
 }

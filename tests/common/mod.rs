@@ -38,7 +38,11 @@ where
 }
 
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 // ---------------------------------------------------------------- upstream
@@ -94,39 +98,50 @@ pub async fn mock_upstream() -> Mock {
         )
         .route(
             "/v1/status/{code}",
-            any(|State(s): State<MockState>, h: HeaderMap, Path(code): Path<u16>| async move {
-                record(&s, &h);
-                (StatusCode::from_u16(code).unwrap(), Json(json!({"status": code})))
-            }),
+            any(
+                |State(s): State<MockState>, h: HeaderMap, Path(code): Path<u16>| async move {
+                    record(&s, &h);
+                    (
+                        StatusCode::from_u16(code).unwrap(),
+                        Json(json!({"status": code})),
+                    )
+                },
+            ),
         )
         .route(
             "/v1/slow/{ms}",
-            any(|State(s): State<MockState>, h: HeaderMap, Path(ms): Path<u64>| async move {
-                record(&s, &h);
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                Json(json!({"slept_ms": ms}))
-            }),
+            any(
+                |State(s): State<MockState>, h: HeaderMap, Path(ms): Path<u64>| async move {
+                    record(&s, &h);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    Json(json!({"slept_ms": ms}))
+                },
+            ),
         )
         .route(
             "/v1/ws",
-            get(|State(s): State<MockState>, h: HeaderMap, ws: WebSocketUpgrade| async move {
-                record(&s, &h);
-                ws.on_upgrade(|mut socket| async move {
-                    while let Some(Ok(msg)) = socket.recv().await {
-                        if let Message::Close(_) = msg {
-                            break;
+            get(
+                |State(s): State<MockState>, h: HeaderMap, ws: WebSocketUpgrade| async move {
+                    record(&s, &h);
+                    ws.on_upgrade(|mut socket| async move {
+                        while let Some(Ok(msg)) = socket.recv().await {
+                            if let Message::Close(_) = msg {
+                                break;
+                            }
+                            if socket.send(msg).await.is_err() {
+                                break;
+                            }
                         }
-                        if socket.send(msg).await.is_err() {
-                            break;
-                        }
-                    }
-                })
-            }),
+                    })
+                },
+            ),
         )
-        .fallback(|State(s): State<MockState>, h: HeaderMap, uri: axum::http::Uri| async move {
-            record(&s, &h);
-            Json(json!({"path": uri.path()})).into_response()
-        })
+        .fallback(
+            |State(s): State<MockState>, h: HeaderMap, uri: axum::http::Uri| async move {
+                record(&s, &h);
+                Json(json!({"path": uri.path()})).into_response()
+            },
+        )
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -211,7 +226,10 @@ flush_interval_ms = 5
             admin: format!("http://127.0.0.1:{admin_port}"),
             db_path,
             config_path,
-            client: reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap(),
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .unwrap(),
         };
         pg.launch().await;
         pg
@@ -246,8 +264,15 @@ flush_interval_ms = 5
     /// SIGTERM, then wait for the process to exit (it flushes usage first).
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-            let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status()
+                .unwrap();
+            let status = tokio::task::spawn_blocking(move || child.wait())
+                .await
+                .unwrap()
+                .unwrap();
             assert!(status.success(), "paygate exited with {status}");
         }
     }
@@ -269,7 +294,10 @@ flush_interval_ms = 5
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Creates a plan (fields merged over a permissive default), a customer
@@ -297,7 +325,13 @@ flush_interval_ms = 5
     }
 
     pub async fn new_key(&self, customer: &str) -> String {
-        let (s, b) = self.admin("POST", &format!("/admin/v1/customers/{customer}/keys"), None).await;
+        let (s, b) = self
+            .admin(
+                "POST",
+                &format!("/admin/v1/customers/{customer}/keys"),
+                None,
+            )
+            .await;
         assert_eq!(s, 201, "{b}");
         b["key"].as_str().unwrap().to_string()
     }
@@ -314,7 +348,9 @@ flush_interval_ms = 5
     /// (billable, not billable) events of a customer in the ledger.
     pub async fn ledger_counts(&self, customer: &str) -> (u64, u64) {
         let url = format!("sqlite://{}?mode=ro", self.db_path.display());
-        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap();
         let rows: Vec<(bool, i64)> = sqlx::query_as(
             "SELECT billable, COUNT(*) FROM usage_events WHERE customer_id = ? GROUP BY billable",
         )
@@ -346,7 +382,14 @@ flush_interval_ms = 5
     }
 
     pub async fn metrics(&self) -> String {
-        self.client.get(format!("{}/metrics", self.admin)).send().await.unwrap().text().await.unwrap()
+        self.client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -362,11 +405,23 @@ impl Drop for Paygate {
 /// The error code of a gateway error body.
 pub async fn error_code(resp: reqwest::Response) -> String {
     let v: Value = resp.json().await.unwrap();
-    assert!(v["error"]["request_id"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
-    assert!(v["error"]["message"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+    assert!(
+        v["error"]["request_id"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{v}"
+    );
     v["error"]["code"].as_str().unwrap().to_string()
 }
 
 pub fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
-    resp.headers().get(name).map(|v| v.to_str().unwrap().to_string())
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
 }

@@ -55,9 +55,14 @@ fn parse_args() -> std::result::Result<Args, String> {
             .to_string());
     }
     let listen = setting(&args, 0, "BARE_PROXY_LISTEN", "127.0.0.1:18081");
-    listen
+    let listen_addr = listen
         .parse::<SocketAddr>()
         .map_err(|e| format!("bad listen address {listen:?}: {e}"))?;
+    // Pingora only logs a failed bind (and we install no logger), so probe it here.
+    drop(
+        std::net::TcpListener::bind(listen_addr)
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?,
+    );
 
     let upstream_s = setting(&args, 1, "BARE_PROXY_UPSTREAM", "127.0.0.1:18080");
     let upstream = upstream_s
@@ -89,6 +94,10 @@ fn main() -> ExitCode {
 
     let conf = ServerConf {
         threads: args.threads,
+        // SIGTERM would otherwise wait 5 minutes for in-flight work; a bench
+        // harness wants the process gone at once.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None::<Opt>, conf);

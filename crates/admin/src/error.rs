@@ -72,16 +72,14 @@ impl IntoResponse for ApiError {
         let code = self.code();
         let request_id = uuid::Uuid::now_v7().to_string();
         let body = code.body(&self.to_string(), &request_id);
-        let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (
-            status,
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response();
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         if matches!(self, Self::Unauthorized) {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         if let Ok(v) = header::HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert("x-request-id", v);

@@ -51,7 +51,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Paging {
             None => 100,
             Some(s) => match s.parse::<u32>() {
                 Ok(n @ 1..=1000) => n,
-                _ => return Err(ApiError::BadRequest("limit must be an integer from 1 to 1000".into())),
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "limit must be an integer from 1 to 1000".into(),
+                    ))
+                }
             },
         };
         Ok(Self {

@@ -39,12 +39,19 @@ pub fn router(state: Arc<AdminState>) -> Router {
             get(plans::get).put(plans::replace).delete(plans::remove),
         )
         .route("/customers", get(customers::list).post(customers::create))
-        .route("/customers/{id}", get(customers::get).patch(customers::patch))
+        .route(
+            "/customers/{id}",
+            get(customers::get).patch(customers::patch),
+        )
         .route("/customers/{id}/keys", get(keys::list).post(keys::create))
         .route("/keys/{key_id}", delete(keys::revoke))
         .route("/customers/{id}/credits", post(credits::top_up))
         .route("/customers/{id}/balance", get(credits::balance))
-        .route_layer(middleware::from_fn_with_state(
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        // `layer`, not `route_layer`: without the token even unknown paths
+        // answer 401, so the API does not reveal which routes exist.
+        .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             handlers::auth::require_token,
         ));

@@ -66,7 +66,13 @@ impl TestApp {
         self.finish(req.body(Body::empty()).unwrap()).await
     }
 
-    async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<&str>) -> Reply {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Reply {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -90,7 +96,10 @@ impl TestApp {
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         // SPEC §5: bad input is never a 500.
-        assert!(!status.is_server_error(), "{what} answered {status}: {body}");
+        assert!(
+            !status.is_server_error(),
+            "{what} answered {status}: {body}"
+        );
         (status, body, headers)
     }
 
@@ -122,12 +131,22 @@ impl TestApp {
 fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
     let (s, body, headers) = reply;
     assert_eq!(*s, status, "body: {body}");
-    let obj = body.as_object().unwrap_or_else(|| panic!("not a JSON object: {body}"));
+    let obj = body
+        .as_object()
+        .unwrap_or_else(|| panic!("not a JSON object: {body}"));
     assert_eq!(obj.len(), 1, "only `error` at the top: {body}");
-    let err = body["error"].as_object().unwrap_or_else(|| panic!("no error object: {body}"));
+    let err = body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no error object: {body}"));
     assert_eq!(err.get("code"), Some(&json!(code)), "body: {body}");
-    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "message: {body}");
-    assert!(err["request_id"].as_str().is_some_and(|m| !m.is_empty()), "request_id: {body}");
+    assert!(
+        err["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "message: {body}"
+    );
+    assert!(
+        err["request_id"].as_str().is_some_and(|m| !m.is_empty()),
+        "request_id: {body}"
+    );
     let ct = headers.get(header::CONTENT_TYPE).unwrap().to_str().unwrap();
     assert!(ct.starts_with("application/json"), "content-type {ct}");
 }
@@ -187,14 +206,24 @@ async fn admin_api_requires_the_bearer_token() {
             let reply = app.send_auth(method.clone(), path, auth).await;
             assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
             assert_eq!(
-                reply.2.get(header::WWW_AUTHENTICATE).map(|v| v.to_str().unwrap()),
+                reply
+                    .2
+                    .get(header::WWW_AUTHENTICATE)
+                    .map(|v| v.to_str().unwrap()),
                 Some("Bearer"),
                 "{method} {path} with {auth:?}"
             );
         }
     }
     // A refused write changed nothing.
-    let reply = app.send(Method::POST, "/admin/v1/plans", Some("nope"), Some(&q3().to_string())).await;
+    let reply = app
+        .send(
+            Method::POST,
+            "/admin/v1/plans",
+            Some("nope"),
+            Some(&q3().to_string()),
+        )
+        .await;
     assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
     assert!(app.catalog.plan("q3").is_none());
     let (s, body, _) = app.get("/admin/v1/plans").await;
@@ -219,16 +248,39 @@ async fn healthz_readyz_and_metrics_need_no_token() {
     assert!(ct.starts_with("text/plain"), "{ct}");
     let text = body.as_str().unwrap();
     assert!(text.contains("paygate_usage_backlog"), "{text}");
-    assert!(text.contains("# TYPE paygate_usage_backlog gauge"), "{text}");
+    assert!(
+        text.contains("# TYPE paygate_usage_backlog gauge"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn unknown_paths_and_wrong_methods_answer_json_errors() {
     let app = app().await;
-    for path in ["/nope", "/admin/v1/nope", "/admin/v2/plans", "/admin/v1/plans/a/b/c"] {
+    for path in [
+        "/nope",
+        "/admin/v1/nope",
+        "/admin/v2/plans",
+        "/admin/v1/plans/a/b/c",
+    ] {
         assert_error(&app.get(path).await, StatusCode::NOT_FOUND, "not_found");
     }
-    assert_error(&app.send_auth(Method::GET, "/nope", None).await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(
+        &app.send_auth(Method::GET, "/nope", None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    // Under /admin/v1 nothing, not even which paths exist, is told without the token.
+    for (method, path) in [
+        (Method::GET, "/admin/v1/nope"),
+        (Method::DELETE, "/admin/v1/plans"),
+    ] {
+        assert_error(
+            &app.send_auth(method, path, None).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        );
+    }
 
     let wrong = [
         (Method::DELETE, "/admin/v1/plans"),
@@ -247,6 +299,10 @@ async fn unknown_paths_and_wrong_methods_answer_json_errors() {
     for (method, path) in wrong {
         let reply = app.call(method.clone(), path, None).await;
         assert_error(&reply, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+        assert!(
+            reply.2.contains_key(header::ALLOW),
+            "{method} {path}: no Allow header"
+        );
     }
 }
 
@@ -284,7 +340,10 @@ async fn plan_create_returns_the_spec_shape() {
 async fn plan_list_pages() {
     let app = app().await;
     for id in ["c", "a", "b"] {
-        assert_eq!(app.post("/admin/v1/plans", simple_plan(id)).await.0, StatusCode::CREATED);
+        assert_eq!(
+            app.post("/admin/v1/plans", simple_plan(id)).await.0,
+            StatusCode::CREATED
+        );
     }
     let (s, body, _) = app.get("/admin/v1/plans").await;
     assert_eq!(s, StatusCode::OK);
@@ -311,8 +370,19 @@ async fn plan_list_pages() {
 async fn bad_paging_is_400() {
     let app = app().await;
     app.seed(simple_plan("p"), "acme").await;
-    for base in ["/admin/v1/plans", "/admin/v1/customers", "/admin/v1/customers/acme/keys"] {
-        for q in ["limit=0", "limit=abc", "limit=-1", "limit=1001", "limit=1.5", "limit="] {
+    for base in [
+        "/admin/v1/plans",
+        "/admin/v1/customers",
+        "/admin/v1/customers/acme/keys",
+    ] {
+        for q in [
+            "limit=0",
+            "limit=abc",
+            "limit=-1",
+            "limit=1001",
+            "limit=1.5",
+            "limit=",
+        ] {
             let path = format!("{base}?{q}");
             let reply = app.get(&path).await;
             assert_error(&reply, StatusCode::BAD_REQUEST, "bad_request");
@@ -328,7 +398,9 @@ async fn plan_put_replaces_and_the_catalog_follows() {
     changed["name"] = json!("Q3 bigger");
     changed["quota"]["calls"] = json!(30);
     changed["rate_limit"] = json!({"requests": 2, "per": "hour", "burst": 4});
-    let (s, body, _) = app.call(Method::PUT, "/admin/v1/plans/q3", Some(changed.clone())).await;
+    let (s, body, _) = app
+        .call(Method::PUT, "/admin/v1/plans/q3", Some(changed.clone()))
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body, changed);
     assert_eq!(app.get("/admin/v1/plans/q3").await.1, changed);
@@ -353,10 +425,16 @@ async fn plan_put_replaces_and_the_catalog_follows() {
     // Mismatched id: 422 and nothing changed.
     let mut other = q3();
     other["id"] = json!("other");
-    let reply = app.call(Method::PUT, "/admin/v1/plans/q3", Some(other)).await;
+    let reply = app
+        .call(Method::PUT, "/admin/v1/plans/q3", Some(other))
+        .await;
     assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     let reply = app
-        .call(Method::PUT, "/admin/v1/plans/q3", Some(json!({"id": 7, "name": "x", "rate_limit": {"requests": 1, "per": "second"}})))
+        .call(
+            Method::PUT,
+            "/admin/v1/plans/q3",
+            Some(json!({"id": 7, "name": "x", "rate_limit": {"requests": 1, "per": "second"}})),
+        )
         .await;
     assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     assert_eq!(app.catalog.plan("q3").unwrap().name, "Q3 min");
@@ -370,10 +448,18 @@ async fn plan_put_replaces_and_the_catalog_follows() {
     assert_eq!(app.get("/admin/v1/plans/q3").await.1["name"], "Q3 min");
 
     // PUT of a plan that does not exist.
-    let reply = app.call(Method::PUT, "/admin/v1/plans/ghost", Some(simple_plan("ghost"))).await;
+    let reply = app
+        .call(
+            Method::PUT,
+            "/admin/v1/plans/ghost",
+            Some(simple_plan("ghost")),
+        )
+        .await;
     assert_error(&reply, StatusCode::NOT_FOUND, "not_found");
     assert!(app.catalog.plan("ghost").is_none());
-    let reply = app.call_raw(Method::PUT, "/admin/v1/plans/q3", "{nope").await;
+    let reply = app
+        .call_raw(Method::PUT, "/admin/v1/plans/q3", "{nope")
+        .await;
     assert_error(&reply, StatusCode::BAD_REQUEST, "bad_request");
 }
 
@@ -388,37 +474,71 @@ async fn plan_delete() {
     assert_eq!(app.get("/admin/v1/plans/q3").await.0, StatusCode::OK);
     assert!(app.catalog.plan("q3").is_some());
 
-    let (s, body, _) = app.call(Method::DELETE, "/admin/v1/plans/spare", None).await;
+    let (s, body, _) = app
+        .call(Method::DELETE, "/admin/v1/plans/spare", None)
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    assert_error(&app.get("/admin/v1/plans/spare").await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(
+        &app.get("/admin/v1/plans/spare").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
     assert!(app.catalog.plan("spare").is_none());
-    let reply = app.call(Method::DELETE, "/admin/v1/plans/spare", None).await;
+    let reply = app
+        .call(Method::DELETE, "/admin/v1/plans/spare", None)
+        .await;
     assert_error(&reply, StatusCode::NOT_FOUND, "not_found");
 
     // Once its customer moved away, the plan can go.
     app.post("/admin/v1/plans", simple_plan("next")).await;
-    let (s, _, _) = app.call(Method::PATCH, "/admin/v1/customers/acme", Some(json!({"plan_id": "next"}))).await;
+    let (s, _, _) = app
+        .call(
+            Method::PATCH,
+            "/admin/v1/customers/acme",
+            Some(json!({"plan_id": "next"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(app.call(Method::DELETE, "/admin/v1/plans/q3", None).await.0, StatusCode::OK);
+    assert_eq!(
+        app.call(Method::DELETE, "/admin/v1/plans/q3", None).await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
 async fn plan_duplicate_is_409() {
     let app = app().await;
-    assert_eq!(app.post("/admin/v1/plans", q3()).await.0, StatusCode::CREATED);
+    assert_eq!(
+        app.post("/admin/v1/plans", q3()).await.0,
+        StatusCode::CREATED
+    );
     let mut again = q3();
     again["name"] = json!("Q3 again");
-    assert_error(&app.post("/admin/v1/plans", again).await, StatusCode::CONFLICT, "conflict");
+    assert_error(
+        &app.post("/admin/v1/plans", again).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    );
     assert_eq!(app.catalog.plan("q3").unwrap().name, "Q3");
 }
 
 #[tokio::test]
 async fn plan_bad_input() {
     let app = app().await;
-    for raw in ["{", "not json", "{\"id\":\"x\",}", "", "{\"id\": \"x\"} trailing"] {
+    for raw in [
+        "{",
+        "not json",
+        "{\"id\":\"x\",}",
+        "",
+        "{\"id\": \"x\"} trailing",
+    ] {
         let reply = app.call_raw(Method::POST, "/admin/v1/plans", raw).await;
         assert_error(&reply, StatusCode::BAD_REQUEST, "bad_request");
     }
+    // A body over the limit is bad input too, not a fault.
+    let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(3 << 20));
+    let reply = app.call_raw(Method::POST, "/admin/v1/plans", &huge).await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "bad_request");
     let with = |k: &str, v: Value| {
         let mut p = q3();
         p[k] = v;
@@ -435,9 +555,15 @@ async fn plan_bad_input() {
         json!(null),
         with("rate_limit", json!({"requests": 0, "per": "second"})),
         with("rate_limit", json!({"requests": -1, "per": "second"})),
-        with("rate_limit", json!({"requests": 5_000_000_000_u64, "per": "second"})),
+        with(
+            "rate_limit",
+            json!({"requests": 5_000_000_000_u64, "per": "second"}),
+        ),
         with("rate_limit", json!({"requests": 1, "per": "day"})),
-        with("rate_limit", json!({"requests": 1, "per": "second", "extra": 1})),
+        with(
+            "rate_limit",
+            json!({"requests": 1, "per": "second", "extra": 1}),
+        ),
         with("rate_limit", json!("fast")),
         with("overage", json!("nope")),
         with("overage", json!({"price_micros": -1})),
@@ -466,8 +592,15 @@ async fn plan_bad_input() {
         let reply = app.post("/admin/v1/plans", body.clone()).await;
         assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     }
-    assert_eq!(app.get("/admin/v1/plans").await.1, json!({"data": [], "has_more": false}));
-    assert_error(&app.get("/admin/v1/plans/q3").await, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(
+        app.get("/admin/v1/plans").await.1,
+        json!({"data": [], "has_more": false})
+    );
+    assert_error(
+        &app.get("/admin/v1/plans/q3").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 }
 
 // ---- customers ----
@@ -494,13 +627,22 @@ async fn customer_create_get_list() {
 
     // Without an id, one is minted.
     let (s, body, _) = app
-        .post("/admin/v1/customers", json!({"name": "Beta", "email": "b@beta.test", "plan_id": "q3"}))
+        .post(
+            "/admin/v1/customers",
+            json!({"name": "Beta", "email": "b@beta.test", "plan_id": "q3"}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     let minted = body["id"].as_str().unwrap().to_string();
-    assert_eq!(app.get(&format!("/admin/v1/customers/{minted}")).await.1, body);
+    assert_eq!(
+        app.get(&format!("/admin/v1/customers/{minted}")).await.1,
+        body
+    );
     assert!(!minted.is_empty() && minted != "acme");
-    assert_eq!(app.get(&format!("/admin/v1/customers/{minted}")).await.1["name"], "Beta");
+    assert_eq!(
+        app.get(&format!("/admin/v1/customers/{minted}")).await.1["name"],
+        "Beta"
+    );
     assert!(app.catalog.customer(&minted).is_some());
 
     let (s, body, _) = app.get("/admin/v1/customers").await;
@@ -514,7 +656,11 @@ async fn customer_create_get_list() {
     let (_, page1, _) = app.get("/admin/v1/customers?limit=1").await;
     assert_eq!(page1["has_more"], true);
     let first = ids(&page1).remove(0);
-    let (_, page2, _) = app.get(&format!("/admin/v1/customers?limit=1&starting_after={first}")).await;
+    let (_, page2, _) = app
+        .get(&format!(
+            "/admin/v1/customers?limit=1&starting_after={first}"
+        ))
+        .await;
     assert_eq!(page2["has_more"], false);
     assert_eq!(ids(&page2).len(), 1);
     assert_ne!(ids(&page2)[0], first);
@@ -559,17 +705,31 @@ async fn customer_bad_input() {
         let reply = app.post("/admin/v1/customers", body.clone()).await;
         assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     }
-    assert_error(&app.get("/admin/v1/customers/newco").await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(
+        &app.get("/admin/v1/customers/newco").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
     assert!(app.catalog.customer("newco").is_none());
 
-    let reply = app.call_raw(Method::POST, "/admin/v1/customers", "{\"id\":").await;
+    let reply = app
+        .call_raw(Method::POST, "/admin/v1/customers", "{\"id\":")
+        .await;
     assert_error(&reply, StatusCode::BAD_REQUEST, "bad_request");
 
     let dup = json!({"id": "acme", "name": "Other", "email": "o@o.test", "plan_id": "q3"});
-    assert_error(&app.post("/admin/v1/customers", dup).await, StatusCode::CONFLICT, "conflict");
+    assert_error(
+        &app.post("/admin/v1/customers", dup).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    );
     assert_eq!(app.get("/admin/v1/customers/acme").await.1["name"], "Acme");
 
-    assert_error(&app.get("/admin/v1/customers/nobody").await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(
+        &app.get("/admin/v1/customers/nobody").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 }
 
 #[tokio::test]
@@ -578,15 +738,31 @@ async fn customer_patch_changes_plan() {
     app.seed(q3(), "acme").await;
     app.post("/admin/v1/plans", payg()).await;
 
-    let (s, body, _) = app.call(Method::PATCH, "/admin/v1/customers/acme", Some(json!({"plan_id": "payg"}))).await;
+    let (s, body, _) = app
+        .call(
+            Method::PATCH,
+            "/admin/v1/customers/acme",
+            Some(json!({"plan_id": "payg"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["plan_id"], "payg");
     assert_eq!(body["name"], "Acme");
-    assert_eq!(app.catalog.customer("acme").unwrap().plan_id.as_str(), "payg");
-    assert_eq!(app.get("/admin/v1/customers/acme").await.1["plan_id"], "payg");
+    assert_eq!(
+        app.catalog.customer("acme").unwrap().plan_id.as_str(),
+        "payg"
+    );
+    assert_eq!(
+        app.get("/admin/v1/customers/acme").await.1["plan_id"],
+        "payg"
+    );
 
     let (s, body, _) = app
-        .call(Method::PATCH, "/admin/v1/customers/acme", Some(json!({"name": "Acme 2", "email": "x@y.test"})))
+        .call(
+            Method::PATCH,
+            "/admin/v1/customers/acme",
+            Some(json!({"name": "Acme 2", "email": "x@y.test"})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["name"], "Acme 2");
@@ -602,14 +778,32 @@ async fn customer_patch_changes_plan() {
         json!({"id": "other"}),
         json!({"plan_id": 3}),
     ] {
-        assert_error(&patch(bad).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+        assert_error(
+            &patch(bad).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        );
     }
-    assert_eq!(app.catalog.customer("acme").unwrap().plan_id.as_str(), "payg");
-    assert_eq!(app.get("/admin/v1/customers/acme").await.1["plan_id"], "payg");
+    assert_eq!(
+        app.catalog.customer("acme").unwrap().plan_id.as_str(),
+        "payg"
+    );
+    assert_eq!(
+        app.get("/admin/v1/customers/acme").await.1["plan_id"],
+        "payg"
+    );
 
-    let reply = app.call(Method::PATCH, "/admin/v1/customers/nobody", Some(json!({"plan_id": "q3"}))).await;
+    let reply = app
+        .call(
+            Method::PATCH,
+            "/admin/v1/customers/nobody",
+            Some(json!({"plan_id": "q3"})),
+        )
+        .await;
     assert_error(&reply, StatusCode::NOT_FOUND, "not_found");
-    let reply = app.call_raw(Method::PATCH, "/admin/v1/customers/acme", "plan_id=q3").await;
+    let reply = app
+        .call_raw(Method::PATCH, "/admin/v1/customers/acme", "plan_id=q3")
+        .await;
     assert_error(&reply, StatusCode::BAD_REQUEST, "bad_request");
 }
 
@@ -624,7 +818,9 @@ async fn keys_create_list_revoke() {
     let app = app().await;
     app.seed(q3(), "acme").await;
 
-    let (s, body, _) = app.call(Method::POST, "/admin/v1/customers/acme/keys", None).await;
+    let (s, body, _) = app
+        .call(Method::POST, "/admin/v1/customers/acme/keys", None)
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     for field in ["id", "key", "prefix", "created_at"] {
         assert!(body[field].is_string(), "{field} in {body}");
@@ -651,46 +847,77 @@ async fn keys_create_list_revoke() {
     let rows = list["data"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     let text = list.to_string();
-    assert!(!text.contains(&key) && !text.contains(&key2), "a secret leaked: {text}");
+    assert!(
+        !text.contains(&key) && !text.contains(&key2),
+        "a secret leaked: {text}"
+    );
     for row in rows {
-        let mut fields: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut fields: Vec<&str> = row
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         fields.sort_unstable();
-        assert_eq!(fields, ["created_at", "customer_id", "id", "prefix", "revoked_at"], "{row}");
+        assert_eq!(
+            fields,
+            ["created_at", "customer_id", "id", "prefix", "revoked_at"],
+            "{row}"
+        );
         assert_eq!(row["customer_id"], "acme");
         assert_eq!(row["revoked_at"], Value::Null);
     }
     let row = rows.iter().find(|r| r["id"] == key_id.as_str()).unwrap();
     assert_eq!(row["prefix"].as_str().unwrap(), &key[..12]);
-    assert_eq!(row["created_at"], body["created_at"], "list and create agree on created_at");
+    assert_eq!(
+        row["created_at"], body["created_at"],
+        "list and create agree on created_at"
+    );
     let (_, page, _) = app.get("/admin/v1/customers/acme/keys?limit=1").await;
     assert_eq!(page["has_more"], true);
     assert_eq!(page["data"].as_array().unwrap().len(), 1);
 
-    let (s, revoked, _) = app.call(Method::DELETE, &format!("/admin/v1/keys/{key_id}"), None).await;
+    let (s, revoked, _) = app
+        .call(Method::DELETE, &format!("/admin/v1/keys/{key_id}"), None)
+        .await;
     assert_eq!(s, StatusCode::OK, "{revoked}");
     assert_eq!(revoked["id"], key_id.as_str());
     assert!(revoked["revoked_at"].is_string(), "{revoked}");
     assert!(!revoked.to_string().contains(&key));
     assert!(app.catalog.authenticate(&key).is_none());
-    assert!(app.catalog.authenticate(&key2).is_some(), "only the revoked key is refused");
+    assert!(
+        app.catalog.authenticate(&key2).is_some(),
+        "only the revoked key is refused"
+    );
 
     let (_, list, _) = app.get("/admin/v1/customers/acme/keys").await;
-    let row = list["data"].as_array().unwrap().iter().find(|r| r["id"] == key_id.as_str()).unwrap();
+    let row = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == key_id.as_str())
+        .unwrap();
     assert_eq!(row["revoked_at"], revoked["revoked_at"]);
 
     // Revoking again keeps the first time.
-    let (s, again, _) = app.call(Method::DELETE, &format!("/admin/v1/keys/{key_id}"), None).await;
+    let (s, again, _) = app
+        .call(Method::DELETE, &format!("/admin/v1/keys/{key_id}"), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(again["revoked_at"], revoked["revoked_at"]);
 
-    let reply = app.call(Method::DELETE, "/admin/v1/keys/key_doesnotexist", None).await;
+    let reply = app
+        .call(Method::DELETE, "/admin/v1/keys/key_doesnotexist", None)
+        .await;
     assert_error(&reply, StatusCode::NOT_FOUND, "not_found");
 }
 
 #[tokio::test]
 async fn keys_of_unknown_customer_are_404() {
     let app = app().await;
-    let reply = app.call(Method::POST, "/admin/v1/customers/nobody/keys", None).await;
+    let reply = app
+        .call(Method::POST, "/admin/v1/customers/nobody/keys", None)
+        .await;
     assert_error(&reply, StatusCode::NOT_FOUND, "not_found");
     let reply = app.get("/admin/v1/customers/nobody/keys").await;
     assert_error(&reply, StatusCode::NOT_FOUND, "not_found");
@@ -704,18 +931,32 @@ async fn credits_are_granted_once_per_reference() {
     app.seed(payg(), "acme").await;
     let credits = "/admin/v1/customers/acme/credits";
 
-    let (s, body, _) = app.post(credits, json!({"amount_micros": 5_000_000, "reference": "inv-1"})).await;
+    let (s, body, _) = app
+        .post(
+            credits,
+            json!({"amount_micros": 5_000_000, "reference": "inv-1"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(body["credits_micros"], 5_000_000);
 
-    let (s, body, _) = app.post(credits, json!({"amount_micros": 5_000_000, "reference": "inv-1"})).await;
+    let (s, body, _) = app
+        .post(
+            credits,
+            json!({"amount_micros": 5_000_000, "reference": "inv-1"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["credits_micros"], 5_000_000);
 
-    let reply = app.post(credits, json!({"amount_micros": 7, "reference": "inv-1"})).await;
+    let reply = app
+        .post(credits, json!({"amount_micros": 7, "reference": "inv-1"}))
+        .await;
     assert_error(&reply, StatusCode::CONFLICT, "conflict");
 
-    let (s, body, _) = app.post(credits, json!({"amount_micros": 250, "reference": "inv-2"})).await;
+    let (s, body, _) = app
+        .post(credits, json!({"amount_micros": 250, "reference": "inv-2"}))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(body["credits_micros"], 5_000_250);
 
@@ -724,14 +965,23 @@ async fn credits_are_granted_once_per_reference() {
     assert_eq!(bal["credits_micros"], 5_000_250);
 
     // References are per customer.
-    app.post("/admin/v1/customers", json!({"id": "beta", "name": "B", "email": "b@b.test", "plan_id": "payg"}))
-        .await;
+    app.post(
+        "/admin/v1/customers",
+        json!({"id": "beta", "name": "B", "email": "b@b.test", "plan_id": "payg"}),
+    )
+    .await;
     let (s, body, _) = app
-        .post("/admin/v1/customers/beta/credits", json!({"amount_micros": 10, "reference": "inv-1"}))
+        .post(
+            "/admin/v1/customers/beta/credits",
+            json!({"amount_micros": 10, "reference": "inv-1"}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(body["credits_micros"], 10);
-    assert_eq!(app.get("/admin/v1/customers/acme/balance").await.1["credits_micros"], 5_000_250);
+    assert_eq!(
+        app.get("/admin/v1/customers/acme/balance").await.1["credits_micros"],
+        5_000_250
+    );
 }
 
 #[tokio::test]
@@ -756,12 +1006,20 @@ async fn credits_bad_input() {
         let reply = app.post(credits, bad).await;
         assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     }
-    let reply = app.call_raw(Method::POST, credits, "{\"amount_micros\": 5,").await;
+    let reply = app
+        .call_raw(Method::POST, credits, "{\"amount_micros\": 5,")
+        .await;
     assert_error(&reply, StatusCode::BAD_REQUEST, "bad_request");
-    assert_eq!(app.get("/admin/v1/customers/acme/balance").await.1["credits_micros"], 0);
+    assert_eq!(
+        app.get("/admin/v1/customers/acme/balance").await.1["credits_micros"],
+        0
+    );
 
     let reply = app
-        .post("/admin/v1/customers/nobody/credits", json!({"amount_micros": 100, "reference": "r"}))
+        .post(
+            "/admin/v1/customers/nobody/credits",
+            json!({"amount_micros": 100, "reference": "r"}),
+        )
         .await;
     assert_error(&reply, StatusCode::NOT_FOUND, "not_found");
 }
@@ -772,13 +1030,22 @@ async fn credits_that_would_overflow_the_balance_are_refused() {
     app.seed(payg(), "acme").await;
     let credits = "/admin/v1/customers/acme/credits";
     let big = i64::MAX - 10;
-    let (s, body, _) = app.post(credits, json!({"amount_micros": big, "reference": "a"})).await;
+    let (s, body, _) = app
+        .post(credits, json!({"amount_micros": big, "reference": "a"}))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
-    let reply = app.post(credits, json!({"amount_micros": 100, "reference": "b"})).await;
+    let reply = app
+        .post(credits, json!({"amount_micros": 100, "reference": "b"}))
+        .await;
     assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
-    assert_eq!(app.get("/admin/v1/customers/acme/balance").await.1["credits_micros"], big);
+    assert_eq!(
+        app.get("/admin/v1/customers/acme/balance").await.1["credits_micros"],
+        big
+    );
     // The refused grant was not recorded: the reference is still free.
-    let (s, _, _) = app.post(credits, json!({"amount_micros": 10, "reference": "b"})).await;
+    let (s, _, _) = app
+        .post(credits, json!({"amount_micros": 10, "reference": "b"}))
+        .await;
     assert_eq!(s, StatusCode::CREATED);
 }
 
@@ -788,13 +1055,22 @@ async fn balance_has_the_spec_shape() {
     app.seed(q3(), "acme").await;
     let (s, bal, _) = app.get("/admin/v1/customers/acme/balance").await;
     assert_eq!(s, StatusCode::OK, "{bal}");
-    for field in ["customer_id", "plan_id", "credits_micros", "quota", "rate_limit"] {
+    for field in [
+        "customer_id",
+        "plan_id",
+        "credits_micros",
+        "quota",
+        "rate_limit",
+    ] {
         assert!(bal.get(field).is_some(), "{field} missing in {bal}");
     }
     assert_eq!(bal["customer_id"], "acme");
     assert_eq!(bal["plan_id"], "q3");
     assert_eq!(bal["credits_micros"], 0);
-    assert_eq!(bal["rate_limit"], json!({"requests": 10, "per": "second", "burst": 20}));
+    assert_eq!(
+        bal["rate_limit"],
+        json!({"requests": 10, "per": "second", "burst": 20})
+    );
     let quota = bal["quota"].as_object().unwrap();
     let mut fields: Vec<&str> = quota.keys().map(String::as_str).collect();
     fields.sort_unstable();
@@ -812,12 +1088,20 @@ async fn balance_has_the_spec_shape() {
         json!({"id": "open", "name": "Open", "rate_limit": {"requests": 7, "per": "minute"}}),
     )
     .await;
-    app.call(Method::PATCH, "/admin/v1/customers/acme", Some(json!({"plan_id": "open"}))).await;
+    app.call(
+        Method::PATCH,
+        "/admin/v1/customers/acme",
+        Some(json!({"plan_id": "open"})),
+    )
+    .await;
     let (s, bal, _) = app.get("/admin/v1/customers/acme/balance").await;
     assert_eq!(s, StatusCode::OK, "{bal}");
     assert_eq!(bal["plan_id"], "open");
     assert_eq!(bal["quota"], Value::Null);
-    assert_eq!(bal["rate_limit"], json!({"requests": 7, "per": "minute", "burst": 7}));
+    assert_eq!(
+        bal["rate_limit"],
+        json!({"requests": 7, "per": "minute", "burst": 7})
+    );
 
     // A plan change by PUT shows at once.
     app.call(
@@ -827,9 +1111,16 @@ async fn balance_has_the_spec_shape() {
     )
     .await;
     let bal = app.get("/admin/v1/customers/acme/balance").await.1;
-    assert_eq!(bal["rate_limit"], json!({"requests": 9, "per": "hour", "burst": 1}));
+    assert_eq!(
+        bal["rate_limit"],
+        json!({"requests": 9, "per": "hour", "burst": 1})
+    );
 
-    assert_error(&app.get("/admin/v1/customers/nobody/balance").await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(
+        &app.get("/admin/v1/customers/nobody/balance").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 }
 
 #[tokio::test]

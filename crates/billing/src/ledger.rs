@@ -100,7 +100,9 @@ impl UsageWriter {
                     let n = batch.len() as u64;
                     let events = &self.metrics.usage_events;
                     events.with_label_values(&["persisted"]).inc_by(inserted);
-                    events.with_label_values(&["duplicate"]).inc_by(n - inserted);
+                    events
+                        .with_label_values(&["duplicate"])
+                        .inc_by(n - inserted);
                     self.metrics.usage_backlog.sub(n as i64);
                     return;
                 }
@@ -151,11 +153,12 @@ impl Database {
 
     /// Prepaid balance: credits granted minus credits spent by billable calls.
     pub async fn credit_balance(&self, customer_id: &str) -> Result<Micros, DbError> {
-        let granted: Option<i64> =
-            sqlx::query_scalar("SELECT SUM(amount_micros) FROM credit_grants WHERE customer_id = $1")
-                .bind(customer_id)
-                .fetch_one(&self.pool)
-                .await?;
+        let granted: Option<i64> = sqlx::query_scalar(
+            "SELECT SUM(amount_micros) FROM credit_grants WHERE customer_id = $1",
+        )
+        .bind(customer_id)
+        .fetch_one(&self.pool)
+        .await?;
         let spent: Option<i64> = sqlx::query_scalar(
             "SELECT SUM(credits_micros) FROM usage_events WHERE customer_id = $1 AND billable = 1",
         )
@@ -166,7 +169,11 @@ impl Database {
     }
 
     /// Quota units used by billable calls since `since`.
-    pub async fn units_since(&self, customer_id: &str, since: DateTime<Utc>) -> Result<u64, DbError> {
+    pub async fn units_since(
+        &self,
+        customer_id: &str,
+        since: DateTime<Utc>,
+    ) -> Result<u64, DbError> {
         let used: Option<i64> = sqlx::query_scalar(
             "SELECT SUM(units) FROM usage_events WHERE customer_id = $1 AND billable = 1 AND ts_us >= $2",
         )
@@ -178,7 +185,11 @@ impl Database {
     }
 
     /// The store counters of one customer as the ledger says they are at `now`.
-    pub async fn counters(&self, c: &CustomerRecord, now: DateTime<Utc>) -> Result<Counters, DbError> {
+    pub async fn counters(
+        &self,
+        c: &CustomerRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Counters, DbError> {
         let period = Period::containing(c.anchor_day, now);
         Ok(Counters {
             credits_micros: self.credit_balance(c.id.as_str()).await?,
@@ -257,25 +268,41 @@ mod tests {
         task.await.unwrap();
         assert_eq!(db.event_counts("c").await.unwrap().get(&true), Some(&20));
         assert_eq!(metrics.usage_backlog.get(), 0);
-        assert_eq!(metrics.usage_events.with_label_values(&["duplicate"]).get(), 1);
+        assert_eq!(
+            metrics.usage_events.with_label_values(&["duplicate"]).get(),
+            1
+        );
     }
 
     #[tokio::test]
     async fn credits_balance_counts_grants_once_and_billable_spend() {
         let (_d, db) = db().await;
-        sqlx::query("INSERT INTO plans (id, body, created_at, updated_at) VALUES ('p', '{}', 'x', 'x')")
-            .execute(&db.pool)
-            .await
-            .unwrap();
+        sqlx::query(
+            "INSERT INTO plans (id, body, created_at, updated_at) VALUES ('p', '{}', 'x', 'x')",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
         sqlx::query("INSERT INTO customers (id, name, email, plan_id, anchor_day, created_at) VALUES ('c', 'C', 'c@x', 'p', 1, 'x')")
             .execute(&db.pool)
             .await
             .unwrap();
         use crate::records::Grant;
-        assert_eq!(db.grant_credits("c", 100, "r1").await.unwrap(), Grant::Credited);
-        assert_eq!(db.grant_credits("c", 100, "r1").await.unwrap(), Grant::AlreadyCredited);
-        assert!(matches!(db.grant_credits("c", 5, "r1").await, Err(DbError::Conflict(_))));
-        db.insert_events(&[event("a", true, 1, 17), event("b", false, 1, 0)]).await.unwrap();
+        assert_eq!(
+            db.grant_credits("c", 100, "r1").await.unwrap(),
+            Grant::Credited
+        );
+        assert_eq!(
+            db.grant_credits("c", 100, "r1").await.unwrap(),
+            Grant::AlreadyCredited
+        );
+        assert!(matches!(
+            db.grant_credits("c", 5, "r1").await,
+            Err(DbError::Conflict(_))
+        ));
+        db.insert_events(&[event("a", true, 1, 17), event("b", false, 1, 0)])
+            .await
+            .unwrap();
         assert_eq!(db.credit_balance("c").await.unwrap(), 83);
     }
 }

@@ -29,8 +29,12 @@ impl ConfigError {
 
 /// Reads `path`, applies the process environment and validates.
 pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![ConfigError::new("<file>", format!("{}: {e}", path.display()))])?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError::new(
+            "<file>",
+            format!("{}: {e}", path.display()),
+        )]
+    })?;
     parse(&text, std::env::vars())
 }
 

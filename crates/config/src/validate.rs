@@ -40,7 +40,8 @@ pub(crate) fn validate(c: &Config) -> Vec<ConfigError> {
             "must start with redis://, rediss:// or redis+cluster://",
         );
     }
-    if !(c.database.url.starts_with("sqlite:") || c.database.url.starts_with("postgres://")
+    if !(c.database.url.starts_with("sqlite:")
+        || c.database.url.starts_with("postgres://")
         || c.database.url.starts_with("postgresql://"))
     {
         err(
@@ -108,11 +109,17 @@ pub(crate) fn validate(c: &Config) -> Vec<ConfigError> {
         }
         if let Some(methods) = &r.methods {
             if methods.is_empty() {
-                err(k("methods"), "must list at least one method, or be left out");
+                err(
+                    k("methods"),
+                    "must list at least one method, or be left out",
+                );
             }
             for m in methods {
                 if !METHODS.contains(&m.as_str()) {
-                    err(k("methods"), "unknown HTTP method (use upper case, e.g. GET)");
+                    err(
+                        k("methods"),
+                        "unknown HTTP method (use upper case, e.g. GET)",
+                    );
                 }
             }
         }

@@ -88,7 +88,12 @@ mod tests {
 
     #[test]
     fn malformed_keys_are_rejected() {
-        for bad in ["", "pg_live_short", "pg_test_0123456789012345678901234567890a", &format!("pg_live_{}", "!".repeat(32))] {
+        for bad in [
+            "",
+            "pg_live_short",
+            "pg_test_0123456789012345678901234567890a",
+            &format!("pg_live_{}", "!".repeat(32)),
+        ] {
             assert!(!is_well_formed(bad), "{bad}");
         }
     }

@@ -147,7 +147,7 @@ impl Plan {
                 "must be at least 1",
             ));
         }
-        if self.rate_limit.burst > 0 && self.rate_limit.burst > 10_000_000 {
+        if self.rate_limit.burst > 10_000_000 {
             return Err(ValidationError::new(
                 "rate_limit.burst",
                 "must be at most 10000000",
@@ -193,7 +193,10 @@ impl Plan {
             ));
         }
         if self.routes.iter().any(|r| r.trim().is_empty()) {
-            return Err(ValidationError::new("routes", "route ids must not be empty"));
+            return Err(ValidationError::new(
+                "routes",
+                "route ids must not be empty",
+            ));
         }
         Ok(())
     }
@@ -224,8 +227,10 @@ mod tests {
 
     #[test]
     fn overage_price_form() {
-        let p = parse(serde_json::json!({"id":"p","name":"P","rate_limit":{"requests":1,"per":"minute"},
-            "quota":{"calls":10},"overage":{"price_micros":200}}))
+        let p = parse(
+            serde_json::json!({"id":"p","name":"P","rate_limit":{"requests":1,"per":"minute"},
+            "quota":{"calls":10},"overage":{"price_micros":200}}),
+        )
         .unwrap();
         assert_eq!(p.overage, Overage::Price { price_micros: 200 });
         assert_eq!(p.rate_limit.capacity(), 1);
@@ -238,11 +243,18 @@ mod tests {
 
     #[test]
     fn bad_plans_name_the_field() {
-        let base = serde_json::json!({"id":"p","name":"P","rate_limit":{"requests":1,"per":"second"}});
+        let base =
+            serde_json::json!({"id":"p","name":"P","rate_limit":{"requests":1,"per":"second"}});
         let cases = [
-            ("rate_limit.requests", serde_json::json!({"rate_limit":{"requests":0,"per":"second"}})),
+            (
+                "rate_limit.requests",
+                serde_json::json!({"rate_limit":{"requests":0,"per":"second"}}),
+            ),
             ("overage", serde_json::json!({"overage":{"price_micros":5}})),
-            ("price_per_call_micros", serde_json::json!({"price_per_call_micros":0})),
+            (
+                "price_per_call_micros",
+                serde_json::json!({"price_per_call_micros":0}),
+            ),
             ("routes", serde_json::json!({"routes":[]})),
         ];
         for (field, patch) in cases {

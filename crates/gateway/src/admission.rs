@@ -10,7 +10,12 @@ use paygate_store::{CustomerRecord, Decision, Limits, QuotaLimit, Reservation, S
 use crate::refusal::Refusal;
 
 /// What one call asks of the store, and the billing period it falls in.
-pub fn limits_for(plan: &Plan, cost: u32, customer: &CustomerRecord, now: DateTime<Utc>) -> (Limits, Period) {
+pub fn limits_for(
+    plan: &Plan,
+    cost: u32,
+    customer: &CustomerRecord,
+    now: DateTime<Utc>,
+) -> (Limits, Period) {
     let period = Period::containing(customer.anchor_day, now);
     let units = u64::from(cost);
     let limits = Limits {
@@ -87,8 +92,11 @@ pub async fn admit(
                 Ok(a) => (a, ReservedIn::Fallback),
                 Err(_) => {
                     return Verdict::Refuse {
-                        refusal: Refusal::new(ErrorCode::LimiterUnavailable, "the limiter is unavailable")
-                            .retry_after_ms(1000),
+                        refusal: Refusal::new(
+                            ErrorCode::LimiterUnavailable,
+                            "the limiter is unavailable",
+                        )
+                        .retry_after_ms(1000),
                         snapshot: None,
                     }
                 }
@@ -118,4 +126,90 @@ pub async fn admit(
         ),
     };
     Verdict::Refuse { refusal, snapshot }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use paygate_core::Micros;
+    use paygate_store::{Admission, Counters, MemoryStore, StoreError, WebsocketSlot};
+
+    /// A store that is always down, standing in for an unreachable Redis.
+    struct DownStore;
+
+    #[async_trait]
+    impl Store for DownStore {
+        async fn admit(&self, _: &str, _: &Limits) -> Result<Admission, StoreError> {
+            Err(StoreError::Timeout)
+        }
+        async fn give_back(&self, _: &str, _: &Reservation) -> Result<(), StoreError> {
+            Err(StoreError::Timeout)
+        }
+        async fn peek(&self, _: &str, _: &Limits) -> Result<Snapshot, StoreError> {
+            Err(StoreError::Timeout)
+        }
+        async fn add_credits(&self, _: &str, _: Micros) -> Result<Micros, StoreError> {
+            Err(StoreError::Timeout)
+        }
+        async fn seed(&self, _: &str, _: Counters) -> Result<(), StoreError> {
+            Err(StoreError::Timeout)
+        }
+        async fn open_websocket(&self, _: &str, _: u32) -> Result<WebsocketSlot, StoreError> {
+            Err(StoreError::Timeout)
+        }
+        async fn close_websocket(&self, _: &str) -> Result<(), StoreError> {
+            Err(StoreError::Timeout)
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Err(StoreError::Timeout)
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            emission_interval_ns: 1_000_000_000,
+            capacity: 2,
+            units: 1,
+            quota: None,
+            credit_price_micros: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn store_down_follows_on_unavailable() {
+        let fallback = MemoryStore::new();
+        let l = limits();
+        match admit(&DownStore, &fallback, OnUnavailable::Deny, "c", &l).await {
+            Verdict::Refuse { refusal, .. } => {
+                assert_eq!(refusal.code, ErrorCode::LimiterUnavailable);
+                assert_eq!(refusal.code.status(), 503);
+                assert_eq!(refusal.retry_after_secs, Some(1));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            admit(&DownStore, &fallback, OnUnavailable::Allow, "c", &l).await,
+            Verdict::Admit {
+                reserved_in: ReservedIn::Nowhere,
+                ..
+            }
+        ));
+        // `local`: the per-node limiter still enforces the plan's burst.
+        let mut verdicts = Vec::new();
+        for _ in 0..3 {
+            verdicts.push(admit(&DownStore, &fallback, OnUnavailable::Local, "c", &l).await);
+        }
+        assert!(matches!(
+            verdicts[0],
+            Verdict::Admit {
+                reserved_in: ReservedIn::Fallback,
+                ..
+            }
+        ));
+        assert!(matches!(verdicts[1], Verdict::Admit { .. }));
+        assert!(
+            matches!(&verdicts[2], Verdict::Refuse { refusal, .. } if refusal.code == ErrorCode::RateLimited)
+        );
+    }
 }

@@ -100,9 +100,15 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("authorization", auth.parse().unwrap());
         assert_eq!(credential(&h), Credential::ApiKey(key));
-        assert_eq!(credential(&headers(&[("x-api-key", "abc")])), Credential::ApiKey("abc"));
+        assert_eq!(
+            credential(&headers(&[("x-api-key", "abc")])),
+            Credential::ApiKey("abc")
+        );
         assert_eq!(credential(&headers(&[])), Credential::Missing);
-        assert_eq!(credential(&headers(&[("authorization", "Basic abc")])), Credential::Unusable);
+        assert_eq!(
+            credential(&headers(&[("authorization", "Basic abc")])),
+            Credential::Unusable
+        );
         assert_eq!(
             credential(&headers(&[("authorization", "Bearer aGVh.cGF5.c2ln")])),
             Credential::Jwt("aGVh.cGF5.c2ln")

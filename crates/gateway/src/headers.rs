@@ -33,7 +33,10 @@ pub(crate) fn limit_headers(
 ) {
     out.set("ratelimit-limit", plan.rate_limit.capacity().to_string());
     out.set("ratelimit-remaining", snap.rate_remaining.to_string());
-    out.set("ratelimit-reset", snap.rate_reset_ms.div_ceil(1000).to_string());
+    out.set(
+        "ratelimit-reset",
+        snap.rate_reset_ms.div_ceil(1000).to_string(),
+    );
     if let Some(q) = &plan.quota {
         out.set("x-quota-limit", q.calls.to_string());
         out.set(
@@ -68,7 +71,7 @@ pub(crate) fn sanitize_for_upstream(req: &mut RequestHeader, is_upgrade: bool) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty() && !(is_upgrade && s == "upgrade"))
+        .filter(|s| !(s.is_empty() || (is_upgrade && s == "upgrade")))
         .collect();
     for name in listed {
         req.remove_header(name.as_str());
@@ -99,7 +102,11 @@ pub(crate) fn forwarded_for(req: &mut RequestHeader, peer: Option<IpAddr>, trust
         return;
     };
     let believed = trusted.iter().any(|n| n.contains(&peer));
-    let value = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let value = match req
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(prev) if believed => format!("{prev}, {peer}"),
         _ => peer.to_string(),
     };

@@ -51,7 +51,7 @@ impl RouteTable {
                 })
             })
             .collect();
-        table.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        table.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Self { routes: table }
     }
 

@@ -49,15 +49,16 @@ fn balancer(
         return Ok(Arc::new(lb));
     };
     let mut hc = HttpHealthCheck::new("localhost", false);
-    if let Ok(req) =
-        pingora::http::RequestHeader::build("GET", hc_cfg.path.as_bytes(), None).and_then(|mut r| {
+    if let Ok(req) = pingora::http::RequestHeader::build("GET", hc_cfg.path.as_bytes(), None)
+        .and_then(|mut r| {
             r.insert_header("Host", "localhost")?;
             Ok(r)
         })
     {
         hc.req = req;
     }
-    hc.peer_template.options.connection_timeout = Some(Duration::from_millis(cfg.connect_timeout_ms));
+    hc.peer_template.options.connection_timeout =
+        Some(Duration::from_millis(cfg.connect_timeout_ms));
     lb.set_health_check(Box::new(hc));
     lb.health_check_frequency = Some(Duration::from_millis(hc_cfg.interval_ms));
     lb.parallel_health_check = true;
@@ -73,7 +74,12 @@ impl Pool {
         let backup = if cfg.backup.is_empty() {
             None
         } else {
-            Some(balancer(&format!("{} backup", cfg.name), &cfg.backup, cfg, services)?)
+            Some(balancer(
+                &format!("{} backup", cfg.name),
+                &cfg.backup,
+                cfg,
+                services,
+            )?)
         };
         Ok(Self {
             name: cfg.name.clone(),

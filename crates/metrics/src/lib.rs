@@ -30,7 +30,10 @@ impl Metrics {
         ];
         let m = Self {
             requests: IntCounterVec::new(
-                Opts::new("paygate_requests_total", "Calls answered, by route, plan and status"),
+                Opts::new(
+                    "paygate_requests_total",
+                    "Calls answered, by route, plan and status",
+                ),
                 &["route", "plan", "status"],
             )?,
             decisions: IntCounterVec::new(
@@ -38,20 +41,28 @@ impl Metrics {
                 &["decision"],
             )?,
             request_duration: Histogram::with_opts(
-                HistogramOpts::new("paygate_request_duration_seconds", "Whole call, as the client sees it")
-                    .buckets(buckets.clone()),
+                HistogramOpts::new(
+                    "paygate_request_duration_seconds",
+                    "Whole call, as the client sees it",
+                )
+                .buckets(buckets.clone()),
             )?,
-            gateway_overhead: Histogram::with_opts(HistogramOpts::new(
-                "paygate_gateway_overhead_seconds",
-                "Time spent in paygate itself before the upstream is called",
-            )
-            .buckets(buckets))?,
+            gateway_overhead: Histogram::with_opts(
+                HistogramOpts::new(
+                    "paygate_gateway_overhead_seconds",
+                    "Time spent in paygate itself before the upstream is called",
+                )
+                .buckets(buckets),
+            )?,
             store_errors: IntCounter::new("paygate_store_errors_total", "Failed store operations")?,
             usage_events: IntCounterVec::new(
                 Opts::new("paygate_usage_events_total", "Usage events by state"),
                 &["state"],
             )?,
-            usage_backlog: IntGauge::new("paygate_usage_backlog", "Usage events not yet in the ledger")?,
+            usage_backlog: IntGauge::new(
+                "paygate_usage_backlog",
+                "Usage events not yet in the ledger",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -67,7 +78,10 @@ impl Metrics {
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_err() {
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()

@@ -150,7 +150,10 @@ mod tests {
     use super::*;
 
     fn plan() -> Plan {
-        serde_json::from_value(serde_json::json!({"id":"p","name":"P","rate_limit":{"requests":1,"per":"second"}})).unwrap()
+        serde_json::from_value(
+            serde_json::json!({"id":"p","name":"P","rate_limit":{"requests":1,"per":"second"}}),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -5,8 +5,15 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Gcra {
     /// Admit and store `new_tat`.
-    Conform { new_tat: u64, remaining: u32, reset_ns: u64 },
-    Limited { retry_after_ns: u64, reset_ns: u64 },
+    Conform {
+        new_tat: u64,
+        remaining: u32,
+        reset_ns: u64,
+    },
+    Limited {
+        retry_after_ns: u64,
+        reset_ns: u64,
+    },
 }
 
 /// `tat` and `now` in nanoseconds on the store's clock.
@@ -49,19 +56,28 @@ mod tests {
         let now = 100 * S;
         for i in 0..5 {
             match check(tat, now, interval, cap) {
-                Gcra::Conform { new_tat, remaining, .. } => {
+                Gcra::Conform {
+                    new_tat, remaining, ..
+                } => {
                     assert_eq!(remaining, 4 - i);
                     tat = new_tat;
                 }
                 other => panic!("call {i} refused: {other:?}"),
             }
         }
-        let Gcra::Limited { retry_after_ns, reset_ns } = check(tat, now, interval, cap) else {
+        let Gcra::Limited {
+            retry_after_ns,
+            reset_ns,
+        } = check(tat, now, interval, cap)
+        else {
             panic!("sixth call admitted")
         };
         assert_eq!(retry_after_ns, S);
         assert_eq!(reset_ns, 5 * S);
-        assert!(matches!(check(tat, now + S, interval, cap), Gcra::Conform { .. }));
+        assert!(matches!(
+            check(tat, now + S, interval, cap),
+            Gcra::Conform { .. }
+        ));
     }
 
     #[test]

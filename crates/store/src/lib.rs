@@ -7,8 +7,8 @@
 //! network hop (Redis) needs one round trip per call.
 
 pub mod catalog;
-pub mod memory;
 mod gcra;
+pub mod memory;
 
 pub use catalog::{Catalog, CustomerRecord, KeyRecord, Principal};
 pub use memory::MemoryStore;

@@ -11,8 +11,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::gcra::{self, Gcra};
 use crate::{
-    Admission, Counters, Decision, Limits, Reservation, Snapshot, Store, StoreError,
-    WebsocketSlot,
+    Admission, Counters, Decision, Limits, Reservation, Snapshot, Store, StoreError, WebsocketSlot,
 };
 use paygate_core::Micros;
 
@@ -278,7 +277,11 @@ mod tests {
         }
         assert_eq!(amounts, vec![0, 0, 200]);
         let next = limits(
-            Some(QuotaLimit { limit: 2, period_start: 200, overage_price_micros: None }),
+            Some(QuotaLimit {
+                limit: 2,
+                period_start: 200,
+                overage_price_micros: None,
+            }),
             None,
         );
         assert_eq!(store.peek("c", &next).await.unwrap().quota_used, 0);
@@ -287,19 +290,37 @@ mod tests {
     #[tokio::test]
     async fn refusal_reserves_nothing() {
         let store = MemoryStore::new();
-        let l = Limits { capacity: 1, emission_interval_ns: 1_000_000_000, ..limits(quota(10, None), None) };
-        assert!(matches!(store.admit("c", &l).await.unwrap().decision, Decision::Admitted(_)));
+        let l = Limits {
+            capacity: 1,
+            emission_interval_ns: 1_000_000_000,
+            ..limits(quota(10, None), None)
+        };
+        assert!(matches!(
+            store.admit("c", &l).await.unwrap().decision,
+            Decision::Admitted(_)
+        ));
         let a = store.admit("c", &l).await.unwrap();
-        assert!(matches!(a.decision, Decision::RateLimited { retry_after_ms } if retry_after_ms > 0 && retry_after_ms <= 1000));
+        assert!(
+            matches!(a.decision, Decision::RateLimited { retry_after_ms } if retry_after_ms > 0 && retry_after_ms <= 1000)
+        );
         assert_eq!(a.snapshot.quota_used, 1);
     }
 
     #[tokio::test]
     async fn websocket_slots_are_bounded() {
         let store = MemoryStore::new();
-        assert_eq!(store.open_websocket("c", 1).await.unwrap(), WebsocketSlot::Granted);
-        assert_eq!(store.open_websocket("c", 1).await.unwrap(), WebsocketSlot::Full);
+        assert_eq!(
+            store.open_websocket("c", 1).await.unwrap(),
+            WebsocketSlot::Granted
+        );
+        assert_eq!(
+            store.open_websocket("c", 1).await.unwrap(),
+            WebsocketSlot::Full
+        );
         store.close_websocket("c").await.unwrap();
-        assert_eq!(store.open_websocket("c", 1).await.unwrap(), WebsocketSlot::Granted);
+        assert_eq!(
+            store.open_websocket("c", 1).await.unwrap(),
+            WebsocketSlot::Granted
+        );
     }
 }

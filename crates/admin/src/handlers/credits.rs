@@ -31,18 +31,36 @@ pub async fn top_up(
     JsonBody(b): JsonBody<TopUp>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     if b.amount_micros <= 0 {
-        return Err(ApiError::Invalid("amount_micros: must be a positive integer".into()));
+        return Err(ApiError::Invalid(
+            "amount_micros: must be a positive integer".into(),
+        ));
     }
     if b.reference.trim().is_empty() || b.reference.len() > 200 {
-        return Err(ApiError::Invalid("reference: must be 1 to 200 characters".into()));
+        return Err(ApiError::Invalid(
+            "reference: must be 1 to 200 characters".into(),
+        ));
     }
     customers::load(&s, &id).await?;
     // Refuse before recording a grant the balance could not hold (it would overflow the store's counter).
-    if s.store.add_credits(&id, 0).await?.checked_add(b.amount_micros).is_none() {
-        return Err(ApiError::Invalid("amount_micros: the balance would exceed the largest amount".into()));
+    if s.store
+        .add_credits(&id, 0)
+        .await?
+        .checked_add(b.amount_micros)
+        .is_none()
+    {
+        return Err(ApiError::Invalid(
+            "amount_micros: the balance would exceed the largest amount".into(),
+        ));
     }
-    let (status, balance) = match s.db.grant_credits(&id, b.amount_micros, &b.reference).await? {
-        Grant::Credited => (StatusCode::CREATED, s.store.add_credits(&id, b.amount_micros).await?),
+    let (status, balance) = match s
+        .db
+        .grant_credits(&id, b.amount_micros, &b.reference)
+        .await?
+    {
+        Grant::Credited => (
+            StatusCode::CREATED,
+            s.store.add_credits(&id, b.amount_micros).await?,
+        ),
         // A replay credits nothing; adding zero reads the live balance.
         Grant::AlreadyCredited => (StatusCode::OK, s.store.add_credits(&id, 0).await?),
     };
@@ -58,12 +76,17 @@ pub async fn top_up(
     ))
 }
 
-pub async fn balance(State(s): State<Arc<AdminState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn balance(
+    State(s): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let customer = customers::load(&s, &id).await?;
-    let plan = s
-        .catalog
-        .plan(customer.plan_id.as_str())
-        .ok_or_else(|| ApiError::Internal(format!("plan {} of customer {id} is not loaded", customer.plan_id)))?;
+    let plan = s.catalog.plan(customer.plan_id.as_str()).ok_or_else(|| {
+        ApiError::Internal(format!(
+            "plan {} of customer {id} is not loaded",
+            customer.plan_id
+        ))
+    })?;
     let (limits, period) = admission::limits_for(&plan, 1, &customer, Utc::now());
     let snap = s.store.peek(&id, &limits).await?;
     Ok(Json(me::balance_json(&customer, &plan, &snap, &period)))

@@ -28,7 +28,11 @@ pub fn customer_json(c: &CustomerRecord) -> Value {
 
 fn check_email(email: &str) -> Result<(), ValidationError> {
     match email.split_once('@') {
-        Some((user, domain)) if !user.is_empty() && !domain.is_empty() && !email.contains(char::is_whitespace) => Ok(()),
+        Some((user, domain))
+            if !user.is_empty() && !domain.is_empty() && !email.contains(char::is_whitespace) =>
+        {
+            Ok(())
+        }
         _ => Err(ValidationError::new("email", "must be an email address")),
     }
 }
@@ -69,9 +73,8 @@ pub async fn create(
         Some(id) => id,
         None => CustomerId::new(format!("cus_{}", uuid::Uuid::now_v7().simple()))?,
     };
-    let rec = s
-        .db
-        .create_customer(NewCustomer {
+    let rec =
+        s.db.create_customer(NewCustomer {
             id,
             name: b.name,
             email: b.email,
@@ -83,12 +86,17 @@ pub async fn create(
 }
 
 pub async fn list(State(s): State<Arc<AdminState>>, page: Paging) -> Result<Json<Value>, ApiError> {
-    let p = s.db.list_customers(page.limit, page.starting_after.as_deref()).await?;
+    let p =
+        s.db.list_customers(page.limit, page.starting_after.as_deref())
+            .await?;
     let data: Vec<Value> = p.data.iter().map(customer_json).collect();
     Ok(Json(json!({"data": data, "has_more": p.has_more})))
 }
 
-pub async fn get(State(s): State<Arc<AdminState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(
+    State(s): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(customer_json(&load(&s, &id).await?)))
 }
 
@@ -126,9 +134,8 @@ pub async fn patch(
         Some(p) => Some(existing_plan(&s, p).await?),
         None => None,
     };
-    let rec = s
-        .db
-        .patch_customer(
+    let rec =
+        s.db.patch_customer(
             &id,
             CustomerPatch {
                 name: b.name,

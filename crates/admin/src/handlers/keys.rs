@@ -42,12 +42,17 @@ pub async fn list(
     page: Paging,
 ) -> Result<Json<Value>, ApiError> {
     customers::load(&s, &id).await?;
-    let p = s.db.list_keys(&id, page.limit, page.starting_after.as_deref()).await?;
+    let p =
+        s.db.list_keys(&id, page.limit, page.starting_after.as_deref())
+            .await?;
     Ok(Json(json!({"data": p.data, "has_more": p.has_more})))
 }
 
 /// Revokes a key: refused by the gateway from the next call on.
-pub async fn revoke(State(s): State<Arc<AdminState>>, Path(key_id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn revoke(
+    State(s): State<Arc<AdminState>>,
+    Path(key_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let row = match s.db.revoke_key(&key_id).await {
         Err(DbError::NotFound) => return Err(ApiError::not_found("key", &key_id)),
         other => other?,

@@ -19,7 +19,11 @@ fn plan_from(mut v: Value, path_id: Option<&str>) -> Result<Plan, ApiError> {
                 obj.insert("id".into(), Value::String(id.to_string()));
             }
             Some(Value::String(body_id)) if body_id == id => {}
-            Some(_) => return Err(ApiError::Invalid("id: must match the id in the path".into())),
+            Some(_) => {
+                return Err(ApiError::Invalid(
+                    "id: must match the id in the path".into(),
+                ))
+            }
         }
     }
     let plan: Plan = parse_json(v.to_string().as_bytes())?;
@@ -28,7 +32,9 @@ fn plan_from(mut v: Value, path_id: Option<&str>) -> Result<Plan, ApiError> {
 }
 
 pub async fn list(State(s): State<Arc<AdminState>>, page: Paging) -> Result<Json<Value>, ApiError> {
-    let p = s.db.list_plans(page.limit, page.starting_after.as_deref()).await?;
+    let p =
+        s.db.list_plans(page.limit, page.starting_after.as_deref())
+            .await?;
     Ok(Json(json!({"data": p.data, "has_more": p.has_more})))
 }
 
@@ -42,7 +48,10 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(plan)))
 }
 
-pub async fn get(State(s): State<Arc<AdminState>>, Path(id): Path<String>) -> Result<Json<Plan>, ApiError> {
+pub async fn get(
+    State(s): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Plan>, ApiError> {
     match s.db.get_plan(&id).await {
         Err(DbError::NotFound) => Err(ApiError::not_found("plan", &id)),
         other => Ok(Json(other?)),
@@ -63,7 +72,10 @@ pub async fn replace(
     Ok(Json(plan))
 }
 
-pub async fn remove(State(s): State<Arc<AdminState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn remove(
+    State(s): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     match s.db.delete_plan(&id).await {
         Err(DbError::NotFound) => return Err(ApiError::not_found("plan", &id)),
         other => other?,
