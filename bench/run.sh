@@ -416,7 +416,8 @@ SUMMARY="$RESULTS_DIR/summary.md"
   echo "## paygate bench — $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo
   echo "rev $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none); $NCPU CPUs ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)); $PIN_DESC"
-  echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, $ROUNDS alternating rounds after a $WARMUP warm-up; proxies run $PROXY_THREADS workers; paygate store: $PAYGATE_STORE_MODE"
+  warm="a $WARMUP warm-up"; (( WARMUP_S > 0 )) || warm="no warm-up"
+  echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, $ROUNDS alternating rounds after $warm; proxies run $PROXY_THREADS workers; paygate store: $PAYGATE_STORE_MODE"
   echo
   awk -F'\t' -v order="$TARGETS" -v tck="$CLK_TCK" -v ncpu="$PROXY_NCPU" '
     function median(s,   a, n, i, j, x) {
