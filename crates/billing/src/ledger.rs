@@ -1,53 +1,94 @@
 //! Usage events from the gateway to the ledger, and counters back from it.
 //!
-//! The gateway hands each event to a [`UsageSink`] (a bounded channel: when
-//! the writer falls behind, the gateway waits rather than drops). The
+//! The gateway hands each event to a [`UsageSink`]: a shared buffer that
+//! costs a push under a short lock and no thread wake-up per event (waking
+//! another thread per call cost more than the rest of metering together).
+//! The writer is woken when the buffer goes from empty to non-empty and when
+//! a batch is full; otherwise it lets `flush_interval` fill the batch. When
+//! the buffer holds `buffer` events the gateway waits rather than drops. The
 //! [`UsageWriter`] writes batches in one transaction with
 //! `ON CONFLICT (request_id) DO NOTHING`, so a replayed event is counted once,
 //! and retries a failed batch until it lands.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
 use paygate_core::period::Period;
 use paygate_core::{Micros, UsageEvent};
 use paygate_metrics::Metrics;
 use paygate_store::{Counters, CustomerRecord};
 use sqlx::{QueryBuilder, Sqlite};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::{Database, DbError};
+
+/// Rows per INSERT statement (14 binds each, far below SQLite's limit).
+const ROWS_PER_STATEMENT: usize = 64;
+
+struct Shared {
+    queue: Mutex<Vec<UsageEvent>>,
+    wake: Notify,
+    /// One permit per free buffer slot: the bound that makes the gateway wait.
+    space: Semaphore,
+    closed: AtomicBool,
+    batch_size: usize,
+}
+
+/// Closes the pipeline when the last [`UsageSink`] clone is dropped.
+struct SinkHandle(Arc<Shared>);
+
+impl Drop for SinkHandle {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.wake.notify_one();
+    }
+}
 
 /// The gateway's end of the usage pipeline. Cheap to clone.
 #[derive(Clone)]
 pub struct UsageSink {
-    tx: mpsc::Sender<UsageEvent>,
+    handle: Arc<SinkHandle>,
     metrics: Metrics,
 }
 
 impl UsageSink {
     /// Queues one event; waits when the buffer is full so no event is dropped.
     pub async fn emit(&self, event: UsageEvent) {
+        let shared = &self.handle.0;
         self.metrics
             .usage_events
             .with_label_values(&["emitted"])
             .inc();
         self.metrics.usage_backlog.inc();
-        if self.tx.send(event).await.is_err() {
-            // Only after shutdown has closed the writer; nothing can be done but say so.
-            tracing::error!("usage writer is gone; an event could not be queued");
+        let permit = match shared.space.try_acquire() {
+            Ok(p) => Ok(p),
+            Err(_) => shared.space.acquire().await,
+        };
+        match permit {
+            Ok(p) => p.forget(),
+            // The semaphore is never closed; should that change, say so loudly.
+            Err(_) => tracing::error!("usage buffer closed; an event could not be queued"),
+        }
+        let len = {
+            let mut q = shared.queue.lock();
+            q.push(event);
+            q.len()
+        };
+        if len == 1 || len == shared.batch_size {
+            shared.wake.notify_one();
         }
     }
 }
 
-/// Drains the channel into the ledger until every sink is dropped.
+/// Drains the buffer into the ledger until every sink is dropped.
 pub struct UsageWriter {
-    rx: mpsc::Receiver<UsageEvent>,
+    shared: Arc<Shared>,
     db: Database,
     metrics: Metrics,
-    batch_size: usize,
     flush_interval: Duration,
 }
 
@@ -59,36 +100,50 @@ pub fn pipeline(
     batch_size: usize,
     flush_interval: Duration,
 ) -> (UsageSink, UsageWriter) {
-    let (tx, rx) = mpsc::channel(buffer.max(1));
+    let batch_size = batch_size.max(1);
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Vec::with_capacity(batch_size)),
+        wake: Notify::new(),
+        space: Semaphore::new(buffer.max(batch_size)),
+        closed: AtomicBool::new(false),
+        batch_size,
+    });
     (
         UsageSink {
-            tx,
+            handle: Arc::new(SinkHandle(Arc::clone(&shared))),
             metrics: metrics.clone(),
         },
         UsageWriter {
-            rx,
+            shared,
             db,
             metrics,
-            batch_size: batch_size.max(1),
             flush_interval,
         },
     )
 }
 
 impl UsageWriter {
-    pub async fn run(mut self) {
-        let mut batch = Vec::with_capacity(self.batch_size);
-        while let Some(first) = self.rx.recv().await {
-            batch.push(first);
-            let deadline = Instant::now() + self.flush_interval;
-            while batch.len() < self.batch_size {
-                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                    Ok(Some(e)) => batch.push(e),
-                    Ok(None) | Err(_) => break,
+    pub async fn run(self) {
+        let s = &self.shared;
+        loop {
+            if s.queue.lock().is_empty() {
+                if s.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                s.wake.notified().await;
+            }
+            // Let the batch fill for one interval unless it is already full.
+            if s.queue.lock().len() < s.batch_size && !s.closed.load(Ordering::Acquire) {
+                tokio::select! {
+                    () = tokio::time::sleep(self.flush_interval) => {}
+                    () = s.wake.notified() => {}
                 }
             }
-            self.write_until_done(&batch).await;
-            batch.clear();
+            let events = std::mem::take(&mut *s.queue.lock());
+            for batch in events.chunks(s.batch_size) {
+                self.write_until_done(batch).await;
+            }
+            s.space.add_permits(events.len());
         }
     }
 
@@ -121,34 +176,42 @@ fn micros(t: DateTime<Utc>) -> i64 {
 }
 
 impl Database {
-    /// Inserts events, skipping `request_id`s already present; returns how many were new.
+    /// Inserts events, skipping `request_id`s already present; returns how
+    /// many were new. One transaction; statements of at most [`ROWS_PER_STATEMENT`]
+    /// rows, so the few distinct statement texts stay in sqlx's prepared-statement
+    /// cache instead of being parsed again for every batch.
     pub async fn insert_events(&self, events: &[UsageEvent]) -> Result<u64, DbError> {
         if events.is_empty() {
             return Ok(0);
         }
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO usage_events (request_id, ts_us, customer_id, key_id, plan_id, route, method, \
-             status, billable, units, amount_micros, credits_micros, period, latency_us) ",
-        );
-        qb.push_values(events, |mut b, e| {
-            b.push_bind(&e.request_id)
-                .push_bind(micros(e.ts))
-                .push_bind(&e.customer_id)
-                .push_bind(&e.key_id)
-                .push_bind(&e.plan_id)
-                .push_bind(&e.route)
-                .push_bind(&e.method)
-                .push_bind(i64::from(e.status))
-                .push_bind(e.billable)
-                .push_bind(i64::try_from(e.units).unwrap_or(i64::MAX))
-                .push_bind(e.amount_micros)
-                .push_bind(e.credits_micros)
-                .push_bind(&e.period)
-                .push_bind(i64::try_from(e.latency_us).unwrap_or(i64::MAX));
-        });
-        qb.push(" ON CONFLICT (request_id) DO NOTHING");
-        let done = qb.build().execute(&self.pool).await?;
-        Ok(done.rows_affected())
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = 0;
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO usage_events (request_id, ts_us, customer_id, key_id, plan_id, route, method, \
+                 status, billable, units, amount_micros, credits_micros, period, latency_us) ",
+            );
+            qb.push_values(chunk, |mut b, e| {
+                b.push_bind(&e.request_id)
+                    .push_bind(micros(e.ts))
+                    .push_bind(&e.customer_id)
+                    .push_bind(&e.key_id)
+                    .push_bind(&e.plan_id)
+                    .push_bind(&e.route)
+                    .push_bind(&e.method)
+                    .push_bind(i64::from(e.status))
+                    .push_bind(e.billable)
+                    .push_bind(i64::try_from(e.units).unwrap_or(i64::MAX))
+                    .push_bind(e.amount_micros)
+                    .push_bind(e.credits_micros)
+                    .push_bind(&e.period)
+                    .push_bind(i64::try_from(e.latency_us).unwrap_or(i64::MAX));
+            });
+            qb.push(" ON CONFLICT (request_id) DO NOTHING");
+            inserted += qb.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(inserted)
     }
 
     /// Prepaid balance: credits granted minus credits spent by billable calls.

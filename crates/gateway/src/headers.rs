@@ -63,16 +63,20 @@ const STRIPPED: &[&str] = &[
 ];
 
 pub(crate) fn sanitize_for_upstream(req: &mut RequestHeader, is_upgrade: bool) {
-    // Headers named in `Connection` are hop-by-hop too.
-    let listed: Vec<String> = req
-        .headers
-        .get_all("connection")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !(s.is_empty() || (is_upgrade && s == "upgrade")))
-        .collect();
+    // Headers named in `Connection` are hop-by-hop too. Most calls name none
+    // or only `keep-alive`: skip the allocation then.
+    let listed: Vec<String> = match req.headers.get("connection") {
+        Some(v) if !v.as_bytes().eq_ignore_ascii_case(b"keep-alive") => req
+            .headers
+            .get_all("connection")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !(s.is_empty() || (is_upgrade && s == "upgrade")))
+            .collect(),
+        _ => Vec::new(),
+    };
     for name in listed {
         req.remove_header(name.as_str());
     }
@@ -83,14 +87,13 @@ pub(crate) fn sanitize_for_upstream(req: &mut RequestHeader, is_upgrade: bool) {
         req.remove_header("upgrade");
         req.remove_header("connection");
     }
-    let paygate: Vec<http::HeaderName> = req
-        .headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-paygate-"))
-        .cloned()
-        .collect();
-    for name in paygate {
-        req.remove_header(&name);
+    let is_ours = |k: &http::HeaderName| k.as_str().starts_with("x-paygate-");
+    if req.headers.keys().any(is_ours) {
+        let names: Vec<http::HeaderName> =
+            req.headers.keys().filter(|k| is_ours(k)).cloned().collect();
+        for name in names {
+            req.remove_header(&name);
+        }
     }
 }
 

@@ -71,7 +71,7 @@ impl Gateway {
 /// An admitted call's state, carried to `logging`.
 pub struct Admitted {
     principal: Principal,
-    route: Route,
+    route: Arc<Route>,
     period: Period,
     reservation: Reservation,
     reserved_in: ReservedIn,
@@ -123,41 +123,32 @@ impl Gateway {
                 "the request headers are too large",
             ));
         }
-        let lengths: Vec<_> = req
-            .headers
-            .get_all(http::header::CONTENT_LENGTH)
-            .iter()
-            .collect();
-        if lengths.len() > 1 {
+        let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+        let (first, second) = (lengths.next(), lengths.next());
+        if second.is_some() {
             return Some(Refusal::new(
                 ErrorCode::BadRequest,
                 "more than one Content-Length",
             ));
         }
-        if !lengths.is_empty() && req.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        let len = first?;
+        if req.headers.contains_key(http::header::TRANSFER_ENCODING) {
             return Some(Refusal::new(
                 ErrorCode::BadRequest,
                 "Content-Length and Transfer-Encoding together",
             ));
         }
-        if let Some(len) = lengths.first() {
-            match len.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
-                Some(n) if n > self.deps.max_body_bytes => {
-                    return Some(Refusal::new(
-                        ErrorCode::BodyTooLarge,
-                        "the request body is too large",
-                    ))
-                }
-                Some(_) => {}
-                None => {
-                    return Some(Refusal::new(
-                        ErrorCode::BadRequest,
-                        "invalid Content-Length",
-                    ))
-                }
-            }
+        match len.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+            Some(n) if n > self.deps.max_body_bytes => Some(Refusal::new(
+                ErrorCode::BodyTooLarge,
+                "the request body is too large",
+            )),
+            Some(_) => None,
+            None => Some(Refusal::new(
+                ErrorCode::BadRequest,
+                "invalid Content-Length",
+            )),
         }
-        None
     }
 
     /// Answers the call ourselves with the JSON error body and every header we know.
@@ -330,7 +321,7 @@ impl ProxyHttp for Gateway {
         let route = {
             let req = session.req_header();
             match self.deps.routes.find(req.uri.path(), &req.method) {
-                RouteMatch::Found(r) => r.clone(),
+                RouteMatch::Found(r) => Arc::clone(r),
                 RouteMatch::NoRoute => {
                     let r = Refusal::new(ErrorCode::NoRoute, "no route matches this path");
                     return self.refuse(session, ctx, r).await;
@@ -352,7 +343,8 @@ impl ProxyHttp for Gateway {
             Ok(p) => p,
             Err(r) => return self.refuse(session, ctx, r).await,
         };
-        let customer = principal.customer.id.as_str().to_owned();
+        let customer_rec = Arc::clone(&principal.customer);
+        let customer = customer_rec.id.as_str();
         let (limits, period) =
             admission::limits_for(&principal.plan, route.cost, &principal.customer, ctx.now);
         ctx.period = Some(period);
@@ -360,7 +352,7 @@ impl ProxyHttp for Gateway {
 
         if !principal.plan.allows_route(&route.id) {
             // Still tell the caller where it stands.
-            if let Ok(s) = self.deps.store.peek(&customer, &limits).await {
+            if let Ok(s) = self.deps.store.peek(customer, &limits).await {
                 ctx.snapshot = Some(s);
             }
             let r = Refusal::new(
@@ -373,7 +365,7 @@ impl ProxyHttp for Gateway {
         let websocket = is_websocket(session.req_header());
         if websocket {
             let max = principal.plan.max_websockets;
-            match self.deps.store.open_websocket(&customer, max).await {
+            match self.deps.store.open_websocket(customer, max).await {
                 Ok(WebsocketSlot::Granted) => {}
                 Ok(WebsocketSlot::Full) => {
                     let r = Refusal::new(
@@ -399,7 +391,7 @@ impl ProxyHttp for Gateway {
             self.deps.store.as_ref(),
             &self.fallback,
             self.deps.on_unavailable,
-            &customer,
+            customer,
             &limits,
         )
         .await;
@@ -434,7 +426,7 @@ impl ProxyHttp for Gateway {
                     self.deps.metrics.store_errors.inc();
                 }
                 if websocket {
-                    let _ = self.deps.store.close_websocket(&customer).await;
+                    let _ = self.deps.store.close_websocket(customer).await;
                 }
                 ctx.snapshot = snapshot;
                 self.refuse(session, ctx, refusal).await

@@ -20,25 +20,25 @@ pub struct Route {
 /// Result of matching a request against the table.
 #[derive(Debug, Clone, Copy)]
 pub enum RouteMatch<'a> {
-    Found(&'a Route),
+    Found(&'a Arc<Route>),
     NoRoute,
-    MethodNotAllowed(&'a Route),
+    MethodNotAllowed(&'a Arc<Route>),
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
-    /// Longest prefix first.
-    routes: Vec<Route>,
+    /// Longest prefix first. `Arc` so an admitted call keeps its route cheaply.
+    routes: Vec<Arc<Route>>,
 }
 
 impl RouteTable {
     /// `upstream_index` maps an upstream name to its pool; config validation
     /// has already checked that every route's upstream exists.
     pub fn new(routes: &[RouteConfig], upstream_index: impl Fn(&str) -> Option<usize>) -> Self {
-        let mut table: Vec<Route> = routes
+        let mut table: Vec<Arc<Route>> = routes
             .iter()
             .filter_map(|r| {
-                Some(Route {
+                Some(Arc::new(Route {
                     id: Arc::from(r.id.as_str()),
                     prefix: r.path_prefix.clone(),
                     upstream: upstream_index(&r.upstream)?,
@@ -48,7 +48,7 @@ impl RouteTable {
                             .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
                             .collect()
                     }),
-                })
+                }))
             })
             .collect();
         table.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
@@ -63,10 +63,6 @@ impl RouteTable {
             Some(ms) if !ms.contains(method) => RouteMatch::MethodNotAllowed(route),
             _ => RouteMatch::Found(route),
         }
-    }
-
-    pub fn get(&self, id: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| &*r.id == id)
     }
 }
 

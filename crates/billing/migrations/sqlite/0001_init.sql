@@ -56,5 +56,5 @@ CREATE TABLE usage_events (
     credits_micros INTEGER NOT NULL,
     period         TEXT NOT NULL,
     latency_us     INTEGER NOT NULL
-);
+) WITHOUT ROWID;  -- one B-tree keyed by request_id instead of a rowid table plus an index
 CREATE INDEX usage_events_customer_ts ON usage_events(customer_id, ts_us);

@@ -1,0 +1,113 @@
+//! `paygate serve --demo` starts, prints a working admin token and keys, and
+//! the README walkthrough's 200 / 401 / 403 / 429 / 402 happen as written.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::free_port;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_walkthrough() {
+    let (gw_port, admin_port) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paygate"))
+        .args(["serve", "--demo"])
+        .env("PAYGATE_GATEWAY__LISTEN", format!("127.0.0.1:{gw_port}"))
+        .env("PAYGATE_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
+        .env("PAYGATE_GATEWAY__SHUTDOWN_GRACE_SECONDS", "0")
+        .env("PAYGATE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.contains("try: curl");
+            out.push(line);
+            if done {
+                break;
+            }
+        }
+        out
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(30), lines)
+        .await
+        .unwrap()
+        .unwrap();
+    let field = |prefix: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in {lines:?}"))
+    };
+    let (token, free, payg) = (field("admin token"), field("key free"), field("key payg"));
+    assert!(free.starts_with("pg_live_") && free.len() == 40, "{free}");
+    let gw = format!("http://127.0.0.1:{gw_port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = |path: &'static str, key: Option<String>| {
+        let client = client.clone();
+        let gw = gw.clone();
+        async move {
+            let mut req = client.get(format!("{gw}{path}"));
+            if let Some(k) = key {
+                req = req.header("x-api-key", k);
+            }
+            req.send().await.map(|r| r.status().as_u16())
+        }
+    };
+    // The gateway listener comes up beside the admin API; wait for it.
+    while status("/v1/prices/AAPL", Some(free.clone())).await.is_err() {
+        assert!(Instant::now() < deadline, "demo gateway did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // That call was the free customer's first (200); four more fill the burst of 5.
+    assert_eq!(status("/v1/prices/AAPL", None).await.unwrap(), 401);
+    assert_eq!(
+        status("/v1/signals/AAPL", Some(free.clone()))
+            .await
+            .unwrap(),
+        403
+    );
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        codes.push(status("/v1/indices", Some(free.clone())).await.unwrap());
+    }
+    assert!(codes.contains(&200) && codes.ends_with(&[429]), "{codes:?}");
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(
+            status("/v1/signals/MSFT", Some(payg.clone()))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(codes, vec![200, 200, 200, 402]);
+    let bal: serde_json::Value = client
+        .get(format!(
+            "http://127.0.0.1:{admin_port}/admin/v1/customers/demo-payg/balance"
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bal["credits_micros"], 0, "{bal}");
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
