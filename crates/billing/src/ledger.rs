@@ -52,18 +52,17 @@ impl Drop for SinkHandle {
 #[derive(Clone)]
 pub struct UsageSink {
     handle: Arc<SinkHandle>,
-    metrics: Metrics,
+    /// `paygate_usage_events_total{state="emitted"}`, resolved once.
+    emitted: prometheus::IntCounter,
+    backlog: prometheus::IntGauge,
 }
 
 impl UsageSink {
     /// Queues one event; waits when the buffer is full so no event is dropped.
     pub async fn emit(&self, event: UsageEvent) {
         let shared = &self.handle.0;
-        self.metrics
-            .usage_events
-            .with_label_values(&["emitted"])
-            .inc();
-        self.metrics.usage_backlog.inc();
+        self.emitted.inc();
+        self.backlog.inc();
         let permit = match shared.space.try_acquire() {
             Ok(p) => Ok(p),
             Err(_) => shared.space.acquire().await,
@@ -111,7 +110,8 @@ pub fn pipeline(
     (
         UsageSink {
             handle: Arc::new(SinkHandle(Arc::clone(&shared))),
-            metrics: metrics.clone(),
+            emitted: metrics.usage_events.with_label_values(&["emitted"]),
+            backlog: metrics.usage_backlog.clone(),
         },
         UsageWriter {
             shared,

@@ -52,16 +52,23 @@ pub(crate) fn limit_headers(
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and the client's credentials never
 /// reach the upstream, nor any `X-Paygate-*` header the client made up.
-const STRIPPED: &[&str] = &[
-    "authorization",
-    "x-api-key",
-    "proxy-authorization",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "trailer",
-];
+fn always_stripped(name: &str, is_upgrade: bool) -> bool {
+    match name {
+        "authorization"
+        | "x-api-key"
+        | "proxy-authorization"
+        | "proxy-connection"
+        | "keep-alive"
+        | "te"
+        | "trailer" => true,
+        // An upgrade needs both to reach the upstream.
+        "upgrade" | "connection" => !is_upgrade,
+        other => other.starts_with("x-paygate-"),
+    }
+}
 
+/// One pass over the header names, then removal of the few that must go:
+/// cheaper than probing every stripped name on every call.
 pub(crate) fn sanitize_for_upstream(req: &mut RequestHeader, is_upgrade: bool) {
     // Headers named in `Connection` are hop-by-hop too. Most calls name none
     // or only `keep-alive`: skip the allocation then.
@@ -77,23 +84,16 @@ pub(crate) fn sanitize_for_upstream(req: &mut RequestHeader, is_upgrade: bool) {
             .collect(),
         _ => Vec::new(),
     };
-    for name in listed {
-        req.remove_header(name.as_str());
-    }
-    for name in STRIPPED {
-        req.remove_header(*name);
-    }
-    if !is_upgrade {
-        req.remove_header("upgrade");
-        req.remove_header("connection");
-    }
-    let is_ours = |k: &http::HeaderName| k.as_str().starts_with("x-paygate-");
-    if req.headers.keys().any(is_ours) {
-        let names: Vec<http::HeaderName> =
-            req.headers.keys().filter(|k| is_ours(k)).cloned().collect();
-        for name in names {
-            req.remove_header(&name);
-        }
+    let doomed: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| {
+            always_stripped(k.as_str(), is_upgrade) || listed.iter().any(|l| l == k.as_str())
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        req.remove_header(&name);
     }
 }
 

@@ -57,13 +57,18 @@ pub struct Gateway {
     deps: GatewayDeps,
     /// Per-node limiter for `on_unavailable = "local"`.
     fallback: MemoryStore,
+    /// `paygate_decisions_total{decision="admitted"}`, resolved once: it is
+    /// counted on every call.
+    admitted: prometheus::IntCounter,
 }
 
 impl Gateway {
     pub fn new(deps: GatewayDeps) -> Self {
+        let admitted = deps.metrics.decisions.with_label_values(&["admitted"]);
         Self {
             deps,
             fallback: MemoryStore::new(),
+            admitted,
         }
     }
 }
@@ -414,11 +419,7 @@ impl ProxyHttp for Gateway {
                     reserved_in,
                     websocket,
                 });
-                self.deps
-                    .metrics
-                    .decisions
-                    .with_label_values(&["admitted"])
-                    .inc();
+                self.admitted.inc();
                 Ok(false)
             }
             Verdict::Refuse { refusal, snapshot } => {
