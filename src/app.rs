@@ -18,7 +18,7 @@ use paygate_gateway::routing::RouteTable;
 use paygate_gateway::upstream::Upstreams;
 use paygate_gateway::{Gateway, GatewayDeps};
 use paygate_metrics::Metrics;
-use paygate_store::{Catalog, MemoryStore, Store};
+use paygate_store::{Catalog, MemoryStore, RedisStore, ReseedOnMiss, SeedMode, Store};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 
@@ -94,9 +94,6 @@ pub fn serve(path: Option<&Path>, demo: bool) -> anyhow::Result<()> {
         }
         (None, false) => bail!("--config FILE is required (or --demo)"),
     };
-    if config.store.backend == StoreBackend::Redis {
-        bail!("store.backend = \"redis\" is not available in this build yet; use \"memory\"");
-    }
     let token = match (config.admin_token(), demo) {
         (Some(t), _) => t,
         (None, true) => paygate_core::apikey::generate_server_secret(),
@@ -136,7 +133,7 @@ async fn start_control(
         .with_context(|| format!("database.url: cannot open {}", config.database.url))?;
     let secret = db.key_secret(config.key_secret()).await?;
     let catalog = Arc::new(Catalog::new(secret.into_bytes()));
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (store, reseed_requests) = build_store(&config)?;
     let metrics = Metrics::new().context("registering metrics")?;
 
     let (plans, customers, keys) = db.load_catalog().await?;
@@ -149,12 +146,26 @@ async fn start_control(
     for k in keys {
         catalog.put_key(k);
     }
-    // The store is a cache of the ledger: rebuild quota used and credits so a
-    // restart gives nobody a fresh quota.
+    // The store is a cache of the ledger: load quota used and credits so a
+    // restart gives nobody a fresh quota. `IfAbsent`: with a shared store the
+    // live counters of the other gateways are ahead of the ledger.
     let now = chrono::Utc::now();
     for c in catalog.customers() {
         let counters = db.counters(&c, now).await?;
-        store.seed(c.id.as_str(), counters).await?;
+        if let Err(e) = store
+            .seed(c.id.as_str(), counters, SeedMode::IfAbsent)
+            .await
+        {
+            tracing::warn!(customer = %c.id, error = %e, "counters not loaded into the store yet");
+        }
+    }
+    if let Some(requests) = reseed_requests {
+        tokio::spawn(reseed(
+            db.clone(),
+            Arc::clone(&catalog),
+            Arc::clone(&store),
+            requests,
+        ));
     }
 
     let (sink, writer) = ledger::pipeline(
@@ -193,6 +204,60 @@ async fn start_control(
         metrics,
         config,
     })
+}
+
+type ReseedRequests = tokio::sync::mpsc::Receiver<String>;
+
+/// The configured store; for Redis also the channel on which it asks for
+/// customers' counters to be rebuilt from the ledger.
+fn build_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<ReseedRequests>)> {
+    match config.store.backend {
+        StoreBackend::Memory => Ok((Arc::new(MemoryStore::new()), None)),
+        StoreBackend::Redis => {
+            let redis = RedisStore::connect(
+                &config.store.redis_url,
+                &config.store.key_prefix,
+                Duration::from_millis(config.store.timeout_ms),
+            )
+            .context("store.redis_url")?;
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            Ok((Arc::new(ReseedOnMiss::new(redis, tx)), Some(rx)))
+        }
+    }
+}
+
+/// Rebuilds, from the ledger, the counters of customers the store has lost
+/// (a Redis restarted without persistence) or never had.
+async fn reseed(
+    db: Database,
+    catalog: Arc<Catalog>,
+    store: Arc<dyn Store>,
+    mut requests: ReseedRequests,
+) {
+    let mut pending = std::collections::BTreeSet::new();
+    while let Some(first) = requests.recv().await {
+        pending.insert(first);
+        while let Ok(more) = requests.try_recv() {
+            pending.insert(more);
+        }
+        for id in std::mem::take(&mut pending) {
+            let Some(customer) = catalog.customer(&id) else {
+                continue;
+            };
+            let seeded = match db.counters(&customer, chrono::Utc::now()).await {
+                Ok(c) => store
+                    .seed(&id, c, SeedMode::IfAbsent)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match seeded {
+                Ok(true) => tracing::info!(customer = %id, "counters rebuilt from the ledger"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(customer = %id, error = %e, "counters not rebuilt"),
+            }
+        }
+    }
 }
 
 /// Runs Pingora on this thread until a shutdown signal.

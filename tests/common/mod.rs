@@ -190,14 +190,35 @@ pub struct Paygate {
     pub db_path: PathBuf,
     config_path: PathBuf,
     pub client: reqwest::Client,
+    wait: Wait,
+}
+
+/// What `start` waits for.
+#[derive(Clone, Copy)]
+pub enum Wait {
+    /// `/readyz`: store and database reachable.
+    Ready,
+    /// `/healthz` only: for a store that is down on purpose.
+    Live,
 }
 
 impl Paygate {
     /// Starts `paygate serve` with a fresh database in `dir` and `extra` TOML
     /// (upstreams, routes) appended.
     pub async fn start(dir: &std::path::Path, extra: &str) -> Paygate {
+        Self::start_named(dir, "paygate", extra, Wait::Ready).await
+    }
+
+    /// Another process in the same directory shares its ledger database;
+    /// `name` keeps its config file apart.
+    pub async fn start_named(
+        dir: &std::path::Path,
+        name: &str,
+        extra: &str,
+        wait: Wait,
+    ) -> Paygate {
         let db_path = dir.join("ledger.db");
-        let config_path = dir.join("paygate.toml");
+        let config_path = dir.join(format!("{name}.toml"));
         let (gw_port, admin_port) = (free_port(), free_port());
         let text = format!(
             r#"
@@ -230,6 +251,7 @@ flush_interval_ms = 5
                 .pool_max_idle_per_host(64)
                 .build()
                 .unwrap(),
+            wait,
         };
         pg.launch().await;
         pg
@@ -248,10 +270,14 @@ flush_interval_ms = 5
             .unwrap();
         self.child = Some(child);
         let (client, admin, gw) = (self.client.clone(), self.admin.clone(), self.gw.clone());
-        eventually("paygate to be ready", Duration::from_secs(30), || {
+        let probe = match self.wait {
+            Wait::Ready => "readyz",
+            Wait::Live => "healthz",
+        };
+        eventually("paygate to be up", Duration::from_secs(30), || {
             let (client, admin, gw) = (client.clone(), admin.clone(), gw.clone());
             async move {
-                let ready = client.get(format!("{admin}/readyz")).send().await.ok()?;
+                let ready = client.get(format!("{admin}/{probe}")).send().await.ok()?;
                 if !ready.status().is_success() {
                     return None;
                 }

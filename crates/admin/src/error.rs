@@ -20,6 +20,9 @@ pub enum ApiError {
     Invalid(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The store (Redis) cannot be reached: try again.
+    #[error("the store is unavailable: {0}")]
+    StoreUnavailable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -33,6 +36,7 @@ impl ApiError {
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::Invalid(_) => ErrorCode::InvalidRequest,
             Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::StoreUnavailable(_) => ErrorCode::LimiterUnavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -60,7 +64,7 @@ impl From<DbError> for ApiError {
 
 impl From<paygate_store::StoreError> for ApiError {
     fn from(e: paygate_store::StoreError) -> Self {
-        Self::Internal(e.to_string())
+        Self::StoreUnavailable(e.to_string())
     }
 }
 
@@ -80,6 +84,10 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
             );
+        }
+        if matches!(self, Self::StoreUnavailable(_)) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
         if let Ok(v) = header::HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert("x-request-id", v);

@@ -133,7 +133,7 @@ mod tests {
     use super::*;
     use async_trait::async_trait;
     use paygate_core::Micros;
-    use paygate_store::{Admission, Counters, MemoryStore, StoreError, WebsocketSlot};
+    use paygate_store::{Admission, Counters, MemoryStore, SeedMode, StoreError, WebsocketSlot};
 
     /// A store that is always down, standing in for an unreachable Redis.
     struct DownStore;
@@ -152,7 +152,7 @@ mod tests {
         async fn add_credits(&self, _: &str, _: Micros) -> Result<Micros, StoreError> {
             Err(StoreError::Timeout)
         }
-        async fn seed(&self, _: &str, _: Counters) -> Result<(), StoreError> {
+        async fn seed(&self, _: &str, _: Counters, _: SeedMode) -> Result<bool, StoreError> {
             Err(StoreError::Timeout)
         }
         async fn open_websocket(&self, _: &str, _: u32) -> Result<WebsocketSlot, StoreError> {

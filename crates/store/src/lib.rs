@@ -9,9 +9,13 @@
 pub mod catalog;
 mod gcra;
 pub mod memory;
+pub mod redis_store;
+pub mod reseed;
 
 pub use catalog::{Catalog, CustomerRecord, KeyRecord, Principal};
 pub use memory::MemoryStore;
+pub use redis_store::RedisStore;
+pub use reseed::ReseedOnMiss;
 
 use async_trait::async_trait;
 use paygate_core::Micros;
@@ -96,6 +100,16 @@ pub struct Counters {
     pub period_start: i64,
 }
 
+/// Whether a seed may replace counters a store already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedMode {
+    /// Only a customer the store knows nothing about (start-up of one of
+    /// several gateways: the live counters are ahead of the ledger).
+    IfAbsent,
+    /// Replace whatever is there (an explicit rebuild from the ledger).
+    Overwrite,
+}
+
 /// Outcome of asking for a WebSocket slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WebsocketSlot {
@@ -109,6 +123,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store timed out")]
     Timeout,
+    /// The store has no counters for this customer yet (a new or emptied
+    /// Redis): deciding now would hand out a fresh quota.
+    #[error("counters not loaded from the ledger yet")]
+    NotSeeded,
 }
 
 #[async_trait]
@@ -126,8 +144,14 @@ pub trait Store: Send + Sync + 'static {
     /// Adds prepaid credits and returns the new balance.
     async fn add_credits(&self, customer: &str, micros: Micros) -> Result<Micros, StoreError>;
 
-    /// Overwrites quota and credit counters with values rebuilt from the ledger.
-    async fn seed(&self, customer: &str, counters: Counters) -> Result<(), StoreError>;
+    /// Loads quota and credit counters rebuilt from the ledger; returns
+    /// whether anything was written.
+    async fn seed(
+        &self,
+        customer: &str,
+        counters: Counters,
+        mode: SeedMode,
+    ) -> Result<bool, StoreError>;
 
     async fn open_websocket(&self, customer: &str, max: u32) -> Result<WebsocketSlot, StoreError>;
 

@@ -11,7 +11,8 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::gcra::{self, Gcra};
 use crate::{
-    Admission, Counters, Decision, Limits, Reservation, Snapshot, Store, StoreError, WebsocketSlot,
+    Admission, Counters, Decision, Limits, Reservation, SeedMode, Snapshot, Store, StoreError,
+    WebsocketSlot,
 };
 use paygate_core::Micros;
 
@@ -22,6 +23,7 @@ struct CustomerState {
     quota_used: u64,
     credits_micros: Micros,
     websockets: u32,
+    seeded: bool,
 }
 
 impl CustomerState {
@@ -171,13 +173,17 @@ impl Store for MemoryStore {
         Ok(s.credits_micros)
     }
 
-    async fn seed(&self, customer: &str, c: Counters) -> Result<(), StoreError> {
+    async fn seed(&self, customer: &str, c: Counters, mode: SeedMode) -> Result<bool, StoreError> {
         let state = self.state(customer);
         let mut s = state.lock();
+        if mode == SeedMode::IfAbsent && s.seeded {
+            return Ok(false);
+        }
         s.credits_micros = c.credits_micros;
         s.quota_used = c.quota_used;
         s.period_start = c.period_start;
-        Ok(())
+        s.seeded = true;
+        Ok(true)
     }
 
     async fn open_websocket(&self, customer: &str, max: u32) -> Result<WebsocketSlot, StoreError> {

@@ -9,6 +9,7 @@ use chrono::Utc;
 use paygate_billing::records::Grant;
 use paygate_core::Micros;
 use paygate_gateway::{admission, me};
+use paygate_store::{CustomerRecord, SeedMode, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -40,10 +41,10 @@ pub async fn top_up(
             "reference: must be 1 to 200 characters".into(),
         ));
     }
-    customers::load(&s, &id).await?;
-    // Refuse before recording a grant the balance could not hold (it would overflow the store's counter).
-    if s.store
-        .add_credits(&id, 0)
+    let customer = customers::load(&s, &id).await?;
+    // Refuse before recording a grant the balance could not hold (it would
+    // overflow the store's counter).
+    if live_balance(&s, &customer)
         .await?
         .checked_add(b.amount_micros)
         .is_none()
@@ -76,6 +77,20 @@ pub async fn top_up(
     ))
 }
 
+/// The store's balance; a store that lost (or never had) this customer is
+/// first loaded from the ledger, so the next `add_credits` lands on real counters.
+async fn live_balance(s: &AdminState, customer: &CustomerRecord) -> Result<Micros, ApiError> {
+    let id = customer.id.as_str();
+    match s.store.add_credits(id, 0).await {
+        Err(StoreError::NotSeeded) => {
+            let counters = s.db.counters(customer, Utc::now()).await?;
+            s.store.seed(id, counters, SeedMode::IfAbsent).await?;
+            Ok(s.store.add_credits(id, 0).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
 pub async fn balance(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
@@ -88,6 +103,12 @@ pub async fn balance(
         ))
     })?;
     let (limits, period) = admission::limits_for(&plan, 1, &customer, Utc::now());
-    let snap = s.store.peek(&id, &limits).await?;
+    let snap = match s.store.peek(&id, &limits).await {
+        Err(StoreError::NotSeeded) => {
+            live_balance(&s, &customer).await?;
+            s.store.peek(&id, &limits).await?
+        }
+        other => other?,
+    };
     Ok(Json(me::balance_json(&customer, &plan, &snap, &period)))
 }

@@ -82,6 +82,22 @@ pub async fn create(
         })
         .await?;
     s.catalog.put_customer(rec.clone());
+    // A new customer starts from zero; a store that is down now is seeded
+    // from the ledger on the customer's first call instead.
+    let counters = paygate_store::Counters {
+        credits_micros: 0,
+        quota_used: 0,
+        period_start: paygate_core::period::Period::containing(rec.anchor_day, rec.created_at)
+            .start
+            .timestamp(),
+    };
+    if let Err(e) = s
+        .store
+        .seed(rec.id.as_str(), counters, paygate_store::SeedMode::IfAbsent)
+        .await
+    {
+        tracing::warn!(customer = %rec.id, error = %e, "counters of a new customer not stored yet");
+    }
     Ok((StatusCode::CREATED, Json(customer_json(&rec))))
 }
 

@@ -1,0 +1,496 @@
+//! The shared store: every gateway of a deployment decides against the same
+//! Redis (or Redis Cluster), so one customer has one rate limit, one quota and
+//! one credit balance however many gateways serve it.
+//!
+//! One customer is one Redis hash, `{<prefix>:c:<id>}`, hash-tagged so that
+//! a Cluster keeps it on one slot. Each operation is one Lua script (EVALSHA,
+//! reloaded on NOSCRIPT by redis-rs) that reads the server's `TIME`, never a
+//! gateway clock. Admitting a call is therefore one round trip.
+//!
+//! A customer hash carries `seeded = 1` once its quota and credits were loaded
+//! from the ledger. A hash without it (a new Redis, or one that lost its data)
+//! answers `NotSeeded`: the gateway treats that as "store unavailable" rather
+//! than hand out a fresh quota, until the counters are rebuilt.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use paygate_core::Micros;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::Script;
+use tokio::sync::OnceCell;
+
+use crate::{
+    Admission, Counters, Decision, Limits, Reservation, SeedMode, Snapshot, Store, StoreError,
+    WebsocketSlot,
+};
+
+const ADMIT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+local units = tonumber(ARGV[3])
+local has_quota = ARGV[4] == '1'
+local limit = tonumber(ARGV[5])
+local pstart = tonumber(ARGV[6])
+local over_price = tonumber(ARGV[7])
+local price = tonumber(ARGV[8])
+local h = redis.call('HMGET', KEYS[1], 'seeded', 'tat', 'period', 'used', 'credits')
+if not h[1] then return {4} end
+local tat = tonumber(h[2]) or 0
+local period = tonumber(h[3]) or 0
+local used = tonumber(h[4]) or 0
+local credits = tonumber(h[5]) or 0
+if has_quota and pstart > period then period = pstart; used = 0 end
+local function state(x)
+  local reset = x - now
+  if reset < 0 then reset = 0 end
+  local rem = cap - math.ceil(reset / interval)
+  if rem < 0 then rem = 0 end
+  return rem, reset
+end
+local new_tat = math.max(tat, now) + interval
+local allow_at = new_tat - interval * cap
+if now < allow_at then
+  local rem, reset = state(tat)
+  return {1, allow_at - now, rem, reset, used, credits}
+end
+local q_units, over_units, over_micros, credit_micros = 0, 0, 0, 0
+if has_quota then
+  local over = used + units - math.max(limit, used)
+  if over < 0 then over = 0 end
+  if over > 0 and over_price < 0 then
+    local rem, reset = state(tat)
+    return {2, 0, rem, reset, used, credits}
+  end
+  if over_price >= 0 then over_units = over; over_micros = over * over_price end
+  q_units = units
+end
+if price >= 0 then
+  if credits < price then
+    local rem, reset = state(tat)
+    return {3, 0, rem, reset, used, credits}
+  end
+  credit_micros = price
+end
+used = used + q_units
+credits = credits - credit_micros
+redis.call('HSET', KEYS[1], 'tat', new_tat, 'period', period, 'used', used, 'credits', credits)
+local rem, reset = state(new_tat)
+return {0, 0, rem, reset, used, credits, q_units, over_units, over_micros, credit_micros, period}
+"#;
+
+/// Quota units go back only into the period they were taken from.
+const GIVE_BACK: &str = r#"
+if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then return 0 end
+local units = tonumber(ARGV[1])
+if units > 0 and tonumber(redis.call('HGET', KEYS[1], 'period') or '0') == tonumber(ARGV[2]) then
+  local used = tonumber(redis.call('HGET', KEYS[1], 'used') or '0') - units
+  if used < 0 then used = 0 end
+  redis.call('HSET', KEYS[1], 'used', used)
+end
+redis.call('HINCRBY', KEYS[1], 'credits', ARGV[3])
+return 1
+"#;
+
+const PEEK: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+local h = redis.call('HMGET', KEYS[1], 'seeded', 'tat', 'period', 'used', 'credits')
+if not h[1] then return {4} end
+local tat = tonumber(h[2]) or 0
+local used = tonumber(h[4]) or 0
+if ARGV[3] == '1' and tonumber(ARGV[4]) > (tonumber(h[3]) or 0) then used = 0 end
+local reset = tat - now
+if reset < 0 then reset = 0 end
+local rem = cap - math.ceil(reset / interval)
+if rem < 0 then rem = 0 end
+return {0, 0, rem, reset, used, tonumber(h[5]) or 0}
+"#;
+
+/// Credits added to a hash that is not seeded yet are already in the ledger
+/// and arrive with the seed; adding them here too would count them twice.
+const ADD_CREDITS: &str = r#"
+if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then return {0, 0} end
+return {1, redis.call('HINCRBY', KEYS[1], 'credits', ARGV[1])}
+"#;
+
+const SEED: &str = r#"
+if ARGV[4] == 'if_absent' and redis.call('HEXISTS', KEYS[1], 'seeded') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'seeded', 1, 'credits', ARGV[1], 'used', ARGV[2], 'period', ARGV[3])
+return 1
+"#;
+
+const OPEN_WS: &str = r#"
+local n = tonumber(redis.call('HGET', KEYS[1], 'ws') or '0')
+if n >= tonumber(ARGV[1]) then return 0 end
+redis.call('HINCRBY', KEYS[1], 'ws', 1)
+return 1
+"#;
+
+const CLOSE_WS: &str = r#"
+local n = tonumber(redis.call('HGET', KEYS[1], 'ws') or '0')
+if n > 0 then redis.call('HINCRBY', KEYS[1], 'ws', -1) end
+return 1
+"#;
+
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// `redis://host:port/db` (or `rediss://`).
+    Single(String),
+    /// `redis+cluster://host:port,host:port`: seed nodes of a Redis Cluster.
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let nodes: Vec<String> = rest
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|n| format!("redis://{n}"))
+                .collect();
+            if nodes.is_empty() {
+                return Err(StoreError::Unavailable(
+                    "redis+cluster:// needs at least one host:port".into(),
+                ));
+            }
+            return Ok(Self::Cluster(nodes));
+        }
+        Ok(Self::Single(url.to_string()))
+    }
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(Arc<OnceCell<ClusterConnection>>),
+}
+
+/// Fails fast while Redis is known to be down, so a dead Redis costs
+/// microseconds per call instead of `timeout_ms`: after `THRESHOLD`
+/// consecutive failures the breaker opens for `COOL_DOWN`, then lets one call
+/// through to probe.
+struct Breaker {
+    failures: AtomicU32,
+    /// Milliseconds since `epoch` until which calls fail fast.
+    open_until_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Breaker {
+    const THRESHOLD: u32 = 3;
+    const COOL_DOWN: Duration = Duration::from_millis(500);
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn allow(&self) -> bool {
+        let until = self.open_until_ms.load(Ordering::Relaxed);
+        if until == 0 {
+            return true;
+        }
+        let now = self.now_ms();
+        if now < until {
+            return false;
+        }
+        // Half-open: the first caller after the cool-down probes; the others
+        // keep failing fast until it reports.
+        self.open_until_ms
+            .compare_exchange(
+                until,
+                now + Self::COOL_DOWN.as_millis() as u64,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    fn success(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        self.open_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    fn failure(&self) {
+        if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= Self::THRESHOLD {
+            let until = self.now_ms() + Self::COOL_DOWN.as_millis() as u64;
+            self.open_until_ms.store(until.max(1), Ordering::Relaxed);
+        }
+    }
+}
+
+struct Scripts {
+    admit: Script,
+    give_back: Script,
+    peek: Script,
+    add_credits: Script,
+    seed: Script,
+    open_ws: Script,
+    close_ws: Script,
+}
+
+/// [`Store`] on Redis or Redis Cluster.
+pub struct RedisStore {
+    conn: Conn,
+    prefix: String,
+    timeout: Duration,
+    breaker: Breaker,
+    scripts: Scripts,
+}
+
+impl RedisStore {
+    /// Builds the store without waiting for Redis: a gateway starts while
+    /// Redis is down and recovers when it comes back. Must run inside a
+    /// tokio runtime, which then drives the connection.
+    pub fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let conn = match RedisTarget::parse(url)? {
+            RedisTarget::Single(u) => {
+                let client = redis::Client::open(u.as_str()).map_err(unavailable)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_millis(500)))
+                    .set_response_timeout(None)
+                    .set_max_delay(Duration::from_millis(500));
+                Conn::Single(
+                    ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?,
+                )
+            }
+            RedisTarget::Cluster(nodes) => {
+                let client = redis::cluster::ClusterClient::builder(nodes)
+                    .connection_timeout(Duration::from_millis(500))
+                    .build()
+                    .map_err(unavailable)?;
+                let cell = Arc::new(OnceCell::new());
+                let fill = Arc::clone(&cell);
+                tokio::spawn(async move {
+                    let mut delay = Duration::from_millis(100);
+                    loop {
+                        match client.get_async_connection().await {
+                            Ok(c) => {
+                                let _ = fill.set(c);
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "redis cluster not reachable yet");
+                                tokio::time::sleep(delay).await;
+                                delay = (delay * 2).min(Duration::from_secs(2));
+                            }
+                        }
+                    }
+                });
+                Conn::Cluster(cell)
+            }
+        };
+        Ok(Self {
+            conn,
+            prefix: prefix.to_string(),
+            timeout,
+            breaker: Breaker {
+                failures: AtomicU32::new(0),
+                open_until_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
+            },
+            scripts: Scripts {
+                admit: Script::new(ADMIT),
+                give_back: Script::new(GIVE_BACK),
+                peek: Script::new(PEEK),
+                add_credits: Script::new(ADD_CREDITS),
+                seed: Script::new(SEED),
+                open_ws: Script::new(OPEN_WS),
+                close_ws: Script::new(CLOSE_WS),
+            },
+        })
+    }
+
+    fn key(&self, customer: &str) -> String {
+        format!("{{{}:c:{customer}}}", self.prefix)
+    }
+
+    /// Runs one script invocation under the timeout and the breaker.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        if !self.breaker.allow() {
+            return Err(StoreError::Unavailable("circuit open".into()));
+        }
+        let call = async {
+            match &self.conn {
+                Conn::Single(c) => inv.invoke_async(&mut c.clone()).await.map_err(unavailable),
+                Conn::Cluster(cell) => match cell.get() {
+                    Some(c) => inv.invoke_async(&mut c.clone()).await.map_err(unavailable),
+                    None => Err(StoreError::Unavailable("not connected yet".into())),
+                },
+            }
+        };
+        let result = match tokio::time::timeout(self.timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout),
+        };
+        match &result {
+            Ok(_) => self.breaker.success(),
+            Err(_) => self.breaker.failure(),
+        }
+        result
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Reads the `{code, retry_us, remaining, reset_us, used, credits, …}` reply.
+fn snapshot(v: &[i64]) -> Snapshot {
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    Snapshot {
+        rate_remaining: u32::try_from(at(2)).unwrap_or(0),
+        rate_reset_ms: u64::try_from(at(3)).unwrap_or(0).div_ceil(1000),
+        quota_used: u64::try_from(at(4)).unwrap_or(0),
+        credits_micros: at(5),
+    }
+}
+
+fn micros_interval(l: &Limits) -> u64 {
+    (l.emission_interval_ns / 1000).max(1)
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn admit(&self, customer: &str, l: &Limits) -> Result<Admission, StoreError> {
+        let (has_quota, limit, pstart, over) = match l.quota {
+            Some(q) => (
+                1,
+                q.limit,
+                q.period_start,
+                q.overage_price_micros.unwrap_or(-1),
+            ),
+            None => (0, 0, 0, -1),
+        };
+        let mut inv = self.scripts.admit.key(self.key(customer));
+        inv.arg(micros_interval(l))
+            .arg(l.capacity)
+            .arg(l.units)
+            .arg(has_quota)
+            .arg(limit)
+            .arg(pstart)
+            .arg(over)
+            .arg(l.credit_price_micros.unwrap_or(-1));
+        let v: Vec<i64> = self.run(inv).await?;
+        let at = |i: usize| v.get(i).copied().unwrap_or(0);
+        let decision = match at(0) {
+            0 => Decision::Admitted(Reservation {
+                quota_units: u64::try_from(at(6)).unwrap_or(0),
+                overage_units: u64::try_from(at(7)).unwrap_or(0),
+                overage_micros: at(8),
+                credits_micros: at(9),
+                period_start: at(10),
+            }),
+            1 => Decision::RateLimited {
+                retry_after_ms: u64::try_from(at(1)).unwrap_or(0).div_ceil(1000),
+            },
+            2 => Decision::QuotaExhausted,
+            3 => Decision::InsufficientCredits,
+            _ => return Err(StoreError::NotSeeded),
+        };
+        Ok(Admission {
+            decision,
+            snapshot: snapshot(&v),
+        })
+    }
+
+    async fn give_back(&self, customer: &str, r: &Reservation) -> Result<(), StoreError> {
+        let mut inv = self.scripts.give_back.key(self.key(customer));
+        inv.arg(r.quota_units)
+            .arg(r.period_start)
+            .arg(r.credits_micros);
+        let _: i64 = self.run(inv).await?;
+        Ok(())
+    }
+
+    async fn peek(&self, customer: &str, l: &Limits) -> Result<Snapshot, StoreError> {
+        let (has_quota, pstart) = match l.quota {
+            Some(q) => (1, q.period_start),
+            None => (0, 0),
+        };
+        let mut inv = self.scripts.peek.key(self.key(customer));
+        inv.arg(micros_interval(l))
+            .arg(l.capacity)
+            .arg(has_quota)
+            .arg(pstart);
+        let v: Vec<i64> = self.run(inv).await?;
+        if v.first() == Some(&4) {
+            return Err(StoreError::NotSeeded);
+        }
+        Ok(snapshot(&v))
+    }
+
+    async fn add_credits(&self, customer: &str, micros: Micros) -> Result<Micros, StoreError> {
+        let mut inv = self.scripts.add_credits.key(self.key(customer));
+        inv.arg(micros);
+        let v: Vec<i64> = self.run(inv).await?;
+        match v.as_slice() {
+            [1, balance] => Ok(*balance),
+            _ => Err(StoreError::NotSeeded),
+        }
+    }
+
+    async fn seed(&self, customer: &str, c: Counters, mode: SeedMode) -> Result<bool, StoreError> {
+        let mut inv = self.scripts.seed.key(self.key(customer));
+        inv.arg(c.credits_micros)
+            .arg(c.quota_used)
+            .arg(c.period_start)
+            .arg(match mode {
+                SeedMode::IfAbsent => "if_absent",
+                SeedMode::Overwrite => "overwrite",
+            });
+        let written: i64 = self.run(inv).await?;
+        Ok(written == 1)
+    }
+
+    async fn open_websocket(&self, customer: &str, max: u32) -> Result<WebsocketSlot, StoreError> {
+        let mut inv = self.scripts.open_ws.key(self.key(customer));
+        inv.arg(max);
+        let granted: i64 = self.run(inv).await?;
+        Ok(if granted == 1 {
+            WebsocketSlot::Granted
+        } else {
+            WebsocketSlot::Full
+        })
+    }
+
+    async fn close_websocket(&self, customer: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .run(self.scripts.close_ws.key(self.key(customer)))
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let call = async {
+            match &self.conn {
+                Conn::Single(c) => redis::cmd("PING")
+                    .query_async::<String>(&mut c.clone())
+                    .await
+                    .map_err(unavailable),
+                Conn::Cluster(cell) => match cell.get() {
+                    Some(c) => redis::cmd("PING")
+                        .query_async::<String>(&mut c.clone())
+                        .await
+                        .map_err(unavailable),
+                    None => Err(StoreError::Unavailable("not connected yet".into())),
+                },
+            }
+        };
+        match tokio::time::timeout(self.timeout.max(Duration::from_millis(250)), call).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+}

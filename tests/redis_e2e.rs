@@ -1,0 +1,216 @@
+//! Production mode: gateways that share one Redis enforce one quota, one
+//! credit balance, and survive Redis being absent or losing its data.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use futures::future::join_all;
+use serde_json::json;
+
+fn redis_url() -> String {
+    std::env::var("PAYGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// The `[store]` section and routes for a gateway on Redis under a fresh prefix.
+fn redis_config(mock: &Mock, url: &str, prefix: &str, on_unavailable: &str) -> String {
+    format!(
+        "[store]\nbackend = \"redis\"\nredis_url = \"{url}\"\nkey_prefix = \"{prefix}\"\ntimeout_ms = 200\non_unavailable = \"{on_unavailable}\"\n{}",
+        routes_for(mock.addr)
+    )
+}
+
+fn prefix() -> String {
+    format!("e2e-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Spreads `n` calls over the gateways, all at once; returns the statuses.
+async fn spread(gws: &[&Paygate], key: &str, n: usize) -> Vec<u16> {
+    let calls = (0..n).map(|i| gws[i % gws.len()].get("/v1/x", key));
+    join_all(calls)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_gateways_enforce_one_quota_and_one_balance_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let cfg = redis_config(&mock, &redis_url(), &prefix(), "deny");
+    let a = Paygate::start_named(dir.path(), "a", &cfg, Wait::Ready).await;
+    let quota_key = a
+        .customer_with_plan("q", json!({"quota": {"calls": 40, "period": "month"}}))
+        .await;
+    let credit_key = a
+        .customer_with_plan("k", json!({"price_per_call_micros": 1000}))
+        .await;
+    let (s, _) = a
+        .admin(
+            "POST",
+            "/admin/v1/customers/k/credits",
+            Some(json!({"amount_micros": 25_500, "reference": "r"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    // The second gateway loads the same records and finds the counters live in Redis.
+    let b = Paygate::start_named(dir.path(), "b", &cfg, Wait::Ready).await;
+
+    let statuses = spread(&[&a, &b], &quota_key, 160).await;
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(ok, 40, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 402).count(), 120);
+    a.expect_ledger("q", 40, 0).await;
+
+    let statuses = spread(&[&a, &b], &credit_key, 100).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        25,
+        "{statuses:?}"
+    );
+    a.expect_ledger("k", 25, 0).await;
+    let (_, bal) = b.admin("GET", "/admin/v1/customers/k/balance", None).await;
+    assert_eq!(bal["credits_micros"], 500, "{bal}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_lost_in_redis_are_rebuilt_from_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let prefix = prefix();
+    let pg = Paygate::start_named(
+        dir.path(),
+        "a",
+        &redis_config(&mock, &redis_url(), &prefix, "deny"),
+        Wait::Ready,
+    )
+    .await;
+    let key = pg
+        .customer_with_plan("c", json!({"quota": {"calls": 10, "period": "month"}}))
+        .await;
+    for _ in 0..6 {
+        assert_eq!(pg.get("/v1/x", &key).await.status(), 200);
+    }
+    pg.expect_ledger("c", 6, 0).await;
+    // Redis loses the customer (as after a restart without persistence).
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{{{prefix}:c:c}}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Nobody gets a fresh quota: the call is refused until the counters are back, then
+    // the quota continues where the ledger says it is.
+    let remaining = eventually(
+        "counters to be rebuilt",
+        Duration::from_secs(10),
+        || async {
+            let resp = pg.get("/v1/x", &key).await;
+            match resp.status().as_u16() {
+                503 => None,
+                200 => Some(header(&resp, "x-quota-remaining").unwrap()),
+                other => panic!("unexpected {other}"),
+            }
+        },
+    )
+    .await;
+    assert_eq!(remaining, "3");
+}
+
+fn start_redis(port: u16) -> Child {
+    Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server on PATH")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_at_start_denies_then_recovers_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let pg = Paygate::start_named(
+        dir.path(),
+        "a",
+        &redis_config(&mock, &url, &prefix(), "deny"),
+        Wait::Live,
+    )
+    .await;
+    let ready = pg
+        .client
+        .get(format!("{}/readyz", pg.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "not ready while the store is down");
+    let key = pg
+        .customer_with_plan("c", json!({"quota": {"calls": 5, "period": "month"}}))
+        .await;
+    let started = std::time::Instant::now();
+    let resp = pg.get("/v1/x", &key).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(resp.status(), 503);
+    assert_eq!(header(&resp, "retry-after").as_deref(), Some("1"));
+    assert_eq!(error_code(resp).await, "limiter_unavailable");
+    assert_eq!(mock.hits(), 0);
+
+    let mut redis = start_redis(port);
+    eventually(
+        "the gateway to recover",
+        Duration::from_secs(20),
+        || async { (pg.get("/v1/x", &key).await.status() == 200).then_some(()) },
+    )
+    .await;
+    let ready = pg
+        .client
+        .get(format!("{}/readyz", pg.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    pg.expect_ledger("c", 1, 0).await;
+    let _ = redis.kill();
+    let _ = redis.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_unavailable_allow_forwards_and_keeps_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let url = format!("redis://127.0.0.1:{}/0", free_port());
+    let pg = Paygate::start_named(
+        dir.path(),
+        "a",
+        &redis_config(&mock, &url, &prefix(), "allow"),
+        Wait::Live,
+    )
+    .await;
+    let key = pg
+        .customer_with_plan("c", json!({"quota": {"calls": 1, "period": "month"}}))
+        .await;
+    for _ in 0..3 {
+        assert_eq!(pg.get("/v1/x", &key).await.status(), 200);
+    }
+    pg.expect_ledger("c", 3, 0).await;
+    assert!(pg.metrics().await.contains("paygate_store_errors_total 3"));
+}
