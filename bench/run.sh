@@ -5,12 +5,13 @@
 # script starts is stopped on exit; every blocking step has a deadline.
 #
 # Knobs (environment):
-#   TARGETS="nginx bare paygate"  which proxies to measure, in this order
+#   TARGETS="nginx bare paygate paygate-redis"  which proxies to measure, in this order
 #   ROUNDS=3 DURATION=10s WARMUP=3s CONNECTIONS=64 THREADS=1   wrk settings
 #   PROXY_THREADS=2               worker threads/processes of every proxy
-#   PIN=auto|0                    CPU pinning (auto: proxy on PROXY_CPUS, wrk+backend on LOAD_CPUS)
+#   PIN=auto|0                    CPU pinning (auto: proxy on PROXY_CPUS, wrk+backend+redis on LOAD_CPUS)
 #   PROXY_CPUS=1 LOAD_CPUS=0      taskset CPU lists used when PIN=auto and nproc >= 2
 #   PAYGATE_STORE=memory|redis    store backend of the "paygate" target
+#   PAYGATE_REDIS_URL=redis://... use this Redis instead of starting a redis-server
 #   PAYGATE_RUST_LOG=warn         RUST_LOG for paygate
 #   SKIP_BUILD=1                  use the binaries already in target/release
 #   READY_TIMEOUT=60 BUILD_TIMEOUT=1800   deadlines in seconds
@@ -20,7 +21,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH="$ROOT/bench"
 
-TARGETS="${TARGETS:-nginx bare paygate}"
+TARGETS="${TARGETS:-nginx bare paygate paygate-redis}"
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-3s}"
@@ -78,7 +79,7 @@ LOAD_CPUS="${LOAD_CPUS:-0}"
 if [[ "$PIN" == "auto" && "$NCPU" -ge 2 ]]; then
   PIN_PROXY=(taskset -c "$PROXY_CPUS")
   PIN_LOAD=(taskset -c "$LOAD_CPUS")
-  PIN_DESC="proxy on CPU $PROXY_CPUS; wrk + backend on CPU $LOAD_CPUS"
+  PIN_DESC="proxy on CPU $PROXY_CPUS; wrk + backend + redis-server on CPU $LOAD_CPUS"
   PROXY_NCPU="$(awk -F, '{n=0; for(i=1;i<=NF;i++){split($i,r,"-"); n+= (r[2]==""?1:r[2]-r[1]+1)} print n}' <<<"$PROXY_CPUS")"
 else
   PIN_PROXY=(); PIN_LOAD=()
@@ -156,6 +157,11 @@ cpu_ticks() {
 
 declare -A T_URL T_PID T_HDR
 register() { T_URL[$1]="$2"; T_PID[$1]="$3"; T_HDR[$1]="${4:-}"; }
+# Targets that use Redis: T_REDIS_URL[name] is the URL redis-cli reads the
+# counters from (empty: not countable, e.g. a cluster URL), T_REDIS_PID[name]
+# the redis-server pid (empty when PAYGATE_REDIS_URL points to a server we did
+# not start: no CPU figure then).
+declare -A T_REDIS T_REDIS_URL T_REDIS_PID
 
 # ---------------------------------------------------------------- processes ---
 # nginx_conf <dir> <workers> <http-block body>
@@ -239,7 +245,11 @@ start_bare() {
 }
 
 REDIS_URL_STARTED=""
+REDIS_PID=""
+# redis-server runs on LOAD_CPUS, like the backend: it is not part of the proxy
+# under test, so it must not take CPU from the proxy's core (see README).
 start_redis() {
+  command -v redis-cli >/dev/null || die "redis-cli not found (needed for readiness and Redis counters)"
   if [[ -n "${PAYGATE_REDIS_URL:-}" ]]; then REDIS_URL_STARTED="$PAYGATE_REDIS_URL"; return; fi
   [[ -n "$REDIS_URL_STARTED" ]] && return
   command -v redis-server >/dev/null || die "redis-server not found (or set PAYGATE_REDIS_URL)"
@@ -254,6 +264,45 @@ start_redis() {
     sleep 0.1
   done
   REDIS_URL_STARTED="redis://127.0.0.1:$port/0"
+  REDIS_PID="$pid"      # taskset execs redis-server: same pid
+  log "redis-server on 127.0.0.1:$port (pid $pid)"
+}
+
+# redis_snap <url> <pid> <file>: counters of one Redis into <file>, one
+# "<name> <value>" a line: _total (total_commands_processed), one line per
+# command from INFO commandstats (calls), _ticks (utime+stime of redis-server,
+# only when <pid> is given). One INFO call, so it adds one "info" command.
+# Writes nothing when <url> is empty or Redis does not answer.
+redis_snap() {
+  local url="$1" pid="$2" out="$3"
+  : >"$out"
+  [[ -n "$url" ]] || return 0
+  # INFO all = every section, including stats and commandstats (one command)
+  timeout 5 redis-cli -u "$url" INFO all 2>/dev/null | tr -d '\r' | awk -F'[:,=]' '
+      /^total_commands_processed:/ { print "_total", $2 }
+      /^cmdstat_/                  { sub(/^cmdstat_/, "", $1); print $1, $3 }' >"$out" || : >"$out"
+  grep -q '^_total ' "$out" || { : >"$out"; return 0; }
+  if [[ -n "$pid" ]]; then echo "_ticks $(cpu_ticks "$pid")" >>"$out"; fi
+}
+
+# redis_delta <before> <after>: "cmds ticks cmdstats" over the window, "-" for
+# what is not known. cmds = total_commands_processed delta minus the INFO
+# calls of redis_snap itself; cmdstats = "evalsha=N,eval=M,..." (no info).
+redis_delta() {
+  awk 'FNR == NR { a[$1] = $2; next } { b[$1] = $2 }
+    END {
+      if (!("_total" in a) || !("_total" in b)) { print "- - -"; exit }
+      own = b["info"] - a["info"]
+      cmds = b["_total"] - a["_total"] - own
+      ticks = ("_ticks" in a && "_ticks" in b) ? b["_ticks"] - a["_ticks"] : "-"
+      list = ""
+      for (k in b) {
+        if (k == "_total" || k == "_ticks" || k == "info") continue
+        d = b[k] - a[k]
+        if (d > 0) list = list (list == "" ? "" : ",") k "=" d
+      }
+      print cmds, ticks, (list == "" ? "none" : list)
+    }' "$1" "$2"
 }
 
 # admin <method> <path> [json]: prints body, fails unless 2xx
@@ -279,6 +328,10 @@ start_paygate() {
     start_redis
     store_extra="redis_url = \"$REDIS_URL_STARTED\"
 key_prefix = \"bench-$name-$$\""
+    T_REDIS[$name]=1
+    T_REDIS_URL[$name]=""
+    [[ "$REDIS_URL_STARTED" =~ ^rediss?:// ]] && T_REDIS_URL[$name]="$REDIS_URL_STARTED"
+    T_REDIS_PID[$name]="$REDIS_PID"
   fi
   cat >"$dir/paygate.toml" <<EOF
 [gateway]
@@ -331,18 +384,27 @@ EOF
 }
 
 # ----------------------------------------------------------------- measure ---
-# run_wrk <target> <duration> <outfile>: prints "requests non2xx sockerr cpu_ticks wall_ms"
+# run_wrk <target> <duration> <outfile>: prints
+#   "cpu_ticks wall_ms redis_cmds redis_ticks redis_cmdstats"
+# The redis_* fields are "-" for a target without Redis. The Redis counters are
+# read right before and right after the wrk run, outside the proxy's window.
 run_wrk() {
   local t="$1" d="$2" out="$3" pid="${T_PID[$t]}"
   local args=(-t "$THREADS" -c "$CONNECTIONS" -d "$d" --timeout 5s --latency)
   [[ -n "${T_HDR[$t]}" ]] && args+=(-H "${T_HDR[$t]}")
-  local c0 c1 w0 w1
+  local c0 c1 w0 w1 redis="- - -"
+  local r0="$TMP/redis-before" r1="$TMP/redis-after"
   kill -0 "$pid" 2>/dev/null || die "$t (pid $pid) is no longer running"
+  [[ -n "${T_REDIS[$t]:-}" ]] && redis_snap "${T_REDIS_URL[$t]}" "${T_REDIS_PID[$t]}" "$r0"
   c0="$(cpu_ticks "$pid")"; w0="$(date +%s%N)"
   timeout $(( $(dur_secs "$d") + 30 )) "${PIN_LOAD[@]}" wrk "${args[@]}" "${T_URL[$t]}" >"$out" 2>&1 \
     || die "wrk against $t failed (see $out)"
   c1="$(cpu_ticks "$pid")"; w1="$(date +%s%N)"
-  echo "$(( c1 - c0 )) $(( (w1 - w0) / 1000000 ))"
+  if [[ -n "${T_REDIS[$t]:-}" ]]; then
+    redis_snap "${T_REDIS_URL[$t]}" "${T_REDIS_PID[$t]}" "$r1"
+    redis="$(redis_delta "$r0" "$r1")"
+  fi
+  echo "$(( c1 - c0 )) $(( (w1 - w0) / 1000000 )) $redis"
 }
 
 # parse a wrk --latency output: "rps requests p50_us p99_us non2xx sockerr"
@@ -399,15 +461,23 @@ if (( WARMUP_S > 0 )); then
 fi
 
 RAW="$RESULTS_DIR/raw.tsv"
-printf 'round\ttarget\trps\trequests\tp50_us\tp99_us\tnon2xx\tsocket_errors\tcpu_ticks\twall_ms\n' >"$RAW"
+printf 'round\ttarget\trps\trequests\tp50_us\tp99_us\tnon2xx\tsocket_errors\tcpu_ticks\twall_ms\tredis_cmds\tredis_cpu_ticks\tredis_cmdstats\n' >"$RAW"
 for r in $(seq 1 "$ROUNDS"); do
   for t in "${SEL[@]}"; do
     out="$RESULTS_DIR/wrk-$t-r$r.txt"
-    read -r ticks wall < <(run_wrk "$t" "$DURATION" "$out")
+    # not "read < <(run_wrk)": a die inside a process substitution would not stop the script
+    res="$(run_wrk "$t" "$DURATION" "$out")"
+    read -r ticks wall rcmds rticks rstats <<<"$res"
     read -r rps req p50 p99 non2xx se < <(parse_wrk "$out")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-      "$r" "$t" "$rps" "$req" "$p50" "$p99" "$non2xx" "$se" "$ticks" "$wall" >>"$RAW"
-    log "round $r/$ROUNDS $t: $rps req/s, p50 ${p50}us, p99 ${p99}us, non-2xx $non2xx, socket errors $se"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+      "$r" "$t" "$rps" "$req" "$p50" "$p99" "$non2xx" "$se" "$ticks" "$wall" "$rcmds" "$rticks" "$rstats" >>"$RAW"
+    rinfo=""
+    if [[ "$rcmds" != - ]] && (( req > 0 )); then
+      rinfo="$(awk -v c="$rcmds" -v k="$rticks" -v n="$req" -v tck="$CLK_TCK" 'BEGIN {
+        printf ", Redis %.2f cmds/call", c / n
+        if (k != "-") printf ", %.1f µs Redis CPU/call", k * 1e6 / tck / n }')"
+    fi
+    log "round $r/$ROUNDS $t: $rps req/s, p50 ${p50}us, p99 ${p99}us, non-2xx $non2xx, socket errors $se$rinfo"
   done
 done
 
@@ -428,7 +498,16 @@ SUMMARY="$RESULTS_DIR/summary.md"
     function ms(u) { return sprintf("%.2f ms", u / 1000) }
     NR == 1 { next }
     { rps[$2] = rps[$2] " " $3; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $6
-      req[$2] += $4; bad[$2] += $7; se[$2] += $8; ticks[$2] += $9; wall[$2] += $10 }
+      req[$2] += $4; bad[$2] += $7; se[$2] += $8; ticks[$2] += $9; wall[$2] += $10
+      # Redis columns: "-" = not known for this run; a target has a Redis figure
+      # only when every one of its runs has one
+      runs[$2]++
+      if ($11 != "" && $11 != "-") { rruns[$2]++; rreq[$2] += $4; rcmd[$2] += $11
+        nk = split($13, kv, ",")
+        for (j = 1; j <= nk; j++) if (split(kv[j], p, "=") == 2) {
+          if (!(($2, p[1]) in cs)) names[$2] = names[$2] " " p[1]
+          cs[$2, p[1]] += p[2] } }
+      if ($12 != "" && $12 != "-") { kruns[$2]++; rtick[$2] += $12 } }
     END {
       n = split(order, T, " ")
       for (i = 1; i <= n; i++) m[T[i]] = median(rps[T[i]])
@@ -446,6 +525,36 @@ SUMMARY="$RESULTS_DIR/summary.md"
         printf "| %s | %.0f | %s | %s | %.1f | %s | %s | %.0f%% | %s |\n", t, m[t], ms(median(p50[t])), ms(median(p99[t])), cpu, vb, vn, util, err
       }
       if (flagged) print "\nA flagged target answered errors: its numbers do not measure proxying; see the wrk-*.txt files."
+
+      print ""
+      print "| target | Redis cmds/call | Redis round trips/call¹ | per command (per call) | Redis CPU µs/call² |"
+      print "|---|---:|---:|---|---:|"
+      for (i = 1; i <= n; i++) {
+        t = T[i]
+        if (!(t in rruns) || rruns[t] < runs[t] || rreq[t] <= 0) {
+          printf "| %s | n/a | n/a | n/a | n/a |\n", t; continue }
+        c = sprintf("%.2f", rcmd[t] / rreq[t])
+        # evalsha and eval always (eval = a full script sent: NOSCRIPT fallback), then the rest by count
+        list = ""; split("", done)
+        split("evalsha eval", first, " ")
+        for (j = 1; j <= 2; j++) { list = list (list == "" ? "" : ", ") fmt(first[j], cs[t, first[j]] + 0, rreq[t]); done[first[j]] = 1 }
+        while (1) {
+          best = ""; bc = -1; nn = split(names[t], N, " ")
+          for (j = 1; j <= nn; j++) if (!(N[j] in done) && cs[t, N[j]] > bc) { best = N[j]; bc = cs[t, N[j]] }
+          if (best == "") break
+          done[best] = 1; list = list ", " fmt(best, bc, rreq[t])
+        }
+        cpu = (t in kruns && kruns[t] == runs[t]) ? sprintf("%.1f", rtick[t] * 1e6 / tck / rreq[t]) : "n/a"
+        printf "| %s | %s | %s | %s | %s |\n", t, c, c, list, cpu
+      }
+      print ""
+      print "¹ Round trips per call = commands per call: paygate sends each Redis command on its own round trip (no pipelining, no MULTI). All counters are the difference of `INFO stats` / `INFO commandstats` taken right before and right after each measured wrk run (warm-up, readiness checks and seeding fall outside), without the bench'"'"'s own INFO calls, divided by the requests wrk completed."
+      print "² utime + stime of redis-server (`/proc/PID/stat`) over the same windows, divided by the same requests; not included in CPU µs/call above. n/a when the script did not start redis-server (`PAYGATE_REDIS_URL`)."
+    }
+    function fmt(name, cnt, reqs,   v) {
+      v = sprintf("%.2f", cnt / reqs)
+      if (cnt > 0 && v == "0.00") return sprintf("%s %s (%d in total)", name, v, cnt)
+      return name " " v
     }' "$RAW"
 } >"$SUMMARY"
 

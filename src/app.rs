@@ -12,13 +12,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use paygate_admin::AdminState;
+use paygate_billing::DbError;
 use paygate_billing::{ledger, Database};
 use paygate_config::{Config, StoreBackend};
 use paygate_gateway::routing::RouteTable;
 use paygate_gateway::upstream::Upstreams;
 use paygate_gateway::{Gateway, GatewayDeps};
 use paygate_metrics::Metrics;
-use paygate_store::{Catalog, MemoryStore, RedisStore, ReseedOnMiss, SeedMode, Store};
+use paygate_store::changes;
+use paygate_store::{
+    Catalog, ChangeBus, MemoryStore, RecordChange, RedisStore, ReseedOnMiss, SeedMode, Store,
+};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 
@@ -137,15 +141,24 @@ async fn start_control(
     let metrics = Metrics::new().context("registering metrics")?;
 
     let (plans, customers, keys) = db.load_catalog().await?;
-    for p in plans {
-        catalog.put_plan(p);
-    }
-    for c in customers {
-        catalog.put_customer(c);
-    }
-    for k in keys {
-        catalog.put_key(k);
-    }
+    catalog.replace_all(plans, customers, keys);
+    let changes = match config.store.backend {
+        StoreBackend::Memory => ChangeBus::Local,
+        StoreBackend::Redis => {
+            let (url, prefix) = (
+                config.store.redis_url.clone(),
+                config.store.key_prefix.clone(),
+            );
+            let (db, catalog) = (db.clone(), Arc::clone(&catalog));
+            tokio::spawn(async move {
+                let apply = |change| apply_change(&db, &catalog, change);
+                let resync = || resync_catalog(&db, &catalog);
+                changes::follow(url, prefix, apply, resync).await;
+            });
+            ChangeBus::redis(&config.store.redis_url, &config.store.key_prefix)
+                .context("store.redis_url")?
+        }
+    };
     // The store is a cache of the ledger: load quota used and credits so a
     // restart gives nobody a fresh quota. `IfAbsent`: with a shared store the
     // live counters of the other gateways are ahead of the ledger.
@@ -183,6 +196,7 @@ async fn start_control(
         store: Arc::clone(&store),
         metrics: metrics.clone(),
         token: token.clone(),
+        changes,
     });
     if let Some(d) = demo {
         d.seed(&state, &config).await?;
@@ -204,6 +218,38 @@ async fn start_control(
         metrics,
         config,
     })
+}
+
+/// Reloads one changed record from the database into the catalog.
+async fn apply_change(db: &Database, catalog: &Catalog, change: RecordChange) {
+    if let Err(e) = reload(db, catalog, &change).await {
+        tracing::warn!(?change, error = %e, "record change not applied");
+    }
+}
+
+async fn reload(db: &Database, catalog: &Catalog, change: &RecordChange) -> Result<(), DbError> {
+    match change {
+        RecordChange::Plan(id) => match db.get_plan(id).await {
+            Ok(p) => catalog.put_plan(p),
+            Err(DbError::NotFound) => catalog.remove_plan(id),
+            Err(e) => return Err(e),
+        },
+        RecordChange::Customer(id) => catalog.put_customer(db.get_customer(id).await?),
+        RecordChange::Key(id) => match db.get_key(id).await {
+            Ok((k, false)) => catalog.put_key(k),
+            Ok((_, true)) | Err(DbError::NotFound) => catalog.revoke_key(id),
+            Err(e) => return Err(e),
+        },
+    }
+    Ok(())
+}
+
+/// Loads the whole catalog again (after a missed change).
+async fn resync_catalog(db: &Database, catalog: &Catalog) {
+    match db.load_catalog().await {
+        Ok((plans, customers, keys)) => catalog.replace_all(plans, customers, keys),
+        Err(e) => tracing::warn!(error = %e, "catalog not reloaded"),
+    }
 }
 
 type ReseedRequests = tokio::sync::mpsc::Receiver<String>;

@@ -214,3 +214,44 @@ async fn on_unavailable_allow_forwards_and_keeps_usage() {
     pg.expect_ledger("c", 3, 0).await;
     assert!(pg.metrics().await.contains("paygate_store_errors_total 3"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_changes_reach_every_gateway_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let cfg = redis_config(&mock, &redis_url(), &prefix(), "deny");
+    let a = Paygate::start_named(dir.path(), "a", &cfg, Wait::Ready).await;
+    let b = Paygate::start_named(dir.path(), "b", &cfg, Wait::Ready).await;
+    let within_a_second = Duration::from_secs(1);
+
+    // A customer and key created on A work on B.
+    let key = a
+        .customer_with_plan("c", json!({"routes": ["get-only"]}))
+        .await;
+    eventually("the new key on b", within_a_second, || async {
+        (b.get("/v1/readonly/x", &key).await.status() == 200).then_some(())
+    })
+    .await;
+    // A plan change on A is in force on B.
+    assert_eq!(b.get("/v1/x", &key).await.status(), 403);
+    let (s, _) = a
+        .admin("PUT", "/admin/v1/plans/plan-c", Some(json!({"name": "all", "rate_limit": {"requests": 100, "per": "second"}, "routes": ["*"]})))
+        .await;
+    assert_eq!(s, 200);
+    eventually("the plan change on b", within_a_second, || async {
+        (b.get("/v1/x", &key).await.status() == 200).then_some(())
+    })
+    .await;
+    // A key revoked on A is refused by B.
+    let (_, keys) = a.admin("GET", "/admin/v1/customers/c/keys", None).await;
+    let key_id = keys["data"][0]["id"].as_str().unwrap().to_string();
+    let (s, _) = a
+        .admin("DELETE", &format!("/admin/v1/keys/{key_id}"), None)
+        .await;
+    assert_eq!(s, 200);
+    eventually("the revocation on b", within_a_second, || async {
+        (b.get("/v1/x", &key).await.status() == 401).then_some(())
+    })
+    .await;
+    assert_eq!(a.get("/v1/x", &key).await.status(), 401);
+}

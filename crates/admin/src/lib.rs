@@ -15,7 +15,7 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use paygate_billing::Database;
 use paygate_metrics::Metrics;
-use paygate_store::{Catalog, Store};
+use paygate_store::{Catalog, ChangeBus, Store};
 
 pub use error::ApiError;
 
@@ -27,6 +27,8 @@ pub struct AdminState {
     pub metrics: Metrics,
     /// Bearer token for `/admin/v1/*`.
     pub token: String,
+    /// Tells the other gateways which record changed.
+    pub changes: ChangeBus,
 }
 
 /// The whole admin API; tests call it without a socket.

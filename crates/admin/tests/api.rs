@@ -35,6 +35,7 @@ async fn app() -> TestApp {
         store: Arc::new(MemoryStore::new()),
         metrics: Metrics::new().unwrap(),
         token: TOKEN.to_string(),
+        changes: paygate_store::ChangeBus::Local,
     });
     TestApp {
         router: router(state),

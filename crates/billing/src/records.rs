@@ -94,6 +94,21 @@ fn key_row(r: &sqlx::sqlite::SqliteRow) -> Result<KeyRow, DbError> {
     })
 }
 
+fn key_record(r: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, DbError> {
+    let hash: Vec<u8> = r.try_get("hash")?;
+    let row = key_row(r)?;
+    let corrupt = |e: paygate_core::ValidationError| DbError::Corrupt(e.to_string());
+    Ok(KeyRecord {
+        id: KeyId::new(row.id).map_err(corrupt)?,
+        customer_id: CustomerId::new(row.customer_id).map_err(corrupt)?,
+        prefix: row.prefix,
+        hash: hash
+            .try_into()
+            .map_err(|_| DbError::Corrupt("key hash length".into()))?,
+        created_at: row.created_at,
+    })
+}
+
 impl Database {
     // ---- plans ----
 
@@ -350,6 +365,17 @@ impl Database {
         }
     }
 
+    /// One key with its hash, and whether it is revoked.
+    pub async fn get_key(&self, key_id: &str) -> Result<(KeyRecord, bool), DbError> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1")
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(DbError::NotFound)?;
+        let revoked = row.try_get::<Option<String>, _>("revoked_at")?.is_some();
+        Ok((key_record(&row)?, revoked))
+    }
+
     /// Everything the gateway's catalog needs: plans, customers, live keys.
     pub async fn load_catalog(
         &self,
@@ -370,20 +396,7 @@ impl Database {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|r| {
-                let hash: Vec<u8> = r.try_get("hash")?;
-                let row = key_row(r)?;
-                let corrupt = |e: paygate_core::ValidationError| DbError::Corrupt(e.to_string());
-                Ok(KeyRecord {
-                    id: KeyId::new(row.id).map_err(corrupt)?,
-                    customer_id: CustomerId::new(row.customer_id).map_err(corrupt)?,
-                    prefix: row.prefix,
-                    hash: hash
-                        .try_into()
-                        .map_err(|_| DbError::Corrupt("key hash length".into()))?,
-                    created_at: row.created_at,
-                })
-            })
+            .map(key_record)
             .collect::<Result<Vec<_>, DbError>>()?;
         Ok((plans, customers, keys))
     }

@@ -95,6 +95,29 @@ impl Catalog {
         self.snap.load().customers.values().cloned().collect()
     }
 
+    /// Replaces everything at once (start-up, and resync after a missed change).
+    pub fn replace_all(
+        &self,
+        plans: Vec<Plan>,
+        customers: Vec<CustomerRecord>,
+        keys: Vec<KeyRecord>,
+    ) {
+        let mut s = Snapshot::default();
+        for p in plans {
+            s.plans.insert(p.id.clone(), Arc::new(p));
+        }
+        for c in customers {
+            s.customers.insert(c.id.clone(), Arc::new(c));
+        }
+        for k in keys {
+            s.keys
+                .entry(k.prefix.clone())
+                .or_default()
+                .push(Arc::new(k));
+        }
+        self.snap.store(Arc::new(s));
+    }
+
     pub fn put_plan(&self, plan: Plan) {
         let plan = Arc::new(plan);
         self.snap.rcu(|s| {

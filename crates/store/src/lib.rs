@@ -7,12 +7,14 @@
 //! network hop (Redis) needs one round trip per call.
 
 pub mod catalog;
+pub mod changes;
 mod gcra;
 pub mod memory;
 pub mod redis_store;
 pub mod reseed;
 
 pub use catalog::{Catalog, CustomerRecord, KeyRecord, Principal};
+pub use changes::{ChangeBus, RecordChange};
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
 pub use reseed::ReseedOnMiss;

@@ -8,7 +8,7 @@ use axum::Json;
 use paygate_billing::records::{CustomerPatch, NewCustomer};
 use paygate_billing::DbError;
 use paygate_core::{CustomerId, PlanId, ValidationError};
-use paygate_store::CustomerRecord;
+use paygate_store::{CustomerRecord, RecordChange};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -82,6 +82,9 @@ pub async fn create(
         })
         .await?;
     s.catalog.put_customer(rec.clone());
+    s.changes
+        .publish(RecordChange::Customer(rec.id.to_string()))
+        .await;
     // A new customer starts from zero; a store that is down now is seeded
     // from the ledger on the customer's first call instead.
     let counters = paygate_store::Counters {
@@ -161,5 +164,8 @@ pub async fn patch(
         )
         .await?;
     s.catalog.put_customer(rec.clone());
+    s.changes
+        .publish(RecordChange::Customer(rec.id.to_string()))
+        .await;
     Ok(Json(customer_json(&rec)))
 }

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use paygate_billing::DbError;
 use paygate_core::apikey;
+use paygate_store::RecordChange;
 use serde_json::{json, Value};
 
 use crate::extract::Paging;
@@ -23,6 +24,9 @@ pub async fn create(
     let hash = apikey::hash(s.catalog.key_secret(), &new.secret);
     let rec = s.db.create_key(&customer.id, &new.prefix, &hash).await?;
     s.catalog.put_key(rec.clone());
+    s.changes
+        .publish(RecordChange::Key(rec.id.to_string()))
+        .await;
     tracing::info!(customer = %customer.id, prefix = %rec.prefix, "api key created");
     Ok((
         StatusCode::CREATED,
@@ -58,6 +62,7 @@ pub async fn revoke(
         other => other?,
     };
     s.catalog.revoke_key(&key_id);
+    s.changes.publish(RecordChange::Key(key_id.clone())).await;
     tracing::info!(prefix = %row.prefix, "api key revoked");
     Ok(Json(json!(row)))
 }

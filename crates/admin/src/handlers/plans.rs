@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use paygate_billing::DbError;
 use paygate_core::Plan;
+use paygate_store::RecordChange;
 use serde_json::{json, Value};
 
 use crate::extract::{parse_json, JsonBody, Paging};
@@ -45,6 +46,9 @@ pub async fn create(
     let plan = plan_from(v, None)?;
     s.db.create_plan(&plan).await?;
     s.catalog.put_plan(plan.clone());
+    s.changes
+        .publish(RecordChange::Plan(plan.id.to_string()))
+        .await;
     Ok((StatusCode::CREATED, Json(plan)))
 }
 
@@ -69,6 +73,9 @@ pub async fn replace(
         other => other?,
     }
     s.catalog.put_plan(plan.clone());
+    s.changes
+        .publish(RecordChange::Plan(plan.id.to_string()))
+        .await;
     Ok(Json(plan))
 }
 
@@ -81,5 +88,6 @@ pub async fn remove(
         other => other?,
     }
     s.catalog.remove_plan(&id);
+    s.changes.publish(RecordChange::Plan(id.clone())).await;
     Ok(Json(json!({"id": id, "deleted": true})))
 }

@@ -1,0 +1,147 @@
+//! Record changes between processes: the admin API that changed a plan,
+//! customer or key publishes its id on a Redis channel; every gateway
+//! subscribed to it reloads that record into its catalog. With the memory
+//! store there is one process and nothing to publish.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::AsyncCommands;
+
+use crate::redis_store::RedisTarget;
+use crate::StoreError;
+
+/// What changed; the receiver reloads it from the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordChange {
+    Plan(String),
+    Customer(String),
+    Key(String),
+}
+
+impl RecordChange {
+    fn encode(&self) -> String {
+        match self {
+            Self::Plan(id) => format!("plan:{id}"),
+            Self::Customer(id) => format!("customer:{id}"),
+            Self::Key(id) => format!("key:{id}"),
+        }
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let (kind, id) = s.split_once(':')?;
+        let id = id.to_string();
+        match kind {
+            "plan" => Some(Self::Plan(id)),
+            "customer" => Some(Self::Customer(id)),
+            "key" => Some(Self::Key(id)),
+            _ => None,
+        }
+    }
+}
+
+/// Publishing side, held by the admin API.
+#[derive(Clone)]
+pub enum ChangeBus {
+    /// One process: its catalog is already up to date.
+    Local,
+    Redis {
+        conn: redis::aio::ConnectionManager,
+        channel: String,
+    },
+}
+
+/// The node pub/sub goes through: the server itself, or the first seed node
+/// of a cluster (Redis Cluster forwards PUBLISH to every node).
+fn pubsub_client(url: &str) -> Result<redis::Client, StoreError> {
+    let node = match RedisTarget::parse(url)? {
+        RedisTarget::Single(u) => u,
+        RedisTarget::Cluster(nodes) => nodes.into_iter().next().unwrap_or_default(),
+    };
+    redis::Client::open(node).map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+pub fn channel(prefix: &str) -> String {
+    format!("{prefix}:records")
+}
+
+impl ChangeBus {
+    pub fn redis(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)));
+        let conn = redis::aio::ConnectionManager::new_lazy_with_config(pubsub_client(url)?, config)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Self::Redis {
+            conn,
+            channel: channel(prefix),
+        })
+    }
+
+    /// Best effort: a gateway that misses a message reloads everything when
+    /// its subscription reconnects.
+    pub async fn publish(&self, change: RecordChange) {
+        let Self::Redis { conn, channel } = self else {
+            return;
+        };
+        let sent: Result<i64, _> = tokio::time::timeout(
+            Duration::from_secs(1),
+            conn.clone().publish(channel.as_str(), change.encode()),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "publish timed out",
+            )))
+        });
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, change = ?change, "record change not published");
+        }
+    }
+}
+
+/// Subscribes to record changes and calls `apply` for each; calls `resync`
+/// after every (re)connection, since messages sent while disconnected are lost.
+pub async fn follow<A, R, FA, FR>(url: String, prefix: String, apply: A, resync: R)
+where
+    A: Fn(RecordChange) -> FA,
+    FA: std::future::Future<Output = ()>,
+    R: Fn() -> FR,
+    FR: std::future::Future<Output = ()>,
+{
+    let channel = channel(&prefix);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let subscribed = async {
+            let client = pubsub_client(&url)?;
+            let mut pubsub = client
+                .get_async_pubsub()
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            pubsub
+                .subscribe(channel.as_str())
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            Ok::<_, StoreError>(pubsub)
+        };
+        match subscribed.await {
+            Ok(pubsub) => {
+                delay = Duration::from_millis(100);
+                resync().await;
+                let mut messages = pubsub.into_on_message();
+                while let Some(msg) = messages.next().await {
+                    let Ok(payload) = msg.get_payload::<String>() else {
+                        continue;
+                    };
+                    if let Some(change) = RecordChange::decode(&payload) {
+                        apply(change).await;
+                    }
+                }
+                tracing::warn!("record change subscription lost; reconnecting");
+            }
+            Err(e) => tracing::warn!(error = %e, "record change subscription failed; retrying"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
