@@ -75,6 +75,33 @@ pub fn migrate(path: &Path) -> anyhow::Result<()> {
     })
 }
 
+/// Rebuilds every customer's store counters from the ledger, replacing what
+/// the store holds. Calls in flight while it runs may be counted again by
+/// their own give-back or usage event, so run it when Redis lost its data,
+/// not as routine.
+pub fn rebuild_counters(path: &Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    control_runtime()?.block_on(async {
+        let db = Database::connect(&config.database.url).await?;
+        let (store, _) = build_store(&config)?;
+        store.ping().await.context("store unreachable")?;
+        let (_, customers, _) = db.load_catalog().await?;
+        let now = chrono::Utc::now();
+        for c in &customers {
+            let counters = db.counters(c, now).await?;
+            store
+                .seed(c.id.as_str(), counters, SeedMode::Overwrite)
+                .await?;
+            println!(
+                "{}: quota used {}, credits {} micros",
+                c.id, counters.quota_used, counters.credits_micros
+            );
+        }
+        println!("rebuilt {} customer(s) from the ledger", customers.len());
+        Ok(())
+    })
+}
+
 /// What start-up produced that the gateway and shutdown need.
 struct Control {
     catalog: Arc<Catalog>,

@@ -40,6 +40,21 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Billing tasks.
+    Billing {
+        #[command(subcommand)]
+        command: BillingCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BillingCommand {
+    /// Overwrite every customer's quota and credit counters in the store with
+    /// the values in the ledger (after Redis lost its data).
+    RebuildCounters {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +64,9 @@ fn main() -> ExitCode {
         Command::Serve { config, demo } => app::serve(config.as_deref(), demo),
         Command::Migrate { config } => app::migrate(&config),
         Command::CheckConfig { config } => return app::check_config(&config),
+        Command::Billing {
+            command: BillingCommand::RebuildCounters { config },
+        } => app::rebuild_counters(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -255,3 +255,47 @@ async fn admin_changes_reach_every_gateway_within_a_second() {
     .await;
     assert_eq!(a.get("/v1/x", &key).await.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_counters_restores_the_ledger_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let prefix = prefix();
+    let pg = Paygate::start_named(
+        dir.path(),
+        "a",
+        &redis_config(&mock, &redis_url(), &prefix, "deny"),
+        Wait::Ready,
+    )
+    .await;
+    let key = pg
+        .customer_with_plan("c", json!({"quota": {"calls": 10, "period": "month"}}))
+        .await;
+    for _ in 0..4 {
+        assert_eq!(pg.get("/v1/x", &key).await.status(), 200);
+    }
+    pg.expect_ledger("c", 4, 0).await;
+    // Someone (or a bad failover) resets the counter in Redis.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{{{prefix}:c:c}}"))
+        .arg("used")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_paygate"))
+        .args(["billing", "rebuild-counters", "--config"])
+        .arg(&pg.config_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("c: quota used 4"));
+    let resp = pg.get("/v1/x", &key).await;
+    assert_eq!(header(&resp, "x-quota-remaining").as_deref(), Some("5"));
+}

@@ -188,7 +188,7 @@ pub struct Paygate {
     pub gw: String,
     pub admin: String,
     pub db_path: PathBuf,
-    config_path: PathBuf,
+    pub config_path: PathBuf,
     pub client: reqwest::Client,
     wait: Wait,
 }
