@@ -299,3 +299,42 @@ async fn rebuild_counters_restores_the_ledger_view() {
     let resp = pg.get("/v1/x", &key).await;
     assert_eq!(header(&resp, "x-quota-remaining").as_deref(), Some("5"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_never_hangs_a_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let port = free_port();
+    let mut redis = start_redis(port);
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let cfg = redis_config(&mock, &url, &prefix(), "deny")
+        .replace("timeout_ms = 200", "timeout_ms = 100");
+    let pg = Paygate::start_named(dir.path(), "a", &cfg, Wait::Ready).await;
+    let key = pg.customer_with_plan("c", json!({})).await;
+    assert_eq!(pg.get("/v1/x", &key).await.status(), 200);
+
+    Command::new("kill")
+        .args(["-STOP", &redis.id().to_string()])
+        .status()
+        .unwrap();
+    for _ in 0..10 {
+        let t = std::time::Instant::now();
+        let status = pg.get("/v1/x", &key).await.status();
+        let took = t.elapsed();
+        assert_eq!(status, 503);
+        assert!(
+            took < Duration::from_millis(100 + 400),
+            "a call took {took:?}"
+        );
+    }
+    Command::new("kill")
+        .args(["-CONT", &redis.id().to_string()])
+        .status()
+        .unwrap();
+    eventually("calls to pass again", Duration::from_secs(10), || async {
+        (pg.get("/v1/x", &key).await.status() == 200).then_some(())
+    })
+    .await;
+    let _ = redis.kill();
+    let _ = redis.wait();
+}
