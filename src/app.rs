@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use paygate_admin::AdminState;
+use paygate_billing::stream::{StreamConsumer, UsageStream};
 use paygate_billing::DbError;
-use paygate_billing::{ledger, Database};
+use paygate_billing::{ledger, BatchTarget, Database};
 use paygate_config::{Config, StoreBackend};
 use paygate_gateway::routing::RouteTable;
 use paygate_gateway::upstream::Upstreams;
@@ -21,7 +22,8 @@ use paygate_gateway::{Gateway, GatewayDeps};
 use paygate_metrics::Metrics;
 use paygate_store::changes;
 use paygate_store::{
-    Catalog, ChangeBus, MemoryStore, RecordChange, RedisStore, ReseedOnMiss, SeedMode, Store,
+    Catalog, ChangeBus, MemoryStore, RecordChange, RedisConn, RedisStore, ReseedOnMiss, SeedMode,
+    Store,
 };
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
@@ -98,6 +100,38 @@ pub fn rebuild_counters(path: &Path) -> anyhow::Result<()> {
             );
         }
         println!("rebuilt {} customer(s) from the ledger", customers.len());
+        Ok(())
+    })
+}
+
+/// The usage-stream consumer that fills the ledger in Redis mode.
+fn consumer(config: &Config, db: Database, metrics: Metrics) -> anyhow::Result<StreamConsumer> {
+    let conn = RedisConn::connect(&config.store.redis_url).context("store.redis_url")?;
+    Ok(StreamConsumer::new(
+        conn,
+        &config.store.key_prefix,
+        db,
+        metrics,
+        Duration::from_millis(config.usage.claim_idle_ms),
+    ))
+}
+
+/// `paygate billing run`: only the usage-stream consumer, for scaling billing
+/// apart from the gateways.
+pub fn billing_run(path: &Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    if config.store.backend != StoreBackend::Redis {
+        bail!("store.backend: `paygate billing run` consumes the Redis usage stream; set backend = \"redis\"");
+    }
+    control_runtime()?.block_on(async {
+        let db = Database::connect(&config.database.url).await?;
+        let metrics = Metrics::new().context("registering metrics")?;
+        let consumer = consumer(&config, db, metrics)?;
+        tracing::info!("billing consumer running");
+        tokio::select! {
+            () = consumer.run() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
         Ok(())
     })
 }
@@ -208,8 +242,18 @@ async fn start_control(
         ));
     }
 
+    // Embedded: events go straight into the ledger. Redis: into the usage
+    // stream, and this process also consumes the stream into the ledger.
+    let target: Arc<dyn BatchTarget> = match config.store.backend {
+        StoreBackend::Memory => Arc::new(db.clone()),
+        StoreBackend::Redis => {
+            tokio::spawn(consumer(&config, db.clone(), metrics.clone())?.run());
+            let conn = RedisConn::connect(&config.store.redis_url).context("store.redis_url")?;
+            Arc::new(UsageStream::new(conn, &config.store.key_prefix))
+        }
+    };
     let (sink, writer) = ledger::pipeline(
-        db.clone(),
+        target,
         metrics.clone(),
         config.usage.buffer,
         config.usage.batch_size,

@@ -49,6 +49,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BillingCommand {
+    /// Consume the Redis usage stream into the ledger (Redis mode).
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Overwrite every customer's quota and credit counters in the store with
     /// the values in the ledger (after Redis lost its data).
     RebuildCounters {
@@ -67,6 +72,9 @@ fn main() -> ExitCode {
         Command::Billing {
             command: BillingCommand::RebuildCounters { config },
         } => app::rebuild_counters(&config),
+        Command::Billing {
+            command: BillingCommand::Run { config },
+        } => app::billing_run(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

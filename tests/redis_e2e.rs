@@ -194,10 +194,11 @@ async fn redis_down_at_start_denies_then_recovers_without_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_unavailable_allow_forwards_and_keeps_usage() {
+async fn on_unavailable_allow_forwards_and_keeps_usage_until_redis_returns() {
     let dir = tempfile::tempdir().unwrap();
     let mock = mock_upstream().await;
-    let url = format!("redis://127.0.0.1:{}/0", free_port());
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}/0");
     let pg = Paygate::start_named(
         dir.path(),
         "a",
@@ -211,8 +212,14 @@ async fn on_unavailable_allow_forwards_and_keeps_usage() {
     for _ in 0..3 {
         assert_eq!(pg.get("/v1/x", &key).await.status(), 200);
     }
-    pg.expect_ledger("c", 3, 0).await;
     assert!(pg.metrics().await.contains("paygate_store_errors_total 3"));
+    // The usage stream is in Redis too: the events wait in the gateway.
+    assert_eq!(pg.ledger_counts("c").await, (0, 0));
+    assert!(pg.metrics().await.contains("paygate_usage_backlog 3"));
+    let mut redis = start_redis(port);
+    pg.expect_ledger("c", 3, 0).await;
+    let _ = redis.kill();
+    let _ = redis.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

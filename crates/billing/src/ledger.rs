@@ -83,17 +83,43 @@ impl UsageSink {
     }
 }
 
-/// Drains the buffer into the ledger until every sink is dropped.
+/// What a batch write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Inserted into the ledger: this many were new, the rest duplicates.
+    Ledger(u64),
+    /// Handed to the usage stream; the billing consumer puts them in the ledger.
+    Streamed(u64),
+}
+
+/// Where the usage writer puts batches: the ledger itself (embedded) or the
+/// Redis usage stream (production).
+#[async_trait::async_trait]
+pub trait BatchTarget: Send + Sync + 'static {
+    async fn write(&self, batch: &[UsageEvent]) -> Result<Written, String>;
+}
+
+#[async_trait::async_trait]
+impl BatchTarget for Database {
+    async fn write(&self, batch: &[UsageEvent]) -> Result<Written, String> {
+        self.insert_events(batch)
+            .await
+            .map(Written::Ledger)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Drains the buffer into its target until every sink is dropped.
 pub struct UsageWriter {
     shared: Arc<Shared>,
-    db: Database,
+    target: Arc<dyn BatchTarget>,
     metrics: Metrics,
     flush_interval: Duration,
 }
 
 /// A connected sink/writer pair.
 pub fn pipeline(
-    db: Database,
+    target: Arc<dyn BatchTarget>,
     metrics: Metrics,
     buffer: usize,
     batch_size: usize,
@@ -115,7 +141,7 @@ pub fn pipeline(
         },
         UsageWriter {
             shared,
-            db,
+            target,
             metrics,
             flush_interval,
         },
@@ -150,19 +176,26 @@ impl UsageWriter {
     async fn write_until_done(&self, batch: &[UsageEvent]) {
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.db.insert_events(batch).await {
-                Ok(inserted) => {
+            match self.target.write(batch).await {
+                Ok(written) => {
                     let n = batch.len() as u64;
                     let events = &self.metrics.usage_events;
-                    events.with_label_values(&["persisted"]).inc_by(inserted);
-                    events
-                        .with_label_values(&["duplicate"])
-                        .inc_by(n - inserted);
+                    match written {
+                        Written::Ledger(inserted) => {
+                            events.with_label_values(&["persisted"]).inc_by(inserted);
+                            events
+                                .with_label_values(&["duplicate"])
+                                .inc_by(n - inserted);
+                        }
+                        Written::Streamed(sent) => {
+                            events.with_label_values(&["streamed"]).inc_by(sent);
+                        }
+                    }
                     self.metrics.usage_backlog.sub(n as i64);
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, events = batch.len(), "ledger write failed; retrying");
+                    tracing::warn!(error = %e, events = batch.len(), "usage write failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -321,7 +354,13 @@ mod tests {
     async fn writer_drains_everything_before_exiting() {
         let (_d, db) = db().await;
         let metrics = Metrics::new().unwrap();
-        let (sink, writer) = pipeline(db.clone(), metrics.clone(), 8, 3, Duration::from_millis(5));
+        let (sink, writer) = pipeline(
+            Arc::new(db.clone()),
+            metrics.clone(),
+            8,
+            3,
+            Duration::from_millis(5),
+        );
         let task = tokio::spawn(writer.run());
         for i in 0..20 {
             sink.emit(event(&format!("e{i}"), true, 2, 0)).await;

@@ -7,6 +7,7 @@
 mod db;
 pub mod ledger;
 pub mod records;
+pub mod stream;
 
 pub use db::{Database, DbError};
-pub use ledger::{pipeline, UsageSink, UsageWriter};
+pub use ledger::{pipeline, BatchTarget, UsageSink, UsageWriter, Written};

@@ -159,6 +159,9 @@ pub struct UsageConfig {
     pub flush_interval_ms: u64,
     /// Events buffered in memory between gateway and ledger writer.
     pub buffer: usize,
+    /// Redis mode: usage-stream entries a consumer has held unacknowledged
+    /// this long are taken over by another consumer (the first one died).
+    pub claim_idle_ms: u64,
 }
 
 impl Default for UsageConfig {
@@ -167,6 +170,7 @@ impl Default for UsageConfig {
             batch_size: 512,
             flush_interval_ms: 20,
             buffer: 65_536,
+            claim_idle_ms: 30_000,
         }
     }
 }

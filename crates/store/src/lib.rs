@@ -16,7 +16,7 @@ pub mod reseed;
 pub use catalog::{Catalog, CustomerRecord, KeyRecord, Principal};
 pub use changes::{ChangeBus, RecordChange};
 pub use memory::MemoryStore;
-pub use redis_store::RedisStore;
+pub use redis_store::{RedisConn, RedisStore};
 pub use reseed::ReseedOnMiss;
 
 use async_trait::async_trait;

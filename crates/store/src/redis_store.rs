@@ -168,10 +168,91 @@ impl RedisTarget {
     }
 }
 
+/// A connection to Redis or Redis Cluster that exists before Redis does:
+/// commands fail with `Unavailable` until it can be reached.
 #[derive(Clone)]
-enum Conn {
+pub enum RedisConn {
     Single(ConnectionManager),
     Cluster(Arc<OnceCell<ClusterConnection>>),
+}
+
+impl RedisConn {
+    /// Must run inside a tokio runtime, which then drives the connection.
+    pub fn connect(url: &str) -> Result<Self, StoreError> {
+        Ok(match RedisTarget::parse(url)? {
+            RedisTarget::Single(u) => {
+                let client = redis::Client::open(u.as_str()).map_err(unavailable)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_millis(500)))
+                    .set_response_timeout(None)
+                    .set_max_delay(Duration::from_millis(500));
+                Self::Single(
+                    ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?,
+                )
+            }
+            RedisTarget::Cluster(nodes) => {
+                let client = redis::cluster::ClusterClient::builder(nodes)
+                    .connection_timeout(Duration::from_millis(500))
+                    .build()
+                    .map_err(unavailable)?;
+                let cell = Arc::new(OnceCell::new());
+                let fill = Arc::clone(&cell);
+                tokio::spawn(async move {
+                    let mut delay = Duration::from_millis(100);
+                    loop {
+                        match client.get_async_connection().await {
+                            Ok(c) => {
+                                let _ = fill.set(c);
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "redis cluster not reachable yet");
+                                tokio::time::sleep(delay).await;
+                                delay = (delay * 2).min(Duration::from_secs(2));
+                            }
+                        }
+                    }
+                });
+                Self::Cluster(cell)
+            }
+        })
+    }
+
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        match self {
+            Self::Single(c) => inv.invoke_async(&mut c.clone()).await.map_err(unavailable),
+            Self::Cluster(cell) => match cell.get() {
+                Some(c) => inv.invoke_async(&mut c.clone()).await.map_err(unavailable),
+                None => Err(StoreError::Unavailable("not connected yet".into())),
+            },
+        }
+    }
+
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        match self {
+            Self::Single(c) => cmd.query_async(&mut c.clone()).await.map_err(unavailable),
+            Self::Cluster(cell) => match cell.get() {
+                Some(c) => cmd.query_async(&mut c.clone()).await.map_err(unavailable),
+                None => Err(StoreError::Unavailable("not connected yet".into())),
+            },
+        }
+    }
+
+    pub async fn pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        match self {
+            Self::Single(c) => pipe.query_async(&mut c.clone()).await.map_err(unavailable),
+            Self::Cluster(cell) => match cell.get() {
+                Some(c) => pipe.query_async(&mut c.clone()).await.map_err(unavailable),
+                None => Err(StoreError::Unavailable("not connected yet".into())),
+            },
+        }
+    }
 }
 
 /// Fails fast while Redis is known to be down, so a dead Redis costs
@@ -239,7 +320,7 @@ struct Scripts {
 
 /// [`Store`] on Redis or Redis Cluster.
 pub struct RedisStore {
-    conn: Conn,
+    conn: RedisConn,
     prefix: String,
     timeout: Duration,
     breaker: Breaker,
@@ -251,43 +332,7 @@ impl RedisStore {
     /// Redis is down and recovers when it comes back. Must run inside a
     /// tokio runtime, which then drives the connection.
     pub fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let conn = match RedisTarget::parse(url)? {
-            RedisTarget::Single(u) => {
-                let client = redis::Client::open(u.as_str()).map_err(unavailable)?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_millis(500)))
-                    .set_response_timeout(None)
-                    .set_max_delay(Duration::from_millis(500));
-                Conn::Single(
-                    ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?,
-                )
-            }
-            RedisTarget::Cluster(nodes) => {
-                let client = redis::cluster::ClusterClient::builder(nodes)
-                    .connection_timeout(Duration::from_millis(500))
-                    .build()
-                    .map_err(unavailable)?;
-                let cell = Arc::new(OnceCell::new());
-                let fill = Arc::clone(&cell);
-                tokio::spawn(async move {
-                    let mut delay = Duration::from_millis(100);
-                    loop {
-                        match client.get_async_connection().await {
-                            Ok(c) => {
-                                let _ = fill.set(c);
-                                return;
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "redis cluster not reachable yet");
-                                tokio::time::sleep(delay).await;
-                                delay = (delay * 2).min(Duration::from_secs(2));
-                            }
-                        }
-                    }
-                });
-                Conn::Cluster(cell)
-            }
-        };
+        let conn = RedisConn::connect(url)?;
         Ok(Self {
             conn,
             prefix: prefix.to_string(),
@@ -321,16 +366,7 @@ impl RedisStore {
         if !self.breaker.allow() {
             return Err(StoreError::Unavailable("circuit open".into()));
         }
-        let call = async {
-            match &self.conn {
-                Conn::Single(c) => inv.invoke_async(&mut c.clone()).await.map_err(unavailable),
-                Conn::Cluster(cell) => match cell.get() {
-                    Some(c) => inv.invoke_async(&mut c.clone()).await.map_err(unavailable),
-                    None => Err(StoreError::Unavailable("not connected yet".into())),
-                },
-            }
-        };
-        let result = match tokio::time::timeout(self.timeout, call).await {
+        let result = match tokio::time::timeout(self.timeout, self.conn.invoke(&inv)).await {
             Ok(r) => r,
             Err(_) => Err(StoreError::Timeout),
         };
@@ -473,22 +509,9 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let call = async {
-            match &self.conn {
-                Conn::Single(c) => redis::cmd("PING")
-                    .query_async::<String>(&mut c.clone())
-                    .await
-                    .map_err(unavailable),
-                Conn::Cluster(cell) => match cell.get() {
-                    Some(c) => redis::cmd("PING")
-                        .query_async::<String>(&mut c.clone())
-                        .await
-                        .map_err(unavailable),
-                    None => Err(StoreError::Unavailable("not connected yet".into())),
-                },
-            }
-        };
-        match tokio::time::timeout(self.timeout.max(Duration::from_millis(250)), call).await {
+        let cmd = redis::cmd("PING");
+        let ping = self.conn.query::<String>(&cmd);
+        match tokio::time::timeout(self.timeout.max(Duration::from_millis(250)), ping).await {
             Ok(r) => r.map(|_| ()),
             Err(_) => Err(StoreError::Timeout),
         }
