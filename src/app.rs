@@ -259,6 +259,10 @@ async fn start_control(
         config.usage.batch_size,
         Duration::from_millis(config.usage.flush_interval_ms),
     );
+    let writer = match &config.usage.spill_path {
+        Some(path) => writer.with_spill(paygate_billing::spill::SpillFile::new(path)),
+        None => writer,
+    };
     tokio::spawn(writer.run());
 
     let state = Arc::new(AdminState {

@@ -345,3 +345,43 @@ async fn a_hung_redis_never_hangs_a_call() {
     let _ = redis.kill();
     let _ = redis.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_spill_file_redis_down_never_blocks_calls_and_loses_no_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let spill = dir.path().join("usage.spill");
+    // A buffer of 8 events: without the spill file the ninth call would wait.
+    let cfg = format!(
+        "{}\n[usage]\nbuffer = 8\nbatch_size = 4\nflush_interval_ms = 5\nspill_path = \"{}\"\n",
+        redis_config(&mock, &url, &prefix(), "allow"),
+        spill.display()
+    );
+    let pg = Paygate::start_named(dir.path(), "a", &cfg, Wait::Live).await;
+    let key = pg.customer_with_plan("c", json!({})).await;
+    let calls = tokio::time::timeout(Duration::from_secs(20), async {
+        for _ in 0..40 {
+            assert_eq!(pg.get("/v1/x", &key).await.status(), 200);
+        }
+    })
+    .await;
+    assert!(calls.is_ok(), "calls blocked while Redis was down");
+    eventually(
+        "events in the spill file",
+        Duration::from_secs(5),
+        || async { (std::fs::metadata(&spill).map(|m| m.len()).unwrap_or(0) > 0).then_some(()) },
+    )
+    .await;
+    let mut redis = start_redis(port);
+    pg.expect_ledger("c", 40, 0).await;
+    eventually(
+        "the spill file to be delivered",
+        Duration::from_secs(5),
+        || async { (!spill.exists()).then_some(()) },
+    )
+    .await;
+    let _ = redis.kill();
+    let _ = redis.wait();
+}

@@ -234,11 +234,16 @@ listen = "127.0.0.1:{admin_port}"
 [database]
 url = "sqlite://{db}"
 
-[usage]
-flush_interval_ms = 5
+{usage}
 {extra}
 "#,
-            db = db_path.display()
+            db = db_path.display(),
+            // A test that sets its own [usage] section sets the flush interval too.
+            usage = if extra.contains("[usage]") {
+                ""
+            } else {
+                "[usage]\nflush_interval_ms = 5"
+            },
         );
         std::fs::write(&config_path, text).unwrap();
         let mut pg = Paygate {

@@ -24,6 +24,7 @@ use paygate_store::{Counters, CustomerRecord};
 use sqlx::{QueryBuilder, Sqlite};
 use tokio::sync::{Notify, Semaphore};
 
+use crate::spill::SpillFile;
 use crate::{Database, DbError};
 
 /// Rows per INSERT statement (14 binds each, far below SQLite's limit).
@@ -115,7 +116,11 @@ pub struct UsageWriter {
     target: Arc<dyn BatchTarget>,
     metrics: Metrics,
     flush_interval: Duration,
+    spill: Option<SpillFile>,
 }
+
+/// How often a writer with spilled events tries to deliver them while idle.
+const SPILL_RETRY: Duration = Duration::from_secs(1);
 
 /// A connected sink/writer pair.
 pub fn pipeline(
@@ -144,19 +149,39 @@ pub fn pipeline(
             target,
             metrics,
             flush_interval,
+            spill: None,
         },
     )
 }
 
 impl UsageWriter {
+    /// With a spill file, a batch the target refuses goes to the file and the
+    /// gateway keeps serving; without one, the writer retries and the gateway
+    /// waits once the buffer is full.
+    pub fn with_spill(mut self, spill: SpillFile) -> Self {
+        self.spill = Some(spill);
+        self
+    }
+
     pub async fn run(self) {
         let s = &self.shared;
+        // Events spilled before a restart go first.
+        self.drain_spill().await;
         loop {
             if s.queue.lock().is_empty() {
                 if s.closed.load(Ordering::Acquire) {
                     return;
                 }
-                s.wake.notified().await;
+                match &self.spill {
+                    // Come back now and then to deliver the spill file.
+                    Some(spill) if !spill.is_empty().await => {
+                        tokio::select! {
+                            () = tokio::time::sleep(SPILL_RETRY) => {}
+                            () = s.wake.notified() => {}
+                        }
+                    }
+                    _ => s.wake.notified().await,
+                }
             }
             // Let the batch fill for one interval unless it is already full.
             if s.queue.lock().len() < s.batch_size && !s.closed.load(Ordering::Acquire) {
@@ -167,39 +192,83 @@ impl UsageWriter {
             }
             let events = std::mem::take(&mut *s.queue.lock());
             for batch in events.chunks(s.batch_size) {
-                self.write_until_done(batch).await;
+                self.deliver(batch).await;
             }
             s.space.add_permits(events.len());
+            self.drain_spill().await;
         }
+    }
+
+    async fn deliver(&self, batch: &[UsageEvent]) {
+        let Some(spill) = &self.spill else {
+            return self.write_until_done(batch).await;
+        };
+        let Err(e) = self.write_once(batch).await else {
+            return;
+        };
+        match spill.append(batch).await {
+            Ok(()) => {
+                tracing::warn!(error = %e, events = batch.len(), "usage target unreachable; events spilled to file");
+            }
+            Err(io) => {
+                tracing::error!(error = %io, "usage spill file unwritable; retrying the target instead");
+                self.write_until_done(batch).await;
+            }
+        }
+    }
+
+    /// Delivers the spill file if there is one and the target takes it.
+    async fn drain_spill(&self) {
+        let Some(spill) = &self.spill else {
+            return;
+        };
+        if spill.is_empty().await {
+            return;
+        }
+        let events = match spill.read_all().await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "usage spill file unreadable");
+                return;
+            }
+        };
+        for batch in events.chunks(self.shared.batch_size) {
+            if self.write_once(batch).await.is_err() {
+                // Still down: keep the file; what was delivered is deduplicated later.
+                return;
+            }
+        }
+        if let Err(e) = spill.clear().await {
+            tracing::error!(error = %e, "usage spill file not cleared; its events will be sent again");
+        }
+        tracing::info!(events = events.len(), "spilled usage events delivered");
+    }
+
+    async fn write_once(&self, batch: &[UsageEvent]) -> Result<(), String> {
+        let written = self.target.write(batch).await?;
+        let n = batch.len() as u64;
+        let events = &self.metrics.usage_events;
+        match written {
+            Written::Ledger(inserted) => {
+                events.with_label_values(&["persisted"]).inc_by(inserted);
+                events
+                    .with_label_values(&["duplicate"])
+                    .inc_by(n - inserted);
+            }
+            Written::Streamed(sent) => {
+                events.with_label_values(&["streamed"]).inc_by(sent);
+            }
+        }
+        self.metrics.usage_backlog.sub(n as i64);
+        Ok(())
     }
 
     async fn write_until_done(&self, batch: &[UsageEvent]) {
         let mut backoff = Duration::from_millis(50);
-        loop {
-            match self.target.write(batch).await {
-                Ok(written) => {
-                    let n = batch.len() as u64;
-                    let events = &self.metrics.usage_events;
-                    match written {
-                        Written::Ledger(inserted) => {
-                            events.with_label_values(&["persisted"]).inc_by(inserted);
-                            events
-                                .with_label_values(&["duplicate"])
-                                .inc_by(n - inserted);
-                        }
-                        Written::Streamed(sent) => {
-                            events.with_label_values(&["streamed"]).inc_by(sent);
-                        }
-                    }
-                    self.metrics.usage_backlog.sub(n as i64);
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, events = batch.len(), "usage write failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
+        while let Err(e) = self.write_once(batch).await {
+            tracing::warn!(error = %e, events = batch.len(), "usage write failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 }

@@ -7,6 +7,7 @@
 mod db;
 pub mod ledger;
 pub mod records;
+pub mod spill;
 pub mod stream;
 
 pub use db::{Database, DbError};

@@ -8,7 +8,7 @@
 //! `XAUTOCLAIM`. Only acknowledged entries are trimmed. In transit an event
 //! is at least once; in the ledger it is exactly once.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use paygate_core::UsageEvent;
@@ -30,13 +30,19 @@ pub fn stream_key(prefix: &str) -> String {
 pub struct UsageStream {
     conn: RedisConn,
     key: String,
+    /// After a failure, fail at once until then: a dead Redis must not make
+    /// every batch wait out a reconnect before it can be spilled.
+    down_until: parking_lot::Mutex<Option<Instant>>,
 }
+
+const COOL_DOWN: Duration = Duration::from_millis(500);
 
 impl UsageStream {
     pub fn new(conn: RedisConn, prefix: &str) -> Self {
         Self {
             conn,
             key: stream_key(prefix),
+            down_until: parking_lot::Mutex::new(None),
         }
     }
 }
@@ -44,6 +50,9 @@ impl UsageStream {
 #[async_trait]
 impl BatchTarget for UsageStream {
     async fn write(&self, batch: &[UsageEvent]) -> Result<Written, String> {
+        if self.down_until.lock().is_some_and(|t| Instant::now() < t) {
+            return Err("usage stream unreachable (cooling down)".into());
+        }
         let mut pipe = redis::pipe();
         for e in batch {
             let json = serde_json::to_string(e).map_err(|e| e.to_string())?;
@@ -55,12 +64,14 @@ impl BatchTarget for UsageStream {
                 .ignore();
         }
         let sent =
-            tokio::time::timeout(Duration::from_secs(2), self.conn.pipeline::<()>(&pipe)).await;
-        match sent {
+            tokio::time::timeout(Duration::from_secs(1), self.conn.pipeline::<()>(&pipe)).await;
+        let result = match sent {
             Ok(Ok(())) => Ok(Written::Streamed(batch.len() as u64)),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("XADD timed out".into()),
-        }
+        };
+        *self.down_until.lock() = result.is_err().then(|| Instant::now() + COOL_DOWN);
+        result
     }
 }
 

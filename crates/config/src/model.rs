@@ -162,6 +162,11 @@ pub struct UsageConfig {
     /// Redis mode: usage-stream entries a consumer has held unacknowledged
     /// this long are taken over by another consumer (the first one died).
     pub claim_idle_ms: u64,
+    /// Append-only file for events that cannot be delivered (Redis or the
+    /// database down); delivered when the target is back, also after a
+    /// restart. One file per process. Unset: the gateway waits once `buffer`
+    /// events are queued.
+    pub spill_path: Option<std::path::PathBuf>,
 }
 
 impl Default for UsageConfig {
@@ -171,6 +176,7 @@ impl Default for UsageConfig {
             flush_interval_ms: 20,
             buffer: 65_536,
             claim_idle_ms: 30_000,
+            spill_path: None,
         }
     }
 }
