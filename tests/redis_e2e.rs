@@ -75,6 +75,21 @@ async fn two_gateways_enforce_one_quota_and_one_balance_exactly() {
     a.expect_ledger("k", 25, 0).await;
     let (_, bal) = b.admin("GET", "/admin/v1/customers/k/balance", None).await;
     assert_eq!(bal["credits_micros"], 500, "{bal}");
+
+    // One GCRA bucket too: a burst of 10 and one call a minute after it.
+    let rate_key = a
+        .customer_with_plan(
+            "r",
+            json!({"rate_limit": {"requests": 1, "per": "minute", "burst": 10}}),
+        )
+        .await;
+    let statuses = spread(&[&a, &b], &rate_key, 60).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 50);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,6 +397,78 @@ async fn with_a_spill_file_redis_down_never_blocks_calls_and_loses_no_event() {
         || async { (!spill.exists()).then_some(()) },
     )
     .await;
+    let _ = redis.kill();
+    let _ = redis.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_mid_load_and_restarted_loses_no_admitted_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let port = free_port();
+    let redis_dir = dir.path().join("redis");
+    std::fs::create_dir_all(&redis_dir).unwrap();
+    // Production Redis keeps the usage stream on disk (AOF), as the README asks.
+    let start = || {
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&redis_dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut redis = start();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let cfg = redis_config(&mock, &url, &prefix(), "deny");
+    eventually("redis to start", Duration::from_secs(10), || async {
+        redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let pg = Paygate::start_named(dir.path(), "a", &cfg, Wait::Ready).await;
+    let key = pg
+        .customer_with_plan("c", json!({"quota": {"calls": 100000, "period": "month"}}))
+        .await;
+
+    let mut ok = 0;
+    let mut refused = 0;
+    for round in 0..30 {
+        if round == 10 {
+            redis.kill().unwrap();
+            redis.wait().unwrap();
+        }
+        if round == 20 {
+            redis = start();
+        }
+        for s in spread(&[&pg], &key, 10).await {
+            match s {
+                200 => ok += 1,
+                503 => refused += 1,
+                other => panic!("unexpected {other}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused > 0, "deny mode refused while Redis was gone");
+    // Every admitted call reaches the ledger once, none of the refused ones.
+    eventually("calls to pass again", Duration::from_secs(10), || async {
+        (pg.get("/v1/x", &key).await.status() == 200).then_some(())
+    })
+    .await;
+    pg.expect_ledger("c", ok + 1, 0).await;
     let _ = redis.kill();
     let _ = redis.wait();
 }
