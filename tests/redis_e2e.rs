@@ -472,3 +472,42 @@ async fn redis_killed_mid_load_and_restarted_loses_no_admitted_call() {
     let _ = redis.kill();
     let _ = redis.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_gateways_on_a_three_master_cluster_admit_exactly() {
+    let cluster = tokio::task::spawn_blocking(paygate_testkit::RedisCluster::start)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let cfg = redis_config(&mock, &cluster.url(), &prefix(), "deny");
+    let a = Paygate::start_named(dir.path(), "a", &cfg, Wait::Ready).await;
+    // Several customers, so their hashes land on different slots and masters.
+    let mut keys = Vec::new();
+    for i in 0..4 {
+        let id = format!("cl-{i}");
+        let key = a
+            .customer_with_plan(&id, json!({"quota": {"calls": 15, "period": "month"}}))
+            .await;
+        keys.push((id, key));
+    }
+    let b = Paygate::start_named(dir.path(), "b", &cfg, Wait::Ready).await;
+    for (id, key) in &keys {
+        let statuses = spread(&[&a, &b], key, 60).await;
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            15,
+            "{id}: {statuses:?}"
+        );
+        a.expect_ledger(id, 15, 0).await;
+    }
+    // Record changes travel through the cluster's pub/sub as well.
+    let (_, list) = a.admin("GET", "/admin/v1/customers/cl-0/keys", None).await;
+    let key_id = list["data"][0]["id"].as_str().unwrap().to_string();
+    a.admin("DELETE", &format!("/admin/v1/keys/{key_id}"), None)
+        .await;
+    eventually("the revocation on b", Duration::from_secs(1), || async {
+        (b.get("/v1/x", &keys[0].1).await.status() == 401).then_some(())
+    })
+    .await;
+}

@@ -1,132 +1,15 @@
 //! `RedisStore` on a 3-master Redis Cluster started by the test on free ports.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use paygate_store::{Counters, Decision, Limits, QuotaLimit, RedisStore, SeedMode, Store};
 
-/// A free port whose cluster-bus port (+10000) is free too.
-fn cluster_port() -> u16 {
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < 55_000 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
-            return p;
-        }
-    }
-}
-
-struct Cluster {
-    nodes: Vec<Child>,
-    ports: Vec<u16>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for n in &mut self.nodes {
-            let _ = n.kill();
-            let _ = n.wait();
-        }
-    }
-}
-
-fn start_cluster() -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| cluster_port()).collect();
-    let nodes = ports
-        .iter()
-        .map(|p| {
-            Command::new("redis-server")
-                .args([
-                    "--port",
-                    &p.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                ])
-                .args([
-                    "--cluster-config-file",
-                    &format!("nodes-{p}.conf"),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-server on PATH")
-        })
-        .collect();
-    let cluster = Cluster {
-        nodes,
-        ports,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for p in &cluster.ports {
-        while !Command::new("redis-cli")
-            .args(["-p", &p.to_string(), "ping"])
-            .output()
-            .unwrap()
-            .stdout
-            .starts_with(b"PONG")
-        {
-            assert!(Instant::now() < deadline, "node {p} did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    let addrs: Vec<String> = cluster
-        .ports
-        .iter()
-        .map(|p| format!("127.0.0.1:{p}"))
-        .collect();
-    let out = Command::new("redis-cli")
-        .arg("--cluster")
-        .arg("create")
-        .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    for p in &cluster.ports {
-        loop {
-            let info = Command::new("redis-cli")
-                .args(["-p", &p.to_string(), "cluster", "info"])
-                .output()
-                .unwrap();
-            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "cluster did not converge");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    cluster
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quota_and_credits_are_exact_on_a_three_master_cluster() {
-    let cluster = start_cluster();
-    let url = format!(
-        "redis+cluster://{}",
-        cluster
-            .ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let cluster = paygate_testkit::RedisCluster::start();
+    let url = cluster.url();
     let store = Arc::new(RedisStore::connect(&url, "cl", Duration::from_millis(500)).unwrap());
     // Customers land on different slots; each one's script runs on its own slot.
     let customers: Vec<String> = (0..6).map(|i| format!("cust-{i}")).collect();
