@@ -401,14 +401,15 @@ async fn with_a_spill_file_redis_down_never_blocks_calls_and_loses_no_event() {
     let _ = redis.wait();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_killed_mid_load_and_restarted_loses_no_admitted_call() {
+/// Kills Redis a third of the way through a load and restarts it two thirds
+/// through (with AOF, as production runs it); returns (admitted, refused),
+/// after checking that the ledger holds every admitted call once.
+async fn kill_redis_mid_load(on_unavailable: &str) -> (u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let mock = mock_upstream().await;
     let port = free_port();
     let redis_dir = dir.path().join("redis");
     std::fs::create_dir_all(&redis_dir).unwrap();
-    // Production Redis keeps the usage stream on disk (AOF), as the README asks.
     let start = || {
         Command::new("redis-server")
             .args([
@@ -428,7 +429,7 @@ async fn redis_killed_mid_load_and_restarted_loses_no_admitted_call() {
     };
     let mut redis = start();
     let url = format!("redis://127.0.0.1:{port}/0");
-    let cfg = redis_config(&mock, &url, &prefix(), "deny");
+    let cfg = redis_config(&mock, &url, &prefix(), on_unavailable);
     eventually("redis to start", Duration::from_secs(10), || async {
         redis::Client::open(url.as_str())
             .unwrap()
@@ -443,8 +444,7 @@ async fn redis_killed_mid_load_and_restarted_loses_no_admitted_call() {
         .customer_with_plan("c", json!({"quota": {"calls": 100000, "period": "month"}}))
         .await;
 
-    let mut ok = 0;
-    let mut refused = 0;
+    let (mut ok, mut refused) = (0, 0);
     for round in 0..30 {
         if round == 10 {
             redis.kill().unwrap();
@@ -457,20 +457,48 @@ async fn redis_killed_mid_load_and_restarted_loses_no_admitted_call() {
             match s {
                 200 => ok += 1,
                 503 => refused += 1,
-                other => panic!("unexpected {other}"),
+                other => panic!("{on_unavailable}: unexpected {other}"),
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(refused > 0, "deny mode refused while Redis was gone");
-    // Every admitted call reaches the ledger once, none of the refused ones.
-    eventually("calls to pass again", Duration::from_secs(10), || async {
-        (pg.get("/v1/x", &key).await.status() == 200).then_some(())
-    })
+    eventually(
+        "calls to pass through Redis again",
+        Duration::from_secs(10),
+        || async { (pg.get("/v1/x", &key).await.status() == 200).then_some(()) },
+    )
     .await;
+    // Every admitted call reaches the ledger once, none of the refused ones.
     pg.expect_ledger("c", ok + 1, 0).await;
     let _ = redis.kill();
     let _ = redis.wait();
+    (ok, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_mid_load_deny_refuses_and_loses_no_admitted_call() {
+    let (ok, refused) = kill_redis_mid_load("deny").await;
+    assert!(
+        refused >= 50,
+        "deny refuses while Redis is gone ({refused})"
+    );
+    assert!(ok >= 100, "everything before the kill passes ({ok})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_mid_load_allow_serves_everything_and_bills_it_later() {
+    let (ok, refused) = kill_redis_mid_load("allow").await;
+    assert_eq!((ok, refused), (300, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_mid_load_local_limits_per_node_and_bills_it_later() {
+    let (ok, refused) = kill_redis_mid_load("local").await;
+    assert_eq!(
+        (ok, refused),
+        (300, 0),
+        "the plan's limits are generous: the local limiter admits all"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
