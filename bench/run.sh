@@ -285,24 +285,52 @@ redis_snap() {
   if [[ -n "$pid" ]]; then echo "_ticks $(cpu_ticks "$pid")" >>"$out"; fi
 }
 
-# redis_delta <before> <after>: "cmds ticks cmdstats" over the window, "-" for
-# what is not known. cmds = total_commands_processed delta minus the INFO
-# calls of redis_snap itself; cmdstats = "evalsha=N,eval=M,..." (no info).
+# Commands that run a script. Redis counts the commands a script runs
+# (redis.call) in commandstats and in total_commands_processed like commands
+# sent by a client, and INFO cannot tell them apart.
+SCRIPT_CMDS="eval evalsha eval_ro evalsha_ro fcall fcall_ro"
+
+# redis_delta <before> <after> <url>: "executed sent ticks cmdstats" over the
+# window, "-" for what is not known.
+#   executed = total_commands_processed delta minus redis_snap's own INFO calls
+#   sent     = commands clients sent. If the window has script calls, the
+#              commands a script may run (no "noscript" flag in COMMAND INFO)
+#              are taken to have run inside them; the script calls themselves
+#              and noscript commands (SCRIPT LOAD, SUBSCRIBE, ...) are sent.
+#              Without script calls, every executed command was sent.
+#   cmdstats = "evalsha=N,hmget@script=M,..." from commandstats (without
+#              info); "@script" marks the commands counted as run inside scripts
+# The COMMAND INFO look-ups run after the window, so no window counts them.
 redis_delta() {
-  awk 'FNR == NR { a[$1] = $2; next } { b[$1] = $2 }
+  local before="$1" after="$2" url="$3" n out noscript=""
+  local names=()
+  mapfile -t names < <(awk 'FNR == NR { a[$1] = $2; next }
+    $1 !~ /^_/ && $1 != "info" && $2 - a[$1] > 0 { print $1 }' "$before" "$after")
+  for n in "${names[@]}"; do
+    out="$(timeout 5 redis-cli -u "$url" COMMAND INFO "$n" 2>/dev/null || true)"
+    if grep -qx noscript <<<"$out"; then noscript+=" $n"; fi
+  done
+  awk -v scmds="$SCRIPT_CMDS" -v noscript="$noscript" 'FNR == NR { a[$1] = $2; next } { b[$1] = $2 }
     END {
-      if (!("_total" in a) || !("_total" in b)) { print "- - -"; exit }
+      if (!("_total" in a) || !("_total" in b)) { print "- - - -"; exit }
+      split(scmds, S, " "); for (i in S) isscript[S[i]] = 1
+      split(noscript, X, " "); for (i in X) isnoscript[X[i]] = 1
       own = b["info"] - a["info"]
-      cmds = b["_total"] - a["_total"] - own
+      executed = b["_total"] - a["_total"] - own
       ticks = ("_ticks" in a && "_ticks" in b) ? b["_ticks"] - a["_ticks"] : "-"
-      list = ""
+      scripts = 0
+      for (k in b) if (k in isscript) scripts += b[k] - a[k]
+      list = ""; inner = 0
       for (k in b) {
         if (k == "_total" || k == "_ticks" || k == "info") continue
         d = b[k] - a[k]
-        if (d > 0) list = list (list == "" ? "" : ",") k "=" d
+        if (d <= 0) continue
+        in_script = scripts > 0 && !(k in isscript) && !(k in isnoscript)
+        if (in_script) inner += d
+        list = list (list == "" ? "" : ",") k (in_script ? "@script" : "") "=" d
       }
-      print cmds, ticks, (list == "" ? "none" : list)
-    }' "$1" "$2"
+      print executed, executed - inner, ticks, (list == "" ? "none" : list)
+    }' "$before" "$after"
 }
 
 # admin <method> <path> [json]: prints body, fails unless 2xx
@@ -385,14 +413,14 @@ EOF
 
 # ----------------------------------------------------------------- measure ---
 # run_wrk <target> <duration> <outfile>: prints
-#   "cpu_ticks wall_ms redis_cmds redis_ticks redis_cmdstats"
+#   "cpu_ticks wall_ms redis_executed redis_sent redis_ticks redis_cmdstats"
 # The redis_* fields are "-" for a target without Redis. The Redis counters are
 # read right before and right after the wrk run, outside the proxy's window.
 run_wrk() {
   local t="$1" d="$2" out="$3" pid="${T_PID[$t]}"
   local args=(-t "$THREADS" -c "$CONNECTIONS" -d "$d" --timeout 5s --latency)
   [[ -n "${T_HDR[$t]}" ]] && args+=(-H "${T_HDR[$t]}")
-  local c0 c1 w0 w1 redis="- - -"
+  local c0 c1 w0 w1 redis="- - - -"
   local r0="$TMP/redis-before" r1="$TMP/redis-after"
   kill -0 "$pid" 2>/dev/null || die "$t (pid $pid) is no longer running"
   [[ -n "${T_REDIS[$t]:-}" ]] && redis_snap "${T_REDIS_URL[$t]}" "${T_REDIS_PID[$t]}" "$r0"
@@ -402,7 +430,7 @@ run_wrk() {
   c1="$(cpu_ticks "$pid")"; w1="$(date +%s%N)"
   if [[ -n "${T_REDIS[$t]:-}" ]]; then
     redis_snap "${T_REDIS_URL[$t]}" "${T_REDIS_PID[$t]}" "$r1"
-    redis="$(redis_delta "$r0" "$r1")"
+    redis="$(redis_delta "$r0" "$r1" "${T_REDIS_URL[$t]}")"
   fi
   echo "$(( c1 - c0 )) $(( (w1 - w0) / 1000000 )) $redis"
 }
@@ -461,21 +489,22 @@ if (( WARMUP_S > 0 )); then
 fi
 
 RAW="$RESULTS_DIR/raw.tsv"
-printf 'round\ttarget\trps\trequests\tp50_us\tp99_us\tnon2xx\tsocket_errors\tcpu_ticks\twall_ms\tredis_cmds\tredis_cpu_ticks\tredis_cmdstats\n' >"$RAW"
+printf 'round\ttarget\trps\trequests\tp50_us\tp99_us\tnon2xx\tsocket_errors\tcpu_ticks\twall_ms\tredis_cmds_executed\tredis_cmds_sent\tredis_cpu_ticks\tredis_cmdstats\n' >"$RAW"
 for r in $(seq 1 "$ROUNDS"); do
   for t in "${SEL[@]}"; do
     out="$RESULTS_DIR/wrk-$t-r$r.txt"
     # not "read < <(run_wrk)": a die inside a process substitution would not stop the script
     res="$(run_wrk "$t" "$DURATION" "$out")"
-    read -r ticks wall rcmds rticks rstats <<<"$res"
+    read -r ticks wall rexec rsent rticks rstats <<<"$res"
     read -r rps req p50 p99 non2xx se < <(parse_wrk "$out")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-      "$r" "$t" "$rps" "$req" "$p50" "$p99" "$non2xx" "$se" "$ticks" "$wall" "$rcmds" "$rticks" "$rstats" >>"$RAW"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+      "$r" "$t" "$rps" "$req" "$p50" "$p99" "$non2xx" "$se" "$ticks" "$wall" \
+      "$rexec" "$rsent" "$rticks" "$rstats" >>"$RAW"
     rinfo=""
-    if [[ "$rcmds" != - ]] && (( req > 0 )); then
-      rinfo="$(awk -v c="$rcmds" -v k="$rticks" -v n="$req" -v tck="$CLK_TCK" 'BEGIN {
-        printf ", Redis %.2f cmds/call", c / n
-        if (k != "-") printf ", %.1f µs Redis CPU/call", k * 1e6 / tck / n }')"
+    if [[ "$rexec" != - ]] && (( req > 0 )); then
+      rinfo="$(awk -v e="$rexec" -v c="$rsent" -v k="$rticks" -v n="$req" -v tck="$CLK_TCK" 'BEGIN {
+        printf "; Redis: %.2f cmds/call sent, %.2f run", c / n, e / n
+        if (k != "-") printf ", %.1f µs CPU/call", k * 1e6 / tck / n }')"
     fi
     log "round $r/$ROUNDS $t: $rps req/s, p50 ${p50}us, p99 ${p99}us, non-2xx $non2xx, socket errors $se$rinfo"
   done
@@ -502,12 +531,12 @@ SUMMARY="$RESULTS_DIR/summary.md"
       # Redis columns: "-" = not known for this run; a target has a Redis figure
       # only when every one of its runs has one
       runs[$2]++
-      if ($11 != "" && $11 != "-") { rruns[$2]++; rreq[$2] += $4; rcmd[$2] += $11
-        nk = split($13, kv, ",")
+      if ($11 != "" && $11 != "-") { rruns[$2]++; rreq[$2] += $4; rexe[$2] += $11; rsent[$2] += $12
+        nk = split($14, kv, ",")
         for (j = 1; j <= nk; j++) if (split(kv[j], p, "=") == 2) {
           if (!(($2, p[1]) in cs)) names[$2] = names[$2] " " p[1]
           cs[$2, p[1]] += p[2] } }
-      if ($12 != "" && $12 != "-") { kruns[$2]++; rtick[$2] += $12 } }
+      if ($13 != "" && $13 != "-") { kruns[$2]++; rtick[$2] += $13 } }
     END {
       n = split(order, T, " ")
       for (i = 1; i <= n; i++) m[T[i]] = median(rps[T[i]])
@@ -527,31 +556,41 @@ SUMMARY="$RESULTS_DIR/summary.md"
       if (flagged) print "\nA flagged target answered errors: its numbers do not measure proxying; see the wrk-*.txt files."
 
       print ""
-      print "| target | Redis cmds/call | Redis round trips/call¹ | per command (per call) | Redis CPU µs/call² |"
-      print "|---|---:|---:|---|---:|"
+      print "| target | Redis cmds/call sent¹ | Redis round trips/call² | Redis cmds/call run³ | per command (per call) | Redis CPU µs/call⁴ |"
+      print "|---|---:|---:|---:|---|---:|"
       for (i = 1; i <= n; i++) {
         t = T[i]
         if (!(t in rruns) || rruns[t] < runs[t] || rreq[t] <= 0) {
-          printf "| %s | n/a | n/a | n/a | n/a |\n", t; continue }
-        c = sprintf("%.2f", rcmd[t] / rreq[t])
-        # evalsha and eval always (eval = a full script sent: NOSCRIPT fallback), then the rest by count
-        list = ""; split("", done)
-        split("evalsha eval", first, " ")
-        for (j = 1; j <= 2; j++) { list = list (list == "" ? "" : ", ") fmt(first[j], cs[t, first[j]] + 0, rreq[t]); done[first[j]] = 1 }
-        while (1) {
-          best = ""; bc = -1; nn = split(names[t], N, " ")
-          for (j = 1; j <= nn; j++) if (!(N[j] in done) && cs[t, N[j]] > bc) { best = N[j]; bc = cs[t, N[j]] }
+          printf "| %s | n/a | n/a | n/a | n/a | n/a |\n", t; continue }
+        sent = sprintf("%.2f", rsent[t] / rreq[t]); run = sprintf("%.2f", rexe[t] / rreq[t])
+        # sent: evalsha and eval always (eval = the whole script sent again),
+        # then the other sent commands; then what ran inside the scripts
+        split("", done); nn = split(names[t], N, " ")
+        list = fmt("evalsha", cs[t, "evalsha"] + 0, rreq[t]) ", " fmt("eval", cs[t, "eval"] + 0, rreq[t])
+        done["evalsha"] = done["eval"] = 1
+        inner = ""
+        for (pass = 1; pass <= 2; pass++) while (1) {
+          best = ""; bc = -1
+          for (j = 1; j <= nn; j++)
+            if (!(N[j] in done) && ((N[j] ~ /@script$/) == (pass == 2)) && cs[t, N[j]] > bc) { best = N[j]; bc = cs[t, N[j]] }
           if (best == "") break
-          done[best] = 1; list = list ", " fmt(best, bc, rreq[t])
+          done[best] = 1; nm = best; sub(/@script$/, "", nm)
+          if (pass == 1) list = list ", " fmt(nm, bc, rreq[t])
+          else inner = inner (inner == "" ? "" : ", ") fmt(nm, bc, rreq[t])
         }
+        if (inner != "") list = list "; inside scripts: " inner
         cpu = (t in kruns && kruns[t] == runs[t]) ? sprintf("%.1f", rtick[t] * 1e6 / tck / rreq[t]) : "n/a"
-        printf "| %s | %s | %s | %s | %s |\n", t, c, c, list, cpu
+        printf "| %s | %s | %s | %s | %s | %s |\n", t, sent, sent, run, list, cpu
       }
       print ""
-      print "¹ Round trips per call = commands per call: paygate sends each Redis command on its own round trip (no pipelining, no MULTI). All counters are the difference of `INFO stats` / `INFO commandstats` taken right before and right after each measured wrk run (warm-up, readiness checks and seeding fall outside), without the bench'"'"'s own INFO calls, divided by the requests wrk completed."
-      print "² utime + stime of redis-server (`/proc/PID/stat`) over the same windows, divided by the same requests; not included in CPU µs/call above. n/a when the script did not start redis-server (`PAYGATE_REDIS_URL`)."
+      print "Redis counters are the difference of `INFO stats` (total_commands_processed) and `INFO commandstats` read right before and right after each measured wrk run (warm-up, readiness checks and seeding fall outside; the bench'"'"'s own INFO calls are left out), summed over the rounds and divided by the requests wrk completed."
+      print "¹ Commands the gateway sent. Redis 7 counts the commands a Lua script runs (`redis.call`) like commands a client sent and INFO cannot tell them apart, so when a window holds script calls (EVAL/EVALSHA/FCALL), every command a script may run is taken to have run inside them; the script calls and commands flagged `noscript` (e.g. SCRIPT LOAD) count as sent."
+      print "² = commands sent per call: paygate sends each Redis command on its own round trip and waits for it (no pipelining, no MULTI) during a call."
+      print "³ Every command Redis executed, inside scripts included (total_commands_processed)."
+      print "⁴ utime + stime of redis-server (`/proc/PID/stat`) over the same windows, divided by the same requests; not part of CPU µs/call above. n/a when the script did not start redis-server (`PAYGATE_REDIS_URL`)."
     }
     function fmt(name, cnt, reqs,   v) {
+      gsub(/\|/, "\\|", name)         # subcommands (script|load) inside a Markdown cell
       v = sprintf("%.2f", cnt / reqs)
       if (cnt > 0 && v == "0.00") return sprintf("%s %s (%d in total)", name, v, cnt)
       return name " " v
