@@ -114,11 +114,17 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 USED_PORTS=" "
+# Ports come from below the kernel's ephemeral range when there is room, so that
+# an outgoing connection or a test binding port 0 next door cannot take a port
+# between the check here and the server's bind().
+read -r EPH_LO _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || EPH_LO=32768
+if (( EPH_LO > 21000 )); then PORT_BASE=20000 PORT_SPAN=$(( EPH_LO - 20000 ))
+else PORT_BASE=20000 PORT_SPAN=30000; fi
 # free_port VAR: a loopback port nothing accepts on and not handed out before
 free_port() {
   local p i
   for i in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 30000 ))
+    p=$(( PORT_BASE + RANDOM % PORT_SPAN ))
     [[ "$USED_PORTS" == *" $p "* ]] && continue
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       USED_PORTS+="$p "; printf -v "$1" '%s' "$p"; return 0
@@ -285,52 +291,70 @@ redis_snap() {
   if [[ -n "$pid" ]]; then echo "_ticks $(cpu_ticks "$pid")" >>"$out"; fi
 }
 
-# Commands that run a script. Redis counts the commands a script runs
-# (redis.call) in commandstats and in total_commands_processed like commands
-# sent by a client, and INFO cannot tell them apart.
+# Commands that run a script (each one round trip that a call waits for).
 SCRIPT_CMDS="eval evalsha eval_ro evalsha_ro fcall fcall_ro"
 
-# redis_delta <before> <after> <url>: "executed sent ticks cmdstats" over the
-# window, "-" for what is not known.
-#   executed = total_commands_processed delta minus redis_snap's own INFO calls
-#   sent     = commands clients sent. If the window has script calls, the
-#              commands a script may run (no "noscript" flag in COMMAND INFO)
-#              are taken to have run inside them; the script calls themselves
-#              and noscript commands (SCRIPT LOAD, SUBSCRIBE, ...) are sent.
-#              Without script calls, every executed command was sent.
-#   cmdstats = "evalsha=N,hmget@script=M,..." from commandstats (without
-#              info); "@script" marks the commands counted as run inside scripts
-# The COMMAND INFO look-ups run after the window, so no window counts them.
+# redis_delta <before> <after>: "executed ticks cmdstats" over the window, "-"
+# for what is not known. executed = total_commands_processed delta minus
+# redis_snap's own INFO calls; cmdstats = "evalsha=N,hmget=M,..." from
+# commandstats (without info). Redis counts the commands a script runs
+# (redis.call) in both like commands a client sent; redis_probe tells them apart.
 redis_delta() {
-  local before="$1" after="$2" url="$3" n out noscript=""
-  local names=()
-  mapfile -t names < <(awk 'FNR == NR { a[$1] = $2; next }
-    $1 !~ /^_/ && $1 != "info" && $2 - a[$1] > 0 { print $1 }' "$before" "$after")
-  for n in "${names[@]}"; do
-    out="$(timeout 5 redis-cli -u "$url" COMMAND INFO "$n" 2>/dev/null || true)"
-    if grep -qx noscript <<<"$out"; then noscript+=" $n"; fi
-  done
-  awk -v scmds="$SCRIPT_CMDS" -v noscript="$noscript" 'FNR == NR { a[$1] = $2; next } { b[$1] = $2 }
+  awk 'FNR == NR { a[$1] = $2; next } { b[$1] = $2 }
     END {
-      if (!("_total" in a) || !("_total" in b)) { print "- - - -"; exit }
-      split(scmds, S, " "); for (i in S) isscript[S[i]] = 1
-      split(noscript, X, " "); for (i in X) isnoscript[X[i]] = 1
+      if (!("_total" in a) || !("_total" in b)) { print "- - -"; exit }
       own = b["info"] - a["info"]
       executed = b["_total"] - a["_total"] - own
       ticks = ("_ticks" in a && "_ticks" in b) ? b["_ticks"] - a["_ticks"] : "-"
-      scripts = 0
-      for (k in b) if (k in isscript) scripts += b[k] - a[k]
-      list = ""; inner = 0
+      list = ""
       for (k in b) {
         if (k == "_total" || k == "_ticks" || k == "info") continue
         d = b[k] - a[k]
-        if (d <= 0) continue
-        in_script = scripts > 0 && !(k in isscript) && !(k in isnoscript)
-        if (in_script) inner += d
-        list = list (list == "" ? "" : ",") k (in_script ? "@script" : "") "=" d
+        if (d > 0) list = list (list == "" ? "" : ",") k "=" d
       }
-      print executed, executed - inner, ticks, (list == "" ? "none" : list)
-    }' "$before" "$after"
+      print executed, ticks, (list == "" ? "none" : list)
+    }' "$1" "$2"
+}
+
+# redis_probe <target>: who sends which Redis command. After the measured runs,
+# with MONITOR on (it slows Redis down, so never during a measured run): one
+# connection of load for 1 s, then 1 s idle so background work (usage-stream
+# batches, the billing consumer) shows too. MONITOR marks commands a script ran
+# as "[db lua]". Writes "<command> <sent by a client> <run by a script>" lines
+# to $RESULTS_DIR/redis-sources-<target>.txt (lower case, without subcommand);
+# the summary splits the window counts with them. A command of the windows that
+# the probe did not see gets "1 0" if Redis does not allow it in scripts
+# (COMMAND INFO flag noscript, e.g. SCRIPT LOAD) and "0 0" (unknown) otherwise.
+redis_probe() {
+  local t="$1" url="${T_REDIS_URL[$t]}" mon="$TMP/monitor.txt" mp i n info
+  local out="$RESULTS_DIR/redis-sources-$t.txt"
+  : >"$out"
+  [[ -n "$url" ]] || return 0
+  timeout 30 redis-cli -u "$url" MONITOR >"$mon" 2>/dev/null &
+  mp=$!
+  for i in $(seq 1 50); do [[ -s "$mon" ]] && break; sleep 0.05; done
+  local args=(-t 1 -c 1 -d 1s --timeout 5s)
+  [[ -n "${T_HDR[$t]}" ]] && args+=(-H "${T_HDR[$t]}")
+  timeout 31 "${PIN_LOAD[@]}" wrk "${args[@]}" "${T_URL[$t]}" >"$RESULTS_DIR/probe-$t.txt" 2>&1 || true
+  sleep 1
+  kill -INT "$mp" 2>/dev/null || true
+  wait "$mp" 2>/dev/null || true
+  awk 'match($0, /\] "[^"]*"/) {
+         cmd = tolower(substr($0, RSTART + 3, RLENGTH - 4))
+         if ($0 ~ /^[0-9.]+ \[[0-9]+ lua\]/) lua[cmd]++; else cli[cmd]++
+         seen[cmd] = 1 }
+       END { for (c in seen) print c, cli[c] + 0, lua[c] + 0 }' "$mon" >"$out" || : >"$out"
+  rm -f "$mon"
+  local unseen=()
+  mapfile -t unseen < <(awk -F'\t' -v t="$t" -v probed="$(awk '{ printf "%s ", $1 }' "$out")" '
+    BEGIN { n = split(probed, P, " "); for (i = 1; i <= n; i++) seen[P[i]] = 1 }
+    $2 == t && $13 != "-" { n = split($13, kv, ","); for (i = 1; i <= n; i++) {
+      split(kv[i], p, "="); b = p[1]; sub(/\|.*/, "", b)
+      if (b != "" && b != "none" && !(b in seen)) { seen[b] = 1; print p[1] } } }' "$RAW")
+  for n in "${unseen[@]}"; do
+    info="$(timeout 5 redis-cli -u "$url" COMMAND INFO "$n" 2>/dev/null || true)"
+    if grep -qx noscript <<<"$info"; then echo "${n%%|*} 1 0"; else echo "${n%%|*} 0 0"; fi
+  done >>"$out"
 }
 
 # admin <method> <path> [json]: prints body, fails unless 2xx
@@ -413,14 +437,14 @@ EOF
 
 # ----------------------------------------------------------------- measure ---
 # run_wrk <target> <duration> <outfile>: prints
-#   "cpu_ticks wall_ms redis_executed redis_sent redis_ticks redis_cmdstats"
+#   "cpu_ticks wall_ms redis_cmds redis_ticks redis_cmdstats"
 # The redis_* fields are "-" for a target without Redis. The Redis counters are
 # read right before and right after the wrk run, outside the proxy's window.
 run_wrk() {
   local t="$1" d="$2" out="$3" pid="${T_PID[$t]}"
   local args=(-t "$THREADS" -c "$CONNECTIONS" -d "$d" --timeout 5s --latency)
   [[ -n "${T_HDR[$t]}" ]] && args+=(-H "${T_HDR[$t]}")
-  local c0 c1 w0 w1 redis="- - - -"
+  local c0 c1 w0 w1 redis="- - -"
   local r0="$TMP/redis-before" r1="$TMP/redis-after"
   kill -0 "$pid" 2>/dev/null || die "$t (pid $pid) is no longer running"
   [[ -n "${T_REDIS[$t]:-}" ]] && redis_snap "${T_REDIS_URL[$t]}" "${T_REDIS_PID[$t]}" "$r0"
@@ -430,7 +454,7 @@ run_wrk() {
   c1="$(cpu_ticks "$pid")"; w1="$(date +%s%N)"
   if [[ -n "${T_REDIS[$t]:-}" ]]; then
     redis_snap "${T_REDIS_URL[$t]}" "${T_REDIS_PID[$t]}" "$r1"
-    redis="$(redis_delta "$r0" "$r1" "${T_REDIS_URL[$t]}")"
+    redis="$(redis_delta "$r0" "$r1")"
   fi
   echo "$(( c1 - c0 )) $(( (w1 - w0) / 1000000 )) $redis"
 }
@@ -489,25 +513,32 @@ if (( WARMUP_S > 0 )); then
 fi
 
 RAW="$RESULTS_DIR/raw.tsv"
-printf 'round\ttarget\trps\trequests\tp50_us\tp99_us\tnon2xx\tsocket_errors\tcpu_ticks\twall_ms\tredis_cmds_executed\tredis_cmds_sent\tredis_cpu_ticks\tredis_cmdstats\n' >"$RAW"
+printf 'round\ttarget\trps\trequests\tp50_us\tp99_us\tnon2xx\tsocket_errors\tcpu_ticks\twall_ms\tredis_cmds\tredis_cpu_ticks\tredis_cmdstats\n' >"$RAW"
 for r in $(seq 1 "$ROUNDS"); do
   for t in "${SEL[@]}"; do
     out="$RESULTS_DIR/wrk-$t-r$r.txt"
     # not "read < <(run_wrk)": a die inside a process substitution would not stop the script
     res="$(run_wrk "$t" "$DURATION" "$out")"
-    read -r ticks wall rexec rsent rticks rstats <<<"$res"
+    read -r ticks wall rcmds rticks rstats <<<"$res"
     read -r rps req p50 p99 non2xx se < <(parse_wrk "$out")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
       "$r" "$t" "$rps" "$req" "$p50" "$p99" "$non2xx" "$se" "$ticks" "$wall" \
-      "$rexec" "$rsent" "$rticks" "$rstats" >>"$RAW"
+      "$rcmds" "$rticks" "$rstats" >>"$RAW"
     rinfo=""
-    if [[ "$rexec" != - ]] && (( req > 0 )); then
-      rinfo="$(awk -v e="$rexec" -v c="$rsent" -v k="$rticks" -v n="$req" -v tck="$CLK_TCK" 'BEGIN {
-        printf "; Redis: %.2f cmds/call sent, %.2f run", c / n, e / n
+    if [[ "$rcmds" != - ]] && (( req > 0 )); then
+      rinfo="$(awk -v c="$rcmds" -v k="$rticks" -v n="$req" -v tck="$CLK_TCK" 'BEGIN {
+        printf "; Redis ran %.2f cmds/call (scripts included)", c / n
         if (k != "-") printf ", %.1f µs CPU/call", k * 1e6 / tck / n }')"
     fi
     log "round $r/$ROUNDS $t: $rps req/s, p50 ${p50}us, p99 ${p99}us, non-2xx $non2xx, socket errors $se$rinfo"
   done
+done
+
+for t in "${SEL[@]}"; do
+  if [[ -n "${T_REDIS[$t]:-}" ]]; then
+    log "Redis command sources of $t (MONITOR, 2 s, not measured)"
+    redis_probe "$t"
+  fi
 done
 
 SUMMARY="$RESULTS_DIR/summary.md"
@@ -518,25 +549,29 @@ SUMMARY="$RESULTS_DIR/summary.md"
   warm="a $WARMUP warm-up"; (( WARMUP_S > 0 )) || warm="no warm-up"
   echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, $ROUNDS alternating rounds after $warm; proxies run $PROXY_THREADS workers; paygate store: $PAYGATE_STORE_MODE"
   echo
-  awk -F'\t' -v order="$TARGETS" -v tck="$CLK_TCK" -v ncpu="$PROXY_NCPU" '
+  for t in "${SEL[@]}"; do
+    [[ -f "$RESULTS_DIR/redis-sources-$t.txt" ]] && sed "s/^/$t /" "$RESULTS_DIR/redis-sources-$t.txt"
+  done >"$TMP/sources.txt"
+  awk -F'\t' -v order="$TARGETS" -v tck="$CLK_TCK" -v ncpu="$PROXY_NCPU" -v srcfile="$TMP/sources.txt" -v scmds="$SCRIPT_CMDS" '
     function median(s,   a, n, i, j, x) {
       n = split(s, a, " ")
       for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j+1] = a[j]; a[j+1] = x }
       return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
     }
     function ms(u) { return sprintf("%.2f ms", u / 1000) }
+    BEGIN { while ((getline line < srcfile) > 0) { split(line, f, " "); scli[f[1], f[2]] = f[3]; slua[f[1], f[2]] = f[4] } }
     NR == 1 { next }
     { rps[$2] = rps[$2] " " $3; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $6
       req[$2] += $4; bad[$2] += $7; se[$2] += $8; ticks[$2] += $9; wall[$2] += $10
       # Redis columns: "-" = not known for this run; a target has a Redis figure
       # only when every one of its runs has one
       runs[$2]++
-      if ($11 != "" && $11 != "-") { rruns[$2]++; rreq[$2] += $4; rexe[$2] += $11; rsent[$2] += $12
-        nk = split($14, kv, ",")
+      if ($11 != "" && $11 != "-") { rruns[$2]++; rreq[$2] += $4; rexe[$2] += $11
+        nk = split($13, kv, ",")
         for (j = 1; j <= nk; j++) if (split(kv[j], p, "=") == 2) {
           if (!(($2, p[1]) in cs)) names[$2] = names[$2] " " p[1]
           cs[$2, p[1]] += p[2] } }
-      if ($13 != "" && $13 != "-") { kruns[$2]++; rtick[$2] += $13 } }
+      if ($12 != "" && $12 != "-") { kruns[$2]++; rtick[$2] += $12 } }
     END {
       n = split(order, T, " ")
       for (i = 1; i <= n; i++) m[T[i]] = median(rps[T[i]])
@@ -555,44 +590,58 @@ SUMMARY="$RESULTS_DIR/summary.md"
       }
       if (flagged) print "\nA flagged target answered errors: its numbers do not measure proxying; see the wrk-*.txt files."
 
+      split(scmds, S, " "); for (j in S) isscript[S[j]] = 1
       print ""
-      print "| target | Redis cmds/call sent¹ | Redis round trips/call² | Redis cmds/call run³ | per command (per call) | Redis CPU µs/call⁴ |"
+      print "| target | Redis cmds/call sent¹ | Redis round trips/call² | Redis cmds/call run³ | per command (per call)¹ | Redis CPU µs/call⁴ |"
       print "|---|---:|---:|---:|---|---:|"
       for (i = 1; i <= n; i++) {
         t = T[i]
         if (!(t in rruns) || rruns[t] < runs[t] || rreq[t] <= 0) {
           printf "| %s | n/a | n/a | n/a | n/a | n/a |\n", t; continue }
-        sent = sprintf("%.2f", rsent[t] / rreq[t]); run = sprintf("%.2f", rexe[t] / rreq[t])
-        # sent: evalsha and eval always (eval = the whole script sent again),
-        # then the other sent commands; then what ran inside the scripts
-        split("", done); nn = split(names[t], N, " ")
-        list = fmt("evalsha", cs[t, "evalsha"] + 0, rreq[t]) ", " fmt("eval", cs[t, "eval"] + 0, rreq[t])
-        done["evalsha"] = done["eval"] = 1
-        inner = ""
-        for (pass = 1; pass <= 2; pass++) while (1) {
-          best = ""; bc = -1
-          for (j = 1; j <= nn; j++)
-            if (!(N[j] in done) && ((N[j] ~ /@script$/) == (pass == 2)) && cs[t, N[j]] > bc) { best = N[j]; bc = cs[t, N[j]] }
-          if (best == "") break
-          done[best] = 1; nm = best; sub(/@script$/, "", nm)
-          if (pass == 1) list = list ", " fmt(nm, bc, rreq[t])
-          else inner = inner (inner == "" ? "" : ", ") fmt(nm, bc, rreq[t])
+        # split each command count into sent / run inside scripts with the
+        # MONITOR probe; a command it did not see ("0 0"): inside scripts if
+        # the windows had script calls, else sent
+        nn = split(names[t], N, " "); scripts = 0
+        for (j = 1; j <= nn; j++) if (N[j] in isscript) scripts += cs[t, N[j]]
+        split("", snt); split("", ins); inner = 0; calls = 0
+        for (j = 1; j <= nn; j++) {
+          c = cs[t, N[j]]; b = N[j]; sub(/\|.*/, "", b)
+          k = scli[t, b] + slua[t, b]
+          fl = k > 0 ? slua[t, b] / k : (scripts > 0 && !(N[j] in isscript) ? 1 : 0)
+          ins[N[j]] = c * fl; snt[N[j]] = c - c * fl; inner += c * fl
+          if (N[j] in isscript) calls += c - c * fl
         }
-        if (inner != "") list = list "; inside scripts: " inner
+        sent = sprintf("%.2f", (rexe[t] - inner) / rreq[t]); run = sprintf("%.2f", rexe[t] / rreq[t])
+        rt = sprintf("%.2f", calls / rreq[t])
+        list = fmt("evalsha", snt["evalsha"] + 0, rreq[t]) ", " fmt("eval", snt["eval"] + 0, rreq[t])
+        split("", done); done["evalsha"] = done["eval"] = 1
+        list = list order_by(snt, done, rreq[t])
+        split("", done); il = order_by(ins, done, rreq[t])
+        if (il != "") list = list "; inside scripts: " substr(il, 3)
         cpu = (t in kruns && kruns[t] == runs[t]) ? sprintf("%.1f", rtick[t] * 1e6 / tck / rreq[t]) : "n/a"
-        printf "| %s | %s | %s | %s | %s | %s |\n", t, sent, sent, run, list, cpu
+        printf "| %s | %s | %s | %s | %s | %s |\n", t, sent, rt, run, list, cpu
       }
       print ""
       print "Redis counters are the difference of `INFO stats` (total_commands_processed) and `INFO commandstats` read right before and right after each measured wrk run (warm-up, readiness checks and seeding fall outside; the bench'"'"'s own INFO calls are left out), summed over the rounds and divided by the requests wrk completed."
-      print "¹ Commands the gateway sent. Redis 7 counts the commands a Lua script runs (`redis.call`) like commands a client sent and INFO cannot tell them apart, so when a window holds script calls (EVAL/EVALSHA/FCALL), every command a script may run is taken to have run inside them; the script calls and commands flagged `noscript` (e.g. SCRIPT LOAD) count as sent."
-      print "² = commands sent per call: paygate sends each Redis command on its own round trip and waits for it (no pipelining, no MULTI) during a call."
+      print "¹ Commands paygate sent, in all its tasks. Redis counts the commands a Lua script runs (`redis.call`) like commands a client sent; which is which comes from a 2 s MONITOR probe after the measured runs (`redis-sources-<target>.txt`). A command the probe did not see counts as run inside scripts when the windows held script calls, unless Redis does not allow it in scripts (`noscript`)."
+      print "² Script calls (EVAL/EVALSHA/FCALL) sent per call. In this build a call waits for one script call (the admission decision) and for nothing else in Redis: usage events go out as XADDs pipelined in batches (one round trip per batch) by the background usage writer, and the billing consumer reads the stream on its own connection. Those commands count as sent but are no round trip of the call."
       print "³ Every command Redis executed, inside scripts included (total_commands_processed)."
       print "⁴ utime + stime of redis-server (`/proc/PID/stat`) over the same windows, divided by the same requests; not part of CPU µs/call above. n/a when the script did not start redis-server (`PAYGATE_REDIS_URL`)."
+    }
+    # ", name x.xx" for every name of cnt[] not in done[] with a count > 0, largest first
+    function order_by(cnt, done, reqs,   out, best, bc, k) {
+      out = ""
+      while (1) {
+        best = ""; bc = 0
+        for (k in cnt) if (!(k in done) && cnt[k] > bc) { best = k; bc = cnt[k] }
+        if (best == "") return out
+        done[best] = 1; out = out ", " fmt(best, bc, reqs)
+      }
     }
     function fmt(name, cnt, reqs,   v) {
       gsub(/\|/, "\\|", name)         # subcommands (script|load) inside a Markdown cell
       v = sprintf("%.2f", cnt / reqs)
-      if (cnt > 0 && v == "0.00") return sprintf("%s %s (%d in total)", name, v, cnt)
+      if (cnt > 0 && v == "0.00") return sprintf("%s %s (%.0f in total)", name, v, cnt)
       return name " " v
     }' "$RAW"
 } >"$SUMMARY"

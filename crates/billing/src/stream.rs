@@ -86,7 +86,13 @@ pub struct StreamConsumer {
     metrics: Metrics,
     batch: usize,
     claim_idle: Duration,
+    /// The group exists (checked once, again after Redis answers NOGROUP).
+    group_ready: std::sync::atomic::AtomicBool,
+    /// Trimming is housekeeping: at most once per `TRIM_EVERY`.
+    last_trim: parking_lot::Mutex<Option<Instant>>,
 }
+
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 /// What one round of processing did, for tests and logs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +127,8 @@ impl StreamConsumer {
             metrics,
             batch: 512,
             claim_idle,
+            group_ready: std::sync::atomic::AtomicBool::new(false),
+            last_trim: parking_lot::Mutex::new(None),
         }
     }
 
@@ -143,6 +151,10 @@ impl StreamConsumer {
     }
 
     async fn ensure_group(&self) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        if self.group_ready.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let mut cmd = redis::cmd("XGROUP");
         cmd.arg("CREATE")
             .arg(&self.key)
@@ -150,15 +162,33 @@ impl StreamConsumer {
             .arg("0")
             .arg("MKSTREAM");
         match self.conn.query::<()>(&cmd).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.to_string().contains("BUSYGROUP") => Ok(()),
-            Err(e) => Err(e.to_string()),
+            Err(e) if !e.to_string().contains("BUSYGROUP") => Err(e.to_string()),
+            _ => {
+                self.group_ready.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    /// A Redis that lost its data has no group any more: create it again.
+    fn note_error(&self, e: &str) {
+        if e.contains("NOGROUP") {
+            self.group_ready
+                .store(false, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
     /// Takes over entries idle longer than `claim_idle` (a dead consumer's),
     /// then reads new ones, blocking up to `block`.
     pub async fn round(&self, ack: Ack, block: Duration) -> Result<Round, String> {
+        let r = self.round_inner(ack, block).await;
+        if let Err(e) = &r {
+            self.note_error(e);
+        }
+        r
+    }
+
+    async fn round_inner(&self, ack: Ack, block: Duration) -> Result<Round, String> {
         self.ensure_group().await?;
         let mut claim = redis::cmd("XAUTOCLAIM");
         claim
@@ -243,6 +273,13 @@ impl StreamConsumer {
     /// Drops entries every consumer has acknowledged: those below the oldest
     /// pending one, or, with nothing pending, below the last delivered one.
     async fn trim(&self) {
+        {
+            let mut last = self.last_trim.lock();
+            if last.is_some_and(|t| t.elapsed() < TRIM_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
         let mut pending = redis::cmd("XPENDING");
         pending.arg(&self.key).arg(GROUP);
         let summary: Result<(u64, Option<String>, Option<String>, redis::Value), _> =
