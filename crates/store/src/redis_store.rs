@@ -318,9 +318,52 @@ struct Scripts {
     close_ws: Script,
 }
 
+/// One multiplexed connection per thread that calls, for the hot path. A
+/// connection's driver task runs where the connection was made; made on the
+/// gateway's own threads, a call's request and answer do not hop to another
+/// runtime's thread and back (two thread wake-ups per call otherwise).
+struct PerThread {
+    client: redis::Client,
+    conns: thread_local::ThreadLocal<std::cell::RefCell<Option<redis::aio::MultiplexedConnection>>>,
+}
+
+impl PerThread {
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let existing = self.slot().borrow().clone();
+        let mut conn = match existing {
+            Some(c) => c,
+            None => {
+                let c = self
+                    .client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(unavailable)?;
+                // Tasks may move between threads: store it in this thread's slot.
+                *self.slot().borrow_mut() = Some(c.clone());
+                c
+            }
+        };
+        let result = inv.invoke_async(&mut conn).await.map_err(unavailable);
+        if result.is_err() {
+            // Reconnect on the next call from this thread.
+            *self.slot().borrow_mut() = None;
+        }
+        result
+    }
+
+    fn slot(&self) -> &std::cell::RefCell<Option<redis::aio::MultiplexedConnection>> {
+        self.conns.get_or(|| std::cell::RefCell::new(None))
+    }
+}
+
 /// [`Store`] on Redis or Redis Cluster.
 pub struct RedisStore {
     conn: RedisConn,
+    /// Single-server mode: the connections admission calls use.
+    hot: Option<PerThread>,
     prefix: String,
     timeout: Duration,
     breaker: Breaker,
@@ -333,8 +376,16 @@ impl RedisStore {
     /// tokio runtime, which then drives the connection.
     pub fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
         let conn = RedisConn::connect(url)?;
+        let hot = match RedisTarget::parse(url)? {
+            RedisTarget::Single(u) => Some(PerThread {
+                client: redis::Client::open(u.as_str()).map_err(unavailable)?,
+                conns: thread_local::ThreadLocal::new(),
+            }),
+            RedisTarget::Cluster(_) => None,
+        };
         Ok(Self {
             conn,
+            hot,
             prefix: prefix.to_string(),
             timeout,
             breaker: Breaker {
@@ -366,7 +417,13 @@ impl RedisStore {
         if !self.breaker.allow() {
             return Err(StoreError::Unavailable("circuit open".into()));
         }
-        let result = match tokio::time::timeout(self.timeout, self.conn.invoke(&inv)).await {
+        let call = async {
+            match &self.hot {
+                Some(hot) => hot.invoke(&inv).await,
+                None => self.conn.invoke(&inv).await,
+            }
+        };
+        let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(r) => r,
             Err(_) => Err(StoreError::Timeout),
         };
