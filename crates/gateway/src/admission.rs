@@ -73,11 +73,7 @@ pub async fn admit(
         Err(e) => match on_unavailable {
             OnUnavailable::Deny => {
                 return Verdict::Refuse {
-                    refusal: Refusal::new(
-                        ErrorCode::LimiterUnavailable,
-                        format!("the limiter is unavailable: {e}"),
-                    )
-                    .retry_after_ms(1000),
+                    refusal: Refusal::store_unavailable(e),
                     snapshot: None,
                 }
             }
@@ -90,13 +86,9 @@ pub async fn admit(
             }
             OnUnavailable::Local => match fallback.admit(customer, limits).await {
                 Ok(a) => (a, ReservedIn::Fallback),
-                Err(_) => {
+                Err(e) => {
                     return Verdict::Refuse {
-                        refusal: Refusal::new(
-                            ErrorCode::LimiterUnavailable,
-                            "the limiter is unavailable",
-                        )
-                        .retry_after_ms(1000),
+                        refusal: Refusal::store_unavailable(e),
                         snapshot: None,
                     }
                 }

@@ -217,11 +217,7 @@ impl Gateway {
             Ok(s) => s,
             Err(e) => {
                 self.deps.metrics.store_errors.inc();
-                let r = Refusal::new(
-                    ErrorCode::LimiterUnavailable,
-                    format!("the store is unavailable: {e}"),
-                )
-                .retry_after_ms(1000);
+                let r = Refusal::store_unavailable(e);
                 return self.refuse(session, ctx, r).await;
             }
         };
@@ -382,11 +378,7 @@ impl ProxyHttp for Gateway {
                 }
                 Err(e) => {
                     self.deps.metrics.store_errors.inc();
-                    let r = Refusal::new(
-                        ErrorCode::LimiterUnavailable,
-                        format!("the store is unavailable: {e}"),
-                    )
-                    .retry_after_ms(1000);
+                    let r = Refusal::store_unavailable(e);
                     return self.refuse(session, ctx, r).await;
                 }
             }

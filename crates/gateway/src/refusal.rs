@@ -22,6 +22,15 @@ impl Refusal {
         }
     }
 
+    /// 503 `limiter_unavailable` for a store that failed; come back in a second.
+    pub fn store_unavailable(e: impl std::fmt::Display) -> Self {
+        Self::new(
+            ErrorCode::LimiterUnavailable,
+            format!("the store is unavailable: {e}"),
+        )
+        .retry_after_ms(1000)
+    }
+
     pub fn retry_after_ms(mut self, ms: u64) -> Self {
         self.retry_after_secs = Some(ms.div_ceil(1000).max(1));
         self

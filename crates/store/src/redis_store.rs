@@ -28,24 +28,16 @@ use crate::{
     WebsocketSlot,
 };
 
-const ADMIT: &str = r#"
+/// Shared by ADMIT and PEEK: the server clock, the customer's hash, and the
+/// GCRA bucket state (calls that may go now, microseconds until full).
+/// ARGV[1] is the emission interval in µs, ARGV[2] the capacity.
+const GCRA_PRELUDE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
-local units = tonumber(ARGV[3])
-local has_quota = ARGV[4] == '1'
-local limit = tonumber(ARGV[5])
-local pstart = tonumber(ARGV[6])
-local over_price = tonumber(ARGV[7])
-local price = tonumber(ARGV[8])
 local h = redis.call('HMGET', KEYS[1], 'seeded', 'tat', 'period', 'used', 'credits')
 if not h[1] then return {4} end
-local tat = tonumber(h[2]) or 0
-local period = tonumber(h[3]) or 0
-local used = tonumber(h[4]) or 0
-local credits = tonumber(h[5]) or 0
-if has_quota and pstart > period then period = pstart; used = 0 end
 local function state(x)
   local reset = x - now
   if reset < 0 then reset = 0 end
@@ -53,6 +45,20 @@ local function state(x)
   if rem < 0 then rem = 0 end
   return rem, reset
 end
+"#;
+
+const ADMIT: &str = r#"
+local units = tonumber(ARGV[3])
+local has_quota = ARGV[4] == '1'
+local limit = tonumber(ARGV[5])
+local pstart = tonumber(ARGV[6])
+local over_price = tonumber(ARGV[7])
+local price = tonumber(ARGV[8])
+local tat = tonumber(h[2]) or 0
+local period = tonumber(h[3]) or 0
+local used = tonumber(h[4]) or 0
+local credits = tonumber(h[5]) or 0
+if has_quota and pstart > period then period = pstart; used = 0 end
 local new_tat = math.max(tat, now) + interval
 local allow_at = new_tat - interval * cap
 if now < allow_at then
@@ -98,19 +104,9 @@ return 1
 "#;
 
 const PEEK: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local cap = tonumber(ARGV[2])
-local h = redis.call('HMGET', KEYS[1], 'seeded', 'tat', 'period', 'used', 'credits')
-if not h[1] then return {4} end
-local tat = tonumber(h[2]) or 0
 local used = tonumber(h[4]) or 0
 if ARGV[3] == '1' and tonumber(ARGV[4]) > (tonumber(h[3]) or 0) then used = 0 end
-local reset = tat - now
-if reset < 0 then reset = 0 end
-local rem = cap - math.ceil(reset / interval)
-if rem < 0 then rem = 0 end
+local rem, reset = state(tonumber(h[2]) or 0)
 return {0, 0, rem, reset, used, tonumber(h[5]) or 0}
 "#;
 
@@ -394,9 +390,9 @@ impl RedisStore {
                 epoch: Instant::now(),
             },
             scripts: Scripts {
-                admit: Script::new(ADMIT),
+                admit: Script::new(&format!("{GCRA_PRELUDE}{ADMIT}")),
                 give_back: Script::new(GIVE_BACK),
-                peek: Script::new(PEEK),
+                peek: Script::new(&format!("{GCRA_PRELUDE}{PEEK}")),
                 add_credits: Script::new(ADD_CREDITS),
                 seed: Script::new(SEED),
                 open_ws: Script::new(OPEN_WS),

@@ -44,6 +44,14 @@ fn check_name(name: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// A stored customer goes into this gateway's catalog and to the others.
+async fn apply(s: &AdminState, rec: &CustomerRecord) {
+    s.catalog.put_customer(rec.clone());
+    s.changes
+        .publish(RecordChange::Customer(rec.id.to_string()))
+        .await;
+}
+
 /// The plan must exist before a customer can be put on it.
 async fn existing_plan(s: &AdminState, id: PlanId) -> Result<PlanId, ApiError> {
     match s.db.get_plan(id.as_str()).await {
@@ -81,10 +89,7 @@ pub async fn create(
             plan_id,
         })
         .await?;
-    s.catalog.put_customer(rec.clone());
-    s.changes
-        .publish(RecordChange::Customer(rec.id.to_string()))
-        .await;
+    apply(&s, &rec).await;
     // A new customer starts from zero; a store that is down now is seeded
     // from the ledger on the customer's first call instead.
     let counters = paygate_store::Counters {
@@ -163,9 +168,6 @@ pub async fn patch(
             },
         )
         .await?;
-    s.catalog.put_customer(rec.clone());
-    s.changes
-        .publish(RecordChange::Customer(rec.id.to_string()))
-        .await;
+    apply(&s, &rec).await;
     Ok(Json(customer_json(&rec)))
 }
