@@ -4,7 +4,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
+use paygate_testkit::RedisServer;
 use std::time::Duration;
 
 use common::*;
@@ -25,6 +27,29 @@ fn redis_config(mock: &Mock, url: &str, prefix: &str, on_unavailable: &str) -> S
 
 fn prefix() -> String {
     format!("e2e-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// One gateway on the Redis at `url`, under a fresh key prefix. Bind `_dir`:
+/// the gateway's ledger lives there.
+struct OnRedis {
+    _dir: tempfile::TempDir,
+    mock: Mock,
+    pg: Paygate,
+    prefix: String,
+}
+
+async fn gateway_on(url: &str, on_unavailable: &str, wait: Wait) -> OnRedis {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let prefix = prefix();
+    let cfg = redis_config(&mock, url, &prefix, on_unavailable);
+    let pg = Paygate::start_named(dir.path(), "a", &cfg, wait).await;
+    OnRedis {
+        _dir: dir,
+        mock,
+        pg,
+        prefix,
+    }
 }
 
 /// Spreads `n` calls over the gateways, all at once; returns the statuses.
@@ -94,16 +119,9 @@ async fn two_gateways_enforce_one_quota_and_one_balance_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_lost_in_redis_are_rebuilt_from_the_ledger() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = mock_upstream().await;
-    let prefix = prefix();
-    let pg = Paygate::start_named(
-        dir.path(),
-        "a",
-        &redis_config(&mock, &redis_url(), &prefix, "deny"),
-        Wait::Ready,
-    )
-    .await;
+    let OnRedis {
+        pg, prefix, _dir, ..
+    } = gateway_on(&redis_url(), "deny", Wait::Ready).await;
     let key = pg
         .customer_with_plan("c", json!({"quota": {"calls": 10, "period": "month"}}))
         .await;
@@ -137,36 +155,11 @@ async fn counters_lost_in_redis_are_rebuilt_from_the_ledger() {
     assert_eq!(remaining, "3");
 }
 
-fn start_redis(port: u16) -> Child {
-    Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server on PATH")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_at_start_denies_then_recovers_without_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = mock_upstream().await;
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}/0");
-    let pg = Paygate::start_named(
-        dir.path(),
-        "a",
-        &redis_config(&mock, &url, &prefix(), "deny"),
-        Wait::Live,
-    )
-    .await;
+    let OnRedis { pg, mock, _dir, .. } = gateway_on(&url, "deny", Wait::Live).await;
     let ready = pg
         .client
         .get(format!("{}/readyz", pg.admin))
@@ -189,7 +182,7 @@ async fn redis_down_at_start_denies_then_recovers_without_restart() {
     assert_eq!(error_code(resp).await, "limiter_unavailable");
     assert_eq!(mock.hits(), 0);
 
-    let mut redis = start_redis(port);
+    let _redis = RedisServer::start(port);
     eventually(
         "the gateway to recover",
         Duration::from_secs(20),
@@ -204,23 +197,13 @@ async fn redis_down_at_start_denies_then_recovers_without_restart() {
         .unwrap();
     assert_eq!(ready.status(), 200);
     pg.expect_ledger("c", 1, 0).await;
-    let _ = redis.kill();
-    let _ = redis.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_unavailable_allow_forwards_and_keeps_usage_until_redis_returns() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = mock_upstream().await;
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}/0");
-    let pg = Paygate::start_named(
-        dir.path(),
-        "a",
-        &redis_config(&mock, &url, &prefix(), "allow"),
-        Wait::Live,
-    )
-    .await;
+    let OnRedis { pg, _dir, .. } = gateway_on(&url, "allow", Wait::Live).await;
     let key = pg
         .customer_with_plan("c", json!({"quota": {"calls": 1, "period": "month"}}))
         .await;
@@ -231,10 +214,8 @@ async fn on_unavailable_allow_forwards_and_keeps_usage_until_redis_returns() {
     // The usage stream is in Redis too: the events wait in the gateway.
     assert_eq!(pg.ledger_counts("c").await, (0, 0));
     assert!(pg.metrics().await.contains("paygate_usage_backlog 3"));
-    let mut redis = start_redis(port);
+    let _redis = RedisServer::start(port);
     pg.expect_ledger("c", 3, 0).await;
-    let _ = redis.kill();
-    let _ = redis.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,16 +261,9 @@ async fn admin_changes_reach_every_gateway_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_counters_restores_the_ledger_view() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = mock_upstream().await;
-    let prefix = prefix();
-    let pg = Paygate::start_named(
-        dir.path(),
-        "a",
-        &redis_config(&mock, &redis_url(), &prefix, "deny"),
-        Wait::Ready,
-    )
-    .await;
+    let OnRedis {
+        pg, prefix, _dir, ..
+    } = gateway_on(&redis_url(), "deny", Wait::Ready).await;
     let key = pg
         .customer_with_plan("c", json!({"quota": {"calls": 10, "period": "month"}}))
         .await;
@@ -327,7 +301,7 @@ async fn a_hung_redis_never_hangs_a_call() {
     let dir = tempfile::tempdir().unwrap();
     let mock = mock_upstream().await;
     let port = free_port();
-    let mut redis = start_redis(port);
+    let redis = RedisServer::start(port);
     let url = format!("redis://127.0.0.1:{port}/0");
     let cfg = redis_config(&mock, &url, &prefix(), "deny")
         .replace("timeout_ms = 200", "timeout_ms = 100");
@@ -336,7 +310,7 @@ async fn a_hung_redis_never_hangs_a_call() {
     assert_eq!(pg.get("/v1/x", &key).await.status(), 200);
 
     Command::new("kill")
-        .args(["-STOP", &redis.id().to_string()])
+        .args(["-STOP", &redis.pid().to_string()])
         .status()
         .unwrap();
     for _ in 0..10 {
@@ -350,15 +324,13 @@ async fn a_hung_redis_never_hangs_a_call() {
         );
     }
     Command::new("kill")
-        .args(["-CONT", &redis.id().to_string()])
+        .args(["-CONT", &redis.pid().to_string()])
         .status()
         .unwrap();
     eventually("calls to pass again", Duration::from_secs(10), || async {
         (pg.get("/v1/x", &key).await.status() == 200).then_some(())
     })
     .await;
-    let _ = redis.kill();
-    let _ = redis.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,7 +361,7 @@ async fn with_a_spill_file_redis_down_never_blocks_calls_and_loses_no_event() {
         || async { (std::fs::metadata(&spill).map(|m| m.len()).unwrap_or(0) > 0).then_some(()) },
     )
     .await;
-    let mut redis = start_redis(port);
+    let _redis = RedisServer::start(port);
     pg.expect_ledger("c", 40, 0).await;
     eventually(
         "the spill file to be delivered",
@@ -397,8 +369,6 @@ async fn with_a_spill_file_redis_down_never_blocks_calls_and_loses_no_event() {
         || async { (!spill.exists()).then_some(()) },
     )
     .await;
-    let _ = redis.kill();
-    let _ = redis.wait();
 }
 
 /// Kills Redis a third of the way through a load and restarts it two thirds
@@ -410,24 +380,7 @@ async fn kill_redis_mid_load(on_unavailable: &str) -> (u64, u64) {
     let port = free_port();
     let redis_dir = dir.path().join("redis");
     std::fs::create_dir_all(&redis_dir).unwrap();
-    let start = || {
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(&redis_dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut redis = start();
+    let mut redis = RedisServer::start_with_aof(port, &redis_dir);
     let url = format!("redis://127.0.0.1:{port}/0");
     let cfg = redis_config(&mock, &url, &prefix(), on_unavailable);
     eventually("redis to start", Duration::from_secs(10), || async {
@@ -447,11 +400,10 @@ async fn kill_redis_mid_load(on_unavailable: &str) -> (u64, u64) {
     let (mut ok, mut refused) = (0, 0);
     for round in 0..30 {
         if round == 10 {
-            redis.kill().unwrap();
-            redis.wait().unwrap();
+            redis.kill();
         }
         if round == 20 {
-            redis = start();
+            redis.restart();
         }
         for s in spread(&[&pg], &key, 10).await {
             match s {
@@ -470,8 +422,6 @@ async fn kill_redis_mid_load(on_unavailable: &str) -> (u64, u64) {
     .await;
     // Every admitted call reaches the ledger once, none of the refused ones.
     pg.expect_ledger("c", ok + 1, 0).await;
-    let _ = redis.kill();
-    let _ = redis.wait();
     (ok, refused)
 }
 

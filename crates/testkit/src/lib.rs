@@ -112,3 +112,79 @@ impl RedisCluster {
         format!("redis+cluster://{}", nodes.join(","))
     }
 }
+
+/// One `redis-server` on a given port, killed when dropped (also when a test
+/// fails half-way), so no server outlives its test.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    aof_dir: Option<std::path::PathBuf>,
+}
+
+impl RedisServer {
+    /// Without persistence.
+    pub fn start(port: u16) -> Self {
+        Self::launch(port, None)
+    }
+
+    /// With AOF and `appendfsync always` in `dir`, as production runs it:
+    /// a restart keeps the data.
+    pub fn start_with_aof(port: u16, dir: &std::path::Path) -> Self {
+        Self::launch(port, Some(dir.to_path_buf()))
+    }
+
+    fn launch(port: u16, aof_dir: Option<std::path::PathBuf>) -> Self {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ]);
+        match &aof_dir {
+            Some(dir) => {
+                cmd.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                    .arg(dir);
+            }
+            None => {
+                cmd.args(["--appendonly", "no"]);
+            }
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        Self {
+            child: Some(child),
+            port,
+            aof_dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port (and the same AOF directory).
+    pub fn restart(&mut self) {
+        self.kill();
+        *self = Self::launch(self.port, self.aof_dir.clone());
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
