@@ -100,14 +100,5 @@ async fn demo_walkthrough() {
         .await
         .unwrap();
     assert_eq!(bal["credits_micros"], 0, "{bal}");
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{status}");
+    common::terminate(child).await;
 }

@@ -10,16 +10,9 @@ use common::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn setup() -> (tempfile::TempDir, Mock, Paygate) {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = mock_upstream().await;
-    let pg = Paygate::start(dir.path(), &routes_for(mock.addr)).await;
-    (dir, mock, pg)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admitted_call_carries_every_header_and_the_upstream_gets_identity() {
-    let (_d, mock, pg) = setup().await;
+    let (_d, mock, pg) = started().await;
     let key = pg
         .customer_with_plan(
             "acme",
@@ -84,7 +77,7 @@ async fn admitted_call_carries_every_header_and_the_upstream_gets_identity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_route_and_wrong_method() {
-    let (_d, mock, pg) = setup().await;
+    let (_d, mock, pg) = started().await;
     let key = pg.customer_with_plan("c", json!({})).await;
     let resp = pg.get("/nowhere", &key).await;
     assert_eq!(resp.status(), 404);
@@ -105,7 +98,7 @@ async fn no_route_and_wrong_method() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_missing_invalid_revoked_and_jwt() {
-    let (_d, mock, pg) = setup().await;
+    let (_d, mock, pg) = started().await;
     let key = pg.customer_with_plan("c", json!({})).await;
     let cases: Vec<(Option<(&str, String)>, &str)> = vec![
         (None, "missing_credentials"),
@@ -159,7 +152,7 @@ async fn credentials_missing_invalid_revoked_and_jwt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_not_in_plan() {
-    let (_d, mock, pg) = setup().await;
+    let (_d, mock, pg) = started().await;
     let key = pg
         .customer_with_plan("c", json!({"routes": ["get-only"]}))
         .await;
@@ -176,7 +169,7 @@ async fn route_not_in_plan() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limited_with_retry_after() {
-    let (_d, mock, pg) = setup().await;
+    let (_d, mock, pg) = started().await;
     let key = pg
         .customer_with_plan(
             "c",
@@ -204,7 +197,7 @@ async fn rate_limited_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_exhausted_is_402_and_overage_plans_keep_serving() {
-    let (_d, _mock, pg) = setup().await;
+    let (_d, _mock, pg) = started().await;
     let key = pg
         .customer_with_plan("blocked", json!({"quota": {"calls": 2, "period": "month"}}))
         .await;
@@ -241,7 +234,7 @@ async fn quota_exhausted_is_402_and_overage_plans_keep_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_cost_counts_units() {
-    let (_d, _mock, pg) = setup().await;
+    let (_d, _mock, pg) = started().await;
     let key = pg
         .customer_with_plan("c", json!({"quota": {"calls": 12, "period": "month"}}))
         .await;
@@ -255,7 +248,7 @@ async fn route_cost_counts_units() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credits_pay_per_call_then_402() {
-    let (_d, _mock, pg) = setup().await;
+    let (_d, _mock, pg) = started().await;
     let key = pg
         .customer_with_plan("c", json!({"price_per_call_micros": 17000}))
         .await;
@@ -289,7 +282,7 @@ async fn credits_pay_per_call_then_402() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_500_is_not_billed_and_gives_the_quota_back() {
-    let (_d, _mock, pg) = setup().await;
+    let (_d, _mock, pg) = started().await;
     let key = pg
         .customer_with_plan(
             "c",
@@ -370,7 +363,7 @@ upstream = "dead"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn size_limits_413_414_431() {
-    let (_d, mock, pg) = setup().await;
+    let (_d, mock, pg) = started().await;
     let key = pg.customer_with_plan("c", json!({})).await;
     // max_body_bytes = 1024 in the harness config.
     let resp = pg
@@ -451,7 +444,7 @@ async fn ws_upgrade(pg: &Paygate, key: &str) -> (u16, tokio::net::TcpStream) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_are_proxied_and_counted_against_max() {
-    let (_d, _mock, pg) = setup().await;
+    let (_d, _mock, pg) = started().await;
     let key = pg
         .customer_with_plan("c", json!({"max_websockets": 1}))
         .await;
@@ -492,7 +485,7 @@ async fn websockets_are_proxied_and_counted_against_max() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn me_is_not_billed_and_needs_credentials() {
-    let (_d, mock, pg) = setup().await;
+    let (_d, mock, pg) = started().await;
     let key = pg
         .customer_with_plan("c", json!({"quota": {"calls": 5, "period": "month"}}))
         .await;
@@ -514,7 +507,7 @@ async fn me_is_not_billed_and_needs_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_exported_without_secrets() {
-    let (_d, _mock, pg) = setup().await;
+    let (_d, _mock, pg) = started().await;
     let key = pg.customer_with_plan("c", json!({})).await;
     assert_eq!(pg.get("/v1/x", &key).await.status(), 200);
     pg.expect_ledger("c", 1, 0).await;

@@ -24,9 +24,7 @@ async fn burst(pg: &Paygate, key: &str, path: &str, n: usize) -> (usize, usize, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_concurrent_calls_against_a_quota_of_100() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = mock_upstream().await;
-    let pg = Paygate::start(dir.path(), &routes_for(mock.addr)).await;
+    let (_dir, mock, pg) = started().await;
     let key = pg
         .customer_with_plan("q", json!({"quota": {"calls": 100, "period": "month"}}))
         .await;
@@ -38,9 +36,7 @@ async fn two_hundred_concurrent_calls_against_a_quota_of_100() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn credits_for_k_calls_admit_exactly_k_and_never_go_negative() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = mock_upstream().await;
-    let pg = Paygate::start(dir.path(), &routes_for(mock.addr)).await;
+    let (_dir, _mock, pg) = started().await;
     let key = pg
         .customer_with_plan("k", json!({"price_per_call_micros": 17000}))
         .await;
@@ -70,9 +66,7 @@ async fn credits_for_k_calls_admit_exactly_k_and_never_go_negative() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn non_billable_calls_under_concurrency_give_everything_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = mock_upstream().await;
-    let pg = Paygate::start(dir.path(), &routes_for(mock.addr)).await;
+    let (_dir, _mock, pg) = started().await;
     let key = pg
         .customer_with_plan("n", json!({"quota": {"calls": 30, "period": "month"}}))
         .await;
@@ -101,9 +95,7 @@ async fn non_billable_calls_under_concurrency_give_everything_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_and_credits_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = mock_upstream().await;
-    let mut pg = Paygate::start(dir.path(), &routes_for(mock.addr)).await;
+    let (_dir, _mock, mut pg) = started().await;
     let quota_key = pg
         .customer_with_plan("q", json!({"quota": {"calls": 10, "period": "month"}}))
         .await;
@@ -145,9 +137,7 @@ async fn quota_and_credits_survive_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_writes_every_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = mock_upstream().await;
-    let mut pg = Paygate::start(dir.path(), &routes_for(mock.addr)).await;
+    let (_dir, _mock, mut pg) = started().await;
     let key = pg.customer_with_plan("g", json!({})).await;
     let (ok, _, _) = burst(&pg, &key, "/v1/x", 50).await;
     assert_eq!(ok, 50);
@@ -228,9 +218,7 @@ upstream = "pool"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_changes_apply_at_the_gateway_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = mock_upstream().await;
-    let pg = Paygate::start(dir.path(), &routes_for(mock.addr)).await;
+    let (_dir, _mock, pg) = started().await;
     let key = pg
         .customer_with_plan("c", json!({"routes": ["get-only"]}))
         .await;

@@ -294,17 +294,8 @@ url = "sqlite://{db}"
 
     /// SIGTERM, then wait for the process to exit (it flushes usage first).
     pub async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status()
-                .unwrap();
-            let status = tokio::task::spawn_blocking(move || child.wait())
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(status.success(), "paygate exited with {status}");
+        if let Some(child) = self.child.take() {
+            terminate(child).await;
         }
     }
 
@@ -431,6 +422,28 @@ impl Drop for Paygate {
             let _ = c.wait();
         }
     }
+}
+
+/// A paygate with a fresh ledger in front of a fresh mock upstream (`routes_for`).
+pub async fn started() -> (tempfile::TempDir, Mock, Paygate) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let pg = Paygate::start(dir.path(), &routes_for(mock.addr)).await;
+    (dir, mock, pg)
+}
+
+/// SIGTERM, then wait: paygate must exit cleanly.
+pub async fn terminate(mut child: Child) {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "paygate exited with {status}");
 }
 
 /// The error code of a gateway error body.
