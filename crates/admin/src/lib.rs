@@ -51,6 +51,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/customers/{id}/balance", get(credits::balance))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        // Inside the token check: a request without the token stores nothing.
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            handlers::idempotency::idempotent,
+        ))
         // `layer`, not `route_layer`: without the token even unknown paths
         // answer 401, so the API does not reveal which routes exist.
         .layer(middleware::from_fn_with_state(

@@ -1124,18 +1124,72 @@ async fn balance_has_the_spec_shape() {
     );
 }
 
+fn keyed_post(path: &str, key: &str, body: &Value) -> Request<Body> {
+    Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::AUTHORIZATION, "Bearer t0k")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("Idempotency-Key", key)
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
 #[tokio::test]
-async fn posts_accept_an_idempotency_key_header() {
+async fn an_idempotency_key_replays_the_first_response_and_refuses_a_different_request() {
     let app = app().await;
+    let (s, body, headers) = app
+        .finish(keyed_post("/admin/v1/plans", "abc-123", &q3()))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(body, q3());
+    assert!(!headers.contains_key("idempotent-replayed"));
+    // A retry gets the stored answer, not a 409 for the duplicate plan.
+    let (s, replayed, headers) = app
+        .finish(keyed_post("/admin/v1/plans", "abc-123", &q3()))
+        .await;
+    assert_eq!((s, &replayed), (StatusCode::CREATED, &body));
+    assert_eq!(headers.get("idempotent-replayed").unwrap(), "true");
+    // The same key for another request is refused, and nothing is created.
+    let mut other = q3();
+    other["id"] = json!("other");
+    assert_error(
+        &app.finish(keyed_post("/admin/v1/plans", "abc-123", &other))
+            .await,
+        StatusCode::CONFLICT,
+        "conflict",
+    );
+    assert_error(
+        &app.get("/admin/v1/plans/other").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    // Errors about the request are answers too: replayed, not re-run.
+    let bad = json!({"id": "bad"});
+    let first = app
+        .finish(keyed_post("/admin/v1/plans", "k-bad", &bad))
+        .await;
+    assert_error(&first, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let again = app
+        .finish(keyed_post("/admin/v1/plans", "k-bad", &bad))
+        .await;
+    assert_eq!((again.0, again.1), (first.0, first.1));
+    // Without the token nothing is stored under the key.
     let req = Request::builder()
         .method(Method::POST)
         .uri("/admin/v1/plans")
-        .header(header::AUTHORIZATION, "Bearer t0k")
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("Idempotency-Key", "abc-123")
+        .header("Idempotency-Key", "no-token")
         .body(Body::from(q3().to_string()))
         .unwrap();
-    let (s, body, _) = app.finish(req).await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    assert_eq!(body, q3());
+    assert_error(
+        &app.finish(req).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    let mut fresh = q3();
+    fresh["id"] = json!("fresh");
+    let (s, _, _) = app
+        .finish(keyed_post("/admin/v1/plans", "no-token", &fresh))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
 }

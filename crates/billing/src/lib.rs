@@ -5,6 +5,7 @@
 //! The database is the truth; the store's counters are a cache of it.
 
 mod db;
+pub mod idempotency;
 pub mod ledger;
 pub mod records;
 pub mod spill;

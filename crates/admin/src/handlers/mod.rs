@@ -1,6 +1,7 @@
 pub mod auth;
 pub mod credits;
 pub mod customers;
+pub mod idempotency;
 pub mod keys;
 pub mod ops;
 pub mod plans;

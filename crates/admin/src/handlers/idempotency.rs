@@ -1,0 +1,100 @@
+//! `Idempotency-Key` on admin POSTs, as Stripe does it: the first response to
+//! a key is stored and replayed for a retry of the same request; the same key
+//! with a different request is refused.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use paygate_billing::idempotency::Claim;
+use sha2::{Digest, Sha256};
+
+use crate::{AdminState, ApiError};
+
+const MAX_BODY: usize = 1 << 20;
+
+fn request_hash(method: &Method, path: &str, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(method.as_str());
+    h.update(b" ");
+    h.update(path);
+    h.update(b"\n");
+    h.update(body);
+    h.finalize()
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+pub async fn idempotent(
+    State(s): State<Arc<AdminState>>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if req.method() != Method::POST {
+        return Ok(next.run(req).await);
+    }
+    let Some(key) = req.headers().get("idempotency-key") else {
+        return Ok(next.run(req).await);
+    };
+    let key = match key.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 => k.to_string(),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+            ))
+        }
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::BadRequest("the body is too large".into()))?;
+    let hash = request_hash(&parts.method, parts.uri.path(), &bytes);
+    match s.db.claim_idempotency_key(&key, &hash).await? {
+        Claim::Fresh => {}
+        Claim::Done { status, body } => {
+            let mut resp = Response::new(Body::from(body));
+            *resp.status_mut() =
+                axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK);
+            let headers = resp.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return Ok(resp);
+        }
+        Claim::InProgress => {
+            return Err(ApiError::Conflict(
+                "a request with this Idempotency-Key is still in progress".into(),
+            ))
+        }
+        Claim::Mismatch => {
+            return Err(ApiError::Conflict(
+                "this Idempotency-Key was used for a different request".into(),
+            ))
+        }
+    }
+    let resp = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let (rparts, rbody) = resp.into_parts();
+    let body = axum::body::to_bytes(rbody, usize::MAX)
+        .await
+        .map_err(|e| ApiError::Internal(format!("response body: {e}")))?;
+    // Our own failures may be retried with the same key; everything else,
+    // errors about the request included, is the answer for good.
+    if rparts.status.is_server_error() {
+        s.db.release_idempotency_key(&key).await?;
+    } else {
+        s.db.complete_idempotency_key(&key, rparts.status.as_u16(), &body)
+            .await?;
+    }
+    Ok(Response::from_parts(rparts, Body::from(body)))
+}
