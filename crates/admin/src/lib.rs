@@ -7,6 +7,7 @@
 mod error;
 mod extract;
 mod handlers;
+pub mod openapi;
 
 use std::sync::Arc;
 
@@ -49,6 +50,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/keys/{key_id}", delete(keys::revoke))
         .route("/customers/{id}/credits", post(credits::top_up))
         .route("/customers/{id}/balance", get(credits::balance))
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(openapi::document()) }),
+        )
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         // Inside the token check: a request without the token stores nothing.

@@ -1193,3 +1193,54 @@ async fn an_idempotency_key_replays_the_first_response_and_refuses_a_different_r
         .await;
     assert_eq!(s, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let app = app().await;
+    let (s, doc, _) = app.get("/admin/v1/openapi.json").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let routes = [
+        ("get", "/admin/v1/plans"),
+        ("post", "/admin/v1/plans"),
+        ("get", "/admin/v1/plans/{id}"),
+        ("put", "/admin/v1/plans/{id}"),
+        ("delete", "/admin/v1/plans/{id}"),
+        ("get", "/admin/v1/customers"),
+        ("post", "/admin/v1/customers"),
+        ("get", "/admin/v1/customers/{id}"),
+        ("patch", "/admin/v1/customers/{id}"),
+        ("get", "/admin/v1/customers/{id}/keys"),
+        ("post", "/admin/v1/customers/{id}/keys"),
+        ("delete", "/admin/v1/keys/{key_id}"),
+        ("post", "/admin/v1/customers/{id}/credits"),
+        ("get", "/admin/v1/customers/{id}/balance"),
+        ("get", "/admin/v1/openapi.json"),
+    ];
+    for (method, path) in routes {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing"
+        );
+        // Every documented route is served (with the token, never a 404 for the route itself).
+        let concrete = path.replace("{id}", "x").replace("{key_id}", "x");
+        let m: Method = method.to_uppercase().parse().unwrap();
+        let (s, _, _) = app.call(m, &concrete, Some(json!({}))).await;
+        assert_ne!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+    }
+    let documented: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        documented,
+        routes.len(),
+        "a documented route the test does not know"
+    );
+    let (s, _, _) = app
+        .send_auth(Method::GET, "/admin/v1/openapi.json", None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
