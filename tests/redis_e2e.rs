@@ -52,6 +52,13 @@ async fn gateway_on(url: &str, on_unavailable: &str, wait: Wait) -> OnRedis {
     }
 }
 
+/// Runs one command on the shared test Redis, as an operator (or a failure) would.
+async fn on_shared_redis(cmd: &redis::Cmd) {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: redis::Value = cmd.query_async(&mut conn).await.unwrap();
+}
+
 /// Spreads `n` calls over the gateways, all at once; returns the statuses.
 async fn spread(gws: &[&Paygate], key: &str, n: usize) -> Vec<u16> {
     let calls = (0..n).map(|i| gws[i % gws.len()].get("/v1/x", key));
@@ -130,13 +137,7 @@ async fn counters_lost_in_redis_are_rebuilt_from_the_ledger() {
     }
     pg.expect_ledger("c", 6, 0).await;
     // Redis loses the customer (as after a restart without persistence).
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("DEL")
-        .arg(format!("{{{prefix}:c:c}}"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    on_shared_redis(redis::cmd("DEL").arg(format!("{{{prefix}:c:c}}"))).await;
     // Nobody gets a fresh quota: the call is refused until the counters are back, then
     // the quota continues where the ledger says it is.
     let remaining = eventually(
@@ -272,15 +273,13 @@ async fn rebuild_counters_restores_the_ledger_view() {
     }
     pg.expect_ledger("c", 4, 0).await;
     // Someone (or a bad failover) resets the counter in Redis.
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("HSET")
-        .arg(format!("{{{prefix}:c:c}}"))
-        .arg("used")
-        .arg(0)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    on_shared_redis(
+        redis::cmd("HSET")
+            .arg(format!("{{{prefix}:c:c}}"))
+            .arg("used")
+            .arg(0),
+    )
+    .await;
     let out = Command::new(env!("CARGO_BIN_EXE_paygate"))
         .args(["billing", "rebuild-counters", "--config"])
         .arg(&pg.config_path)
