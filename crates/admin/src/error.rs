@@ -57,6 +57,7 @@ impl From<DbError> for ApiError {
         match e {
             DbError::NotFound => Self::NotFound("not found".into()),
             DbError::Conflict(m) => Self::Conflict(m),
+            DbError::Invalid(m) => Self::Invalid(m),
             other => Self::Internal(other.to_string()),
         }
     }

@@ -64,3 +64,32 @@ impl<S: Send + Sync> FromRequestParts<S> for Paging {
         })
     }
 }
+
+/// Who makes a change, for the audit log: the `X-Paygate-Actor` header (a
+/// name the caller gives itself, at most 100 printable characters) or
+/// `admin`, and the peer address when the listener knows it.
+pub struct Audited(pub paygate_billing::audit::Actor);
+
+impl<S: Send + Sync> FromRequestParts<S> for Audited {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let name = match parts.headers.get("x-paygate-actor") {
+            None => "admin".to_owned(),
+            Some(v) => {
+                let s = v.to_str().unwrap_or("").trim();
+                if s.is_empty() || s.len() > 100 || s.chars().any(char::is_control) {
+                    return Err(ApiError::BadRequest(
+                        "X-Paygate-Actor: must be 1 to 100 printable characters".into(),
+                    ));
+                }
+                s.to_owned()
+            }
+        };
+        let source = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        Ok(Self(paygate_billing::audit::Actor { name, source }))
+    }
+}

@@ -1,5 +1,5 @@
 //! The admin API (SPEC §5) on its own listener: plans, customers, keys,
-//! credits and balances, plus `/healthz`, `/readyz` and `/metrics`.
+//! credits and balances, usage reports, invoices and the audit log, plus `/healthz`, `/readyz` and `/metrics`.
 //!
 //! Every change is written to the database first and then applied to the
 //! gateway's catalog and store, so it is in force for the next call.
@@ -34,7 +34,7 @@ pub struct AdminState {
 
 /// The whole admin API; tests call it without a socket.
 pub fn router(state: Arc<AdminState>) -> Router {
-    use handlers::{credits, customers, keys, ops, plans};
+    use handlers::{billing, credits, customers, keys, ops, plans};
     let api = Router::new()
         .route("/plans", get(plans::list).post(plans::create))
         .route(
@@ -50,6 +50,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/keys/{key_id}", delete(keys::revoke))
         .route("/customers/{id}/credits", post(credits::top_up))
         .route("/customers/{id}/balance", get(credits::balance))
+        .route("/usage", get(billing::usage))
+        .route("/invoices", get(billing::list_invoices))
+        .route("/invoices/close", post(billing::close))
+        .route("/invoices/{id}", get(billing::get_invoice))
+        .route("/audit", get(billing::audit))
         .route(
             "/openapi.json",
             get(|| async { axum::Json(openapi::document()) }),

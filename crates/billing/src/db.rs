@@ -1,10 +1,19 @@
 //! Connection, migrations and the error type.
+//!
+//! One code path for both databases: queries go through sqlx's `Any` driver
+//! with `$N` placeholders, `ON CONFLICT` and `RETURNING`, which SQLite and
+//! Postgres both accept. Only the migrations differ per backend (column types,
+//! triggers). Integer columns are `BIGINT` on Postgres and money is `i64`
+//! micros everywhere; timestamps of records are RFC 3339 text, event times
+//! integer microseconds.
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{ConnectOptions, Connection, Executor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -12,7 +21,10 @@ pub enum DbError {
     NotFound,
     #[error("{0}")]
     Conflict(String),
-    #[error("database url `{0}`: only sqlite:// is supported by this build")]
+    /// A request the data makes impossible (e.g. closing a future period).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database url `{0}`: expected sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
@@ -37,39 +49,93 @@ impl DbError {
     }
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database a [`Database`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded: one file, one node.
+    Sqlite,
+    /// Production: shared by the billing worker and the admin API.
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Result<Self, DbError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(DbError::UnsupportedUrl(url.to_string()))
+        }
+    }
+}
 
 /// The ledger database. Cheap to clone.
 #[derive(Clone)]
 pub struct Database {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: AnyPool,
+    backend: Backend,
 }
 
 impl Database {
-    /// Opens (creating if needed) the database at `url` and applies migrations.
+    /// Opens the database at `url` (creating a SQLite file if needed) and
+    /// applies migrations.
     pub async fn connect(url: &str) -> Result<Self, DbError> {
-        if !url.starts_with("sqlite:") {
-            return Err(DbError::UnsupportedUrl(url.to_string()));
-        }
-        // WAL lets readers (reports, tests) run beside the usage writer;
-        // synchronous=NORMAL in WAL mode survives a process crash.
-        let opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
-        let db = Self { pool };
+        let db = Self::open(url).await?;
         db.migrate().await?;
         Ok(db)
     }
 
+    /// Opens the database without touching its schema.
+    pub async fn open(url: &str) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url)?;
+        let pool = match backend {
+            Backend::Sqlite => {
+                // Create the file and switch it to WAL once: WAL is a property
+                // of the file, and lets readers (reports) run beside the usage
+                // writer. The Any driver can only take options from the URL.
+                let opts = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal);
+                opts.connect().await?.close().await?;
+                AnyPoolOptions::new()
+                    .max_connections(4)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // NORMAL in WAL mode survives a process crash; the
+                            // busy timeout lets the writer and readers share the file.
+                            conn.execute("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000")
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(url)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await?
+            }
+        };
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
     pub async fn migrate(&self) -> Result<(), DbError> {
-        MIGRATOR.run(&self.pool).await?;
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATOR.run(&self.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATOR.run(&self.pool).await?,
+        }
         Ok(())
     }
 

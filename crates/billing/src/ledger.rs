@@ -10,7 +10,7 @@
 //! `ON CONFLICT (request_id) DO NOTHING`, so a replayed event is counted once,
 //! and retries a failed batch until it lands.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,13 +21,14 @@ use paygate_core::period::Period;
 use paygate_core::{Micros, UsageEvent};
 use paygate_metrics::Metrics;
 use paygate_store::{Counters, CustomerRecord};
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{Any, QueryBuilder};
 use tokio::sync::{Notify, Semaphore};
 
+use crate::rollup;
 use crate::spill::SpillFile;
 use crate::{Database, DbError};
 
-/// Rows per INSERT statement (14 binds each, far below SQLite's limit).
+/// Rows per INSERT statement (15 binds each, far below either database's limit).
 const ROWS_PER_STATEMENT: usize = 64;
 
 struct Shared {
@@ -287,11 +288,11 @@ impl Database {
             return Ok(0);
         }
         let mut tx = self.pool.begin().await?;
-        let mut inserted = 0;
+        let mut fresh: HashSet<String> = HashSet::with_capacity(events.len());
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            let mut qb: QueryBuilder<Any> = QueryBuilder::new(
                 "INSERT INTO usage_events (request_id, ts_us, customer_id, key_id, plan_id, route, method, \
-                 status, billable, units, amount_micros, credits_micros, period, latency_us) ",
+                 status, billable, units, overage_units, amount_micros, credits_micros, period, latency_us) ",
             );
             qb.push_values(chunk, |mut b, e| {
                 b.push_bind(&e.request_id)
@@ -302,30 +303,36 @@ impl Database {
                     .push_bind(&e.route)
                     .push_bind(&e.method)
                     .push_bind(i64::from(e.status))
-                    .push_bind(e.billable)
+                    .push_bind(i64::from(e.billable))
                     .push_bind(i64::try_from(e.units).unwrap_or(i64::MAX))
+                    .push_bind(i64::try_from(e.overage_units).unwrap_or(i64::MAX))
                     .push_bind(e.amount_micros)
                     .push_bind(e.credits_micros)
                     .push_bind(&e.period)
                     .push_bind(i64::try_from(e.latency_us).unwrap_or(i64::MAX));
             });
-            qb.push(" ON CONFLICT (request_id) DO NOTHING");
-            inserted += qb.build().execute(&mut *tx).await?.rows_affected();
+            // RETURNING names only the rows this statement inserted: the
+            // rollup must count those and not the duplicates.
+            qb.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+            let ids: Vec<String> = qb.build_query_scalar().fetch_all(&mut *tx).await?;
+            fresh.extend(ids);
         }
+        let rows = rollup::roll_up(events.iter().filter(|e| fresh.contains(&e.request_id)));
+        rollup::apply(&mut tx, &rows).await?;
         tx.commit().await?;
-        Ok(inserted)
+        Ok(fresh.len() as u64)
     }
 
     /// Prepaid balance: credits granted minus credits spent by billable calls.
     pub async fn credit_balance(&self, customer_id: &str) -> Result<Micros, DbError> {
         let granted: Option<i64> = sqlx::query_scalar(
-            "SELECT SUM(amount_micros) FROM credit_grants WHERE customer_id = $1",
+            "SELECT CAST(SUM(amount_micros) AS BIGINT) FROM credit_grants WHERE customer_id = $1",
         )
         .bind(customer_id)
         .fetch_one(&self.pool)
         .await?;
         let spent: Option<i64> = sqlx::query_scalar(
-            "SELECT SUM(credits_micros) FROM usage_events WHERE customer_id = $1 AND billable = 1",
+            "SELECT CAST(SUM(credits_micros) AS BIGINT) FROM usage_events WHERE customer_id = $1 AND billable = 1",
         )
         .bind(customer_id)
         .fetch_one(&self.pool)
@@ -340,7 +347,7 @@ impl Database {
         since: DateTime<Utc>,
     ) -> Result<u64, DbError> {
         let used: Option<i64> = sqlx::query_scalar(
-            "SELECT SUM(units) FROM usage_events WHERE customer_id = $1 AND billable = 1 AND ts_us >= $2",
+            "SELECT CAST(SUM(units) AS BIGINT) FROM usage_events WHERE customer_id = $1 AND billable = 1 AND ts_us >= $2",
         )
         .bind(customer_id)
         .bind(micros(since))
@@ -365,7 +372,7 @@ impl Database {
 
     /// Events per billable flag, for checks and tests.
     pub async fn event_counts(&self, customer_id: &str) -> Result<HashMap<bool, u64>, DbError> {
-        let rows: Vec<(bool, i64)> = sqlx::query_as(
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT billable, COUNT(*) FROM usage_events WHERE customer_id = $1 GROUP BY billable",
         )
         .bind(customer_id)
@@ -373,7 +380,7 @@ impl Database {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(b, n)| (b, u64::try_from(n).unwrap_or(0)))
+            .map(|(b, n)| (b != 0, u64::try_from(n).unwrap_or(0)))
             .collect())
     }
 }
@@ -394,6 +401,7 @@ mod tests {
             status: if billable { 200 } else { 500 },
             billable,
             units: if billable { units } else { 0 },
+            overage_units: 0,
             amount_micros: credits,
             credits_micros: credits,
             period: "2026-11".into(),
@@ -460,15 +468,15 @@ mod tests {
             .unwrap();
         use crate::records::Grant;
         assert_eq!(
-            db.grant_credits("c", 100, "r1").await.unwrap(),
+            db.grant_credits("c", 100, "r1", &crate::audit::Actor::system()).await.unwrap(),
             Grant::Credited
         );
         assert_eq!(
-            db.grant_credits("c", 100, "r1").await.unwrap(),
+            db.grant_credits("c", 100, "r1", &crate::audit::Actor::system()).await.unwrap(),
             Grant::AlreadyCredited
         );
         assert!(matches!(
-            db.grant_credits("c", 5, "r1").await,
+            db.grant_credits("c", 5, "r1", &crate::audit::Actor::system()).await,
             Err(DbError::Conflict(_))
         ));
         db.insert_events(&[event("a", true, 1, 17), event("b", false, 1, 0)])

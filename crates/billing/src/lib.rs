@@ -4,12 +4,18 @@
 //!
 //! The database is the truth; the store's counters are a cache of it.
 
+pub mod aggregate;
+pub mod audit;
 mod db;
 pub mod idempotency;
+pub mod invoices;
 pub mod ledger;
+pub mod rating;
 pub mod records;
+pub mod report;
+mod rollup;
 pub mod spill;
 pub mod stream;
 
-pub use db::{Database, DbError};
+pub use db::{Backend, Database, DbError};
 pub use ledger::{pipeline, BatchTarget, UsageSink, UsageWriter, Written};

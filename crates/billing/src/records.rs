@@ -7,6 +7,7 @@ use paygate_store::{CustomerRecord, KeyRecord};
 use serde::Serialize;
 use sqlx::Row;
 
+use crate::audit::{self, Actor, Change};
 use crate::{Database, DbError};
 
 /// One page of a list endpoint.
@@ -48,17 +49,17 @@ pub struct CustomerPatch {
     pub plan_id: Option<PlanId>,
 }
 
-fn ts(s: &str) -> Result<DateTime<Utc>, DbError> {
+pub(crate) fn ts(s: &str) -> Result<DateTime<Utc>, DbError> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| DbError::Corrupt(format!("timestamp {s:?}: {e}")))
 }
 
-fn now_text() -> String {
+pub(crate) fn now_text() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-fn page<T>(mut rows: Vec<T>, limit: u32) -> Page<T> {
+pub(crate) fn page<T>(mut rows: Vec<T>, limit: u32) -> Page<T> {
     let has_more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     Page {
@@ -71,7 +72,7 @@ fn plan_from_body(body: &str) -> Result<Plan, DbError> {
     serde_json::from_str(body).map_err(|e| DbError::Corrupt(format!("plan: {e}")))
 }
 
-fn customer_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<CustomerRecord, DbError> {
+fn customer_from_row(r: &sqlx::any::AnyRow) -> Result<CustomerRecord, DbError> {
     let corrupt = |e: paygate_core::ValidationError| DbError::Corrupt(e.to_string());
     Ok(CustomerRecord {
         id: CustomerId::new(r.try_get::<String, _>("id")?).map_err(corrupt)?,
@@ -83,7 +84,7 @@ fn customer_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<CustomerRecord, DbEr
     })
 }
 
-fn key_row(r: &sqlx::sqlite::SqliteRow) -> Result<KeyRow, DbError> {
+fn key_row(r: &sqlx::any::AnyRow) -> Result<KeyRow, DbError> {
     let revoked: Option<String> = r.try_get("revoked_at")?;
     Ok(KeyRow {
         id: r.try_get("id")?,
@@ -94,7 +95,7 @@ fn key_row(r: &sqlx::sqlite::SqliteRow) -> Result<KeyRow, DbError> {
     })
 }
 
-fn key_record(r: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, DbError> {
+fn key_record(r: &sqlx::any::AnyRow) -> Result<KeyRecord, DbError> {
     let hash: Vec<u8> = r.try_get("hash")?;
     let row = key_row(r)?;
     let corrupt = |e: paygate_core::ValidationError| DbError::Corrupt(e.to_string());
@@ -109,31 +110,74 @@ fn key_record(r: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, DbError> {
     })
 }
 
+fn plan_json(plan: &Plan) -> Result<String, DbError> {
+    serde_json::to_string(plan).map_err(|e| DbError::Corrupt(e.to_string()))
+}
+
+fn to_value<T: Serialize>(v: &T) -> Option<serde_json::Value> {
+    serde_json::to_value(v).ok()
+}
+
+/// The customer as the admin API shows it (and the audit log keeps it).
+pub fn customer_json(c: &CustomerRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": c.id.as_str(),
+        "name": c.name,
+        "email": c.email,
+        "plan_id": c.plan_id.as_str(),
+        "billing_anchor_day": c.anchor_day,
+        "created_at": c.created_at,
+    })
+}
+
 impl Database {
     // ---- plans ----
 
-    pub async fn create_plan(&self, plan: &Plan) -> Result<(), DbError> {
+    pub async fn create_plan(&self, plan: &Plan, actor: &Actor) -> Result<(), DbError> {
         let now = now_text();
+        let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO plans (id, body, created_at, updated_at) VALUES ($1, $2, $3, $3)")
             .bind(plan.id.as_str())
-            .bind(serde_json::to_string(plan).map_err(|e| DbError::Corrupt(e.to_string()))?)
+            .bind(plan_json(plan)?)
             .bind(&now)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| DbError::from_write(e, "plan"))?;
+        let change = Change {
+            action: "plan.create",
+            resource: "plan",
+            resource_id: plan.id.as_str(),
+            before: None,
+            after: to_value(plan),
+        };
+        audit::record(&mut tx, actor, change).await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    pub async fn update_plan(&self, plan: &Plan) -> Result<(), DbError> {
-        let done = sqlx::query("UPDATE plans SET body = $2, updated_at = $3 WHERE id = $1")
+    pub async fn update_plan(&self, plan: &Plan, actor: &Actor) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await?;
+        let before = sqlx::query("SELECT body FROM plans WHERE id = $1")
             .bind(plan.id.as_str())
-            .bind(serde_json::to_string(plan).map_err(|e| DbError::Corrupt(e.to_string()))?)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(DbError::NotFound)?;
+        let before = plan_from_body(&before.try_get::<String, _>("body")?)?;
+        sqlx::query("UPDATE plans SET body = $2, updated_at = $3 WHERE id = $1")
+            .bind(plan.id.as_str())
+            .bind(plan_json(plan)?)
             .bind(now_text())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(DbError::NotFound);
-        }
+        let change = Change {
+            action: "plan.update",
+            resource: "plan",
+            resource_id: plan.id.as_str(),
+            before: to_value(&before),
+            after: to_value(plan),
+        };
+        audit::record(&mut tx, actor, change).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -160,7 +204,7 @@ impl Database {
     }
 
     /// Deletes a plan no customer is on; a plan in use is a conflict.
-    pub async fn delete_plan(&self, id: &str) -> Result<(), DbError> {
+    pub async fn delete_plan(&self, id: &str, actor: &Actor) -> Result<(), DbError> {
         let mut tx = self.pool.begin().await?;
         let in_use: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE plan_id = $1")
             .bind(id)
@@ -171,20 +215,31 @@ impl Database {
                 "plan {id} is in use by {in_use} customer(s)"
             )));
         }
-        let done = sqlx::query("DELETE FROM plans WHERE id = $1")
+        let before = sqlx::query("DELETE FROM plans WHERE id = $1 RETURNING body")
             .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(DbError::NotFound);
-        }
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(DbError::NotFound)?;
+        let before = plan_from_body(&before.try_get::<String, _>("body")?)?;
+        let change = Change {
+            action: "plan.delete",
+            resource: "plan",
+            resource_id: id,
+            before: to_value(&before),
+            after: None,
+        };
+        audit::record(&mut tx, actor, change).await?;
         tx.commit().await?;
         Ok(())
     }
 
     // ---- customers ----
 
-    pub async fn create_customer(&self, c: NewCustomer) -> Result<CustomerRecord, DbError> {
+    pub async fn create_customer(
+        &self,
+        c: NewCustomer,
+        actor: &Actor,
+    ) -> Result<CustomerRecord, DbError> {
         // Stored with microsecond precision: answer with what a later read returns.
         let now = Utc::now().trunc_subsecs(6);
         let rec = CustomerRecord {
@@ -195,6 +250,7 @@ impl Database {
             anchor_day: now.day(),
             created_at: now,
         };
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO customers (id, name, email, plan_id, anchor_day, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -204,9 +260,19 @@ impl Database {
         .bind(rec.plan_id.as_str())
         .bind(i64::from(rec.anchor_day))
         .bind(rec.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| DbError::from_write(e, "customer"))?;
+        start_plan(&mut tx, &rec, now).await?;
+        let change = Change {
+            action: "customer.create",
+            resource: "customer",
+            resource_id: rec.id.as_str(),
+            before: None,
+            after: Some(customer_json(&rec)),
+        };
+        audit::record(&mut tx, actor, change).await?;
+        tx.commit().await?;
         Ok(rec)
     }
 
@@ -236,12 +302,22 @@ impl Database {
         Ok(page(list, limit))
     }
 
+    /// Changes name, email or plan. A new plan is recorded in the plan
+    /// history from now on: the fee is prorated by day, usage keeps counting.
     pub async fn patch_customer(
         &self,
         id: &str,
         p: CustomerPatch,
+        actor: &Actor,
     ) -> Result<CustomerRecord, DbError> {
-        let mut rec = self.get_customer(id).await?;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT * FROM customers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(DbError::NotFound)?;
+        let before = customer_from_row(&row)?;
+        let mut rec = before.clone();
         if let Some(n) = p.name {
             rec.name = n;
         }
@@ -256,9 +332,21 @@ impl Database {
             .bind(&rec.name)
             .bind(&rec.email)
             .bind(rec.plan_id.as_str())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| DbError::from_write(e, "customer"))?;
+        if rec.plan_id != before.plan_id {
+            start_plan(&mut tx, &rec, Utc::now()).await?;
+        }
+        let change = Change {
+            action: "customer.update",
+            resource: "customer",
+            resource_id: id,
+            before: Some(customer_json(&before)),
+            after: Some(customer_json(&rec)),
+        };
+        audit::record(&mut tx, actor, change).await?;
+        tx.commit().await?;
         Ok(rec)
     }
 
@@ -269,6 +357,7 @@ impl Database {
         customer_id: &CustomerId,
         prefix: &str,
         hash: &KeyHash,
+        actor: &Actor,
     ) -> Result<KeyRecord, DbError> {
         let rec = KeyRecord {
             id: KeyId::generate(),
@@ -277,6 +366,7 @@ impl Database {
             hash: *hash,
             created_at: Utc::now().trunc_subsecs(6),
         };
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, customer_id, prefix, hash, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -285,9 +375,25 @@ impl Database {
         .bind(prefix)
         .bind(&hash[..])
         .bind(rec.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| DbError::from_write(e, "key"))?;
+        let shown = KeyRow {
+            id: rec.id.as_str().to_owned(),
+            customer_id: customer_id.as_str().to_owned(),
+            prefix: prefix.to_owned(),
+            created_at: rec.created_at,
+            revoked_at: None,
+        };
+        let change = Change {
+            action: "key.create",
+            resource: "key",
+            resource_id: rec.id.as_str(),
+            before: None,
+            after: to_value(&shown),
+        };
+        audit::record(&mut tx, actor, change).await?;
+        tx.commit().await?;
         Ok(rec)
     }
 
@@ -309,19 +415,39 @@ impl Database {
         Ok(page(list, limit))
     }
 
-    /// Marks a key revoked (idempotent: revoking twice keeps the first time).
-    pub async fn revoke_key(&self, key_id: &str) -> Result<KeyRow, DbError> {
-        sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
-            .bind(key_id)
-            .bind(now_text())
-            .execute(&self.pool)
-            .await?;
+    /// Marks a key revoked (idempotent: revoking twice keeps the first time,
+    /// and only the first is audited).
+    pub async fn revoke_key(&self, key_id: &str, actor: &Actor) -> Result<KeyRow, DbError> {
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1")
             .bind(key_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?
             .ok_or(DbError::NotFound)?;
-        key_row(&row)
+        let before = key_row(&row)?;
+        if before.revoked_at.is_some() {
+            return Ok(before);
+        }
+        let now = Utc::now().trunc_subsecs(6);
+        sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1")
+            .bind(key_id)
+            .bind(now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .execute(&mut *tx)
+            .await?;
+        let after = KeyRow {
+            revoked_at: Some(now),
+            ..before.clone()
+        };
+        let change = Change {
+            action: "key.revoke",
+            resource: "key",
+            resource_id: key_id,
+            before: to_value(&before),
+            after: to_value(&after),
+        };
+        audit::record(&mut tx, actor, change).await?;
+        tx.commit().await?;
+        Ok(after)
     }
 
     // ---- credits ----
@@ -333,20 +459,34 @@ impl Database {
         customer_id: &str,
         amount: Micros,
         reference: &str,
+        actor: &Actor,
     ) -> Result<Grant, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let id = format!("cg_{}", uuid::Uuid::now_v7().simple());
         let done = sqlx::query(
             "INSERT INTO credit_grants (id, customer_id, amount_micros, reference, created_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer_id, reference) DO NOTHING",
         )
-        .bind(format!("cg_{}", uuid::Uuid::now_v7().simple()))
+        .bind(&id)
         .bind(customer_id)
         .bind(amount)
         .bind(reference)
         .bind(now_text())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| DbError::from_write(e, "credit grant"))?;
         if done.rows_affected() == 1 {
+            let change = Change {
+                action: "credits.grant",
+                resource: "customer",
+                resource_id: customer_id,
+                before: None,
+                after: Some(serde_json::json!({
+                    "id": id, "amount_micros": amount, "reference": reference,
+                })),
+            };
+            audit::record(&mut tx, actor, change).await?;
+            tx.commit().await?;
             return Ok(Grant::Credited);
         }
         let existing: i64 = sqlx::query_scalar(
@@ -354,7 +494,7 @@ impl Database {
         )
         .bind(customer_id)
         .bind(reference)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
         if existing == amount {
             Ok(Grant::AlreadyCredited)
@@ -400,4 +540,30 @@ impl Database {
             .collect::<Result<Vec<_>, DbError>>()?;
         Ok((plans, customers, keys))
     }
+}
+
+/// Records that `c` is on its plan from `at`, with the plan's fee as it is now.
+async fn start_plan(
+    conn: &mut sqlx::AnyConnection,
+    c: &CustomerRecord,
+    at: DateTime<Utc>,
+) -> Result<(), DbError> {
+    let body: String = sqlx::query_scalar("SELECT body FROM plans WHERE id = $1")
+        .bind(c.plan_id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| DbError::Conflict(format!("no plan with id {}", c.plan_id.as_str())))?;
+    let plan = plan_from_body(&body)?;
+    sqlx::query(
+        "INSERT INTO customer_plans (id, customer_id, plan_id, monthly_fee_micros, effective_us) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(format!("cp_{}", uuid::Uuid::now_v7().simple()))
+    .bind(c.id.as_str())
+    .bind(c.plan_id.as_str())
+    .bind(plan.monthly_fee_micros)
+    .bind(at.timestamp_micros())
+    .execute(conn)
+    .await?;
+    Ok(())
 }

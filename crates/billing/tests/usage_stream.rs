@@ -27,6 +27,7 @@ fn event(i: usize) -> UsageEvent {
         status: 200,
         billable: true,
         units: 1,
+        overage_units: 0,
         amount_micros: 0,
         credits_micros: 0,
         period: "2026-11".into(),

@@ -20,6 +20,9 @@ pub struct UsageEvent {
     pub billable: bool,
     /// Quota units counted (the route's cost); 0 when not billable.
     pub units: u64,
+    /// Of `units`, those past the quota, billed at the plan's overage price.
+    #[serde(default)]
+    pub overage_units: u64,
     /// Money charged for this call (pay-per-call or overage); 0 when not billable.
     pub amount_micros: Micros,
     /// The part of `amount_micros` paid from prepaid credits.

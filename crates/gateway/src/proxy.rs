@@ -637,6 +637,7 @@ impl ProxyHttp for Gateway {
                 status,
                 billable,
                 units: if billable { a.route.cost.into() } else { 0 },
+                overage_units: r.overage_units,
                 amount_micros: r.amount_micros(),
                 credits_micros: r.credits_micros,
                 period: a.period.name(),

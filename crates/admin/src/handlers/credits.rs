@@ -13,7 +13,7 @@ use paygate_store::{CustomerRecord, SeedMode, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::extract::JsonBody;
+use crate::extract::{Audited, JsonBody};
 use crate::handlers::customers;
 use crate::{AdminState, ApiError};
 
@@ -29,6 +29,7 @@ pub struct TopUp {
 pub async fn top_up(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
+    Audited(actor): Audited,
     JsonBody(b): JsonBody<TopUp>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     if b.amount_micros <= 0 {
@@ -55,7 +56,7 @@ pub async fn top_up(
     }
     let (status, balance) = match s
         .db
-        .grant_credits(&id, b.amount_micros, &b.reference)
+        .grant_credits(&id, b.amount_micros, &b.reference, &actor)
         .await?
     {
         Grant::Credited => (

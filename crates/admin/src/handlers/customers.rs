@@ -12,19 +12,10 @@ use paygate_store::{CustomerRecord, RecordChange};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::extract::{JsonBody, Paging};
+use crate::extract::{Audited, JsonBody, Paging};
 use crate::{AdminState, ApiError};
 
-pub fn customer_json(c: &CustomerRecord) -> Value {
-    json!({
-        "id": c.id,
-        "name": c.name,
-        "email": c.email,
-        "plan_id": c.plan_id,
-        "billing_anchor_day": c.anchor_day,
-        "created_at": c.created_at,
-    })
-}
+pub use paygate_billing::records::customer_json;
 
 fn check_email(email: &str) -> Result<(), ValidationError> {
     match email.split_once('@') {
@@ -72,6 +63,7 @@ pub struct CreateBody {
 
 pub async fn create(
     State(s): State<Arc<AdminState>>,
+    Audited(actor): Audited,
     JsonBody(b): JsonBody<CreateBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name(&b.name)?;
@@ -87,7 +79,7 @@ pub async fn create(
             name: b.name,
             email: b.email,
             plan_id,
-        })
+        }, &actor)
         .await?;
     apply(&s, &rec).await;
     // A new customer starts from zero; a store that is down now is seeded
@@ -145,6 +137,7 @@ pub struct PatchBody {
 pub async fn patch(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
+    Audited(actor): Audited,
     JsonBody(b): JsonBody<PatchBody>,
 ) -> Result<Json<Value>, ApiError> {
     load(&s, &id).await?;
@@ -166,6 +159,7 @@ pub async fn patch(
                 email: b.email,
                 plan_id,
             },
+            &actor,
         )
         .await?;
     apply(&s, &rec).await;

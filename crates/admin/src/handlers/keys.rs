@@ -10,7 +10,7 @@ use paygate_core::apikey;
 use paygate_store::RecordChange;
 use serde_json::{json, Value};
 
-use crate::extract::Paging;
+use crate::extract::{Audited, Paging};
 use crate::handlers::customers;
 use crate::{AdminState, ApiError};
 
@@ -18,11 +18,12 @@ use crate::{AdminState, ApiError};
 pub async fn create(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
+    Audited(actor): Audited,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let customer = customers::load(&s, &id).await?;
     let new = apikey::generate();
     let hash = apikey::hash(s.catalog.key_secret(), &new.secret);
-    let rec = s.db.create_key(&customer.id, &new.prefix, &hash).await?;
+    let rec = s.db.create_key(&customer.id, &new.prefix, &hash, &actor).await?;
     s.catalog.put_key(rec.clone());
     s.changes
         .publish(RecordChange::Key(rec.id.to_string()))
@@ -56,8 +57,9 @@ pub async fn list(
 pub async fn revoke(
     State(s): State<Arc<AdminState>>,
     Path(key_id): Path<String>,
+    Audited(actor): Audited,
 ) -> Result<Json<Value>, ApiError> {
-    let row = match s.db.revoke_key(&key_id).await {
+    let row = match s.db.revoke_key(&key_id, &actor).await {
         Err(DbError::NotFound) => return Err(ApiError::not_found("key", &key_id)),
         other => other?,
     };

@@ -1,4 +1,5 @@
 pub mod auth;
+pub mod billing;
 pub mod credits;
 pub mod customers;
 pub mod idempotency;

@@ -10,7 +10,7 @@ use paygate_core::Plan;
 use paygate_store::RecordChange;
 use serde_json::{json, Value};
 
-use crate::extract::{parse_json, JsonBody, Paging};
+use crate::extract::{parse_json, Audited, JsonBody, Paging};
 use crate::{AdminState, ApiError};
 
 fn plan_from(mut v: Value, path_id: Option<&str>) -> Result<Plan, ApiError> {
@@ -41,10 +41,11 @@ pub async fn list(State(s): State<Arc<AdminState>>, page: Paging) -> Result<Json
 
 pub async fn create(
     State(s): State<Arc<AdminState>>,
+    Audited(actor): Audited,
     JsonBody(v): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Plan>), ApiError> {
     let plan = plan_from(v, None)?;
-    s.db.create_plan(&plan).await?;
+    s.db.create_plan(&plan, &actor).await?;
     s.catalog.put_plan(plan.clone());
     s.changes
         .publish(RecordChange::Plan(plan.id.to_string()))
@@ -65,10 +66,11 @@ pub async fn get(
 pub async fn replace(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
+    Audited(actor): Audited,
     JsonBody(v): JsonBody<Value>,
 ) -> Result<Json<Plan>, ApiError> {
     let plan = plan_from(v, Some(&id))?;
-    match s.db.update_plan(&plan).await {
+    match s.db.update_plan(&plan, &actor).await {
         Err(DbError::NotFound) => return Err(ApiError::not_found("plan", &id)),
         other => other?,
     }
@@ -82,8 +84,9 @@ pub async fn replace(
 pub async fn remove(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
+    Audited(actor): Audited,
 ) -> Result<Json<Value>, ApiError> {
-    match s.db.delete_plan(&id).await {
+    match s.db.delete_plan(&id, &actor).await {
         Err(DbError::NotFound) => return Err(ApiError::not_found("plan", &id)),
         other => other?,
     }

@@ -1,0 +1,136 @@
+//! The one aggregation over the ledger that usage reports and invoices both
+//! use, so the two can never disagree: sums of `usage_daily` rows, filtered
+//! and grouped by a fixed set of columns.
+
+use chrono::NaiveDate;
+use paygate_core::Micros;
+use sqlx::Row;
+
+use crate::{Database, DbError};
+
+/// A column to group by. Only these names ever reach the SQL text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    Day,
+    Route,
+    Key,
+    /// Per-unit overage price (invoices).
+    OveragePrice,
+    /// Per-unit pay-per-call price (invoices).
+    UnitPrice,
+}
+
+impl Dimension {
+    fn column(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Route => "route",
+            Self::Key => "key_id",
+            Self::OveragePrice => "overage_price_micros",
+            Self::UnitPrice => "unit_price_micros",
+        }
+    }
+}
+
+/// Which rollup rows to sum. Days are UTC; `to` is exclusive.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub customer_id: Option<String>,
+    pub period: Option<String>,
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+}
+
+/// One group's sums; the grouped-by fields are set, the others `None`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sums {
+    pub day: Option<String>,
+    pub route: Option<String>,
+    pub key_id: Option<String>,
+    pub overage_price_micros: Micros,
+    pub unit_price_micros: Micros,
+    pub calls: i64,
+    pub billable_calls: i64,
+    pub units: i64,
+    pub overage_units: i64,
+    pub amount_micros: Micros,
+    pub credits_micros: Micros,
+}
+
+impl Sums {
+    pub fn add(&mut self, o: &Sums) {
+        self.calls += o.calls;
+        self.billable_calls += o.billable_calls;
+        self.units += o.units;
+        self.overage_units += o.overage_units;
+        self.amount_micros += o.amount_micros;
+        self.credits_micros += o.credits_micros;
+    }
+}
+
+fn day_text(d: Option<NaiveDate>) -> String {
+    d.map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+impl Database {
+    /// Sums of the ledger per group, ordered by the grouped-by columns.
+    pub async fn aggregate(&self, f: &Filter, by: &[Dimension]) -> Result<Vec<Sums>, DbError> {
+        let cols: Vec<&str> = by.iter().map(|d| d.column()).collect();
+        let select = cols.iter().map(|c| format!("{c}, ")).collect::<String>();
+        let group = if cols.is_empty() {
+            String::new()
+        } else {
+            format!(" GROUP BY {0} ORDER BY {0}", cols.join(", "))
+        };
+        // SUM of BIGINT is NUMERIC on Postgres: cast back so one decoder fits both.
+        let sql = format!(
+            "SELECT {select}\
+             CAST(COALESCE(SUM(calls), 0) AS BIGINT) AS calls, \
+             CAST(COALESCE(SUM(billable_calls), 0) AS BIGINT) AS billable_calls, \
+             CAST(COALESCE(SUM(units), 0) AS BIGINT) AS units, \
+             CAST(COALESCE(SUM(overage_units), 0) AS BIGINT) AS overage_units, \
+             CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) AS amount_micros, \
+             CAST(COALESCE(SUM(credits_micros), 0) AS BIGINT) AS credits_micros \
+             FROM usage_daily \
+             WHERE ($1 = '' OR customer_id = $1) AND ($2 = '' OR period = $2) \
+             AND ($3 = '' OR day >= $3) AND ($4 = '' OR day < $4){group}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(f.customer_id.as_deref().unwrap_or(""))
+            .bind(f.period.as_deref().unwrap_or(""))
+            .bind(day_text(f.from))
+            .bind(day_text(f.to))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut s = Sums {
+                calls: r.try_get("calls")?,
+                billable_calls: r.try_get("billable_calls")?,
+                units: r.try_get("units")?,
+                overage_units: r.try_get("overage_units")?,
+                amount_micros: r.try_get("amount_micros")?,
+                credits_micros: r.try_get("credits_micros")?,
+                ..Sums::default()
+            };
+            // Without GROUP BY an empty table still yields one row of zeros.
+            if cols.is_empty() && s.calls == 0 {
+                continue;
+            }
+            for d in by {
+                match d {
+                    Dimension::Day => s.day = Some(r.try_get("day")?),
+                    Dimension::Route => s.route = Some(r.try_get("route")?),
+                    Dimension::Key => s.key_id = Some(r.try_get("key_id")?),
+                    Dimension::OveragePrice => {
+                        s.overage_price_micros = r.try_get("overage_price_micros")?
+                    }
+                    Dimension::UnitPrice => s.unit_price_micros = r.try_get("unit_price_micros")?,
+                }
+            }
+            out.push(s);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,129 @@
+//! The daily rollup of the ledger (`usage_daily`): what reports and invoices
+//! read. It is updated in the transaction that inserts the events, with only
+//! the events that were new, so a replayed event changes neither.
+
+use std::collections::BTreeMap;
+
+use paygate_core::{Micros, UsageEvent};
+use sqlx::{AnyConnection, QueryBuilder};
+
+use crate::DbError;
+
+/// One rollup row's identity: a customer's calls on one UTC day, one route,
+/// one key, at one price.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct DailyKey {
+    customer_id: String,
+    period: String,
+    day: String,
+    route: String,
+    key_id: String,
+    overage_price_micros: Micros,
+    unit_price_micros: Micros,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct DailySums {
+    calls: i64,
+    billable_calls: i64,
+    units: i64,
+    overage_units: i64,
+    amount_micros: Micros,
+    credits_micros: Micros,
+}
+
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The prices a call was charged at, recovered from its amounts: the store
+/// charges `overage_units × overage price` plus `units × pay-per-call price`
+/// in credits, so both divide exactly.
+fn prices(e: &UsageEvent) -> (Micros, Micros) {
+    if !e.billable {
+        return (0, 0);
+    }
+    let overage_micros = e.amount_micros - e.credits_micros;
+    let overage_price = match int(e.overage_units) {
+        0 => 0,
+        n => overage_micros / n,
+    };
+    let unit_price = match int(e.units) {
+        0 => 0,
+        n => e.credits_micros / n,
+    };
+    (overage_price, unit_price)
+}
+
+/// Sums events per rollup row. A `BTreeMap`, so rows are written in one
+/// order by every writer and two writers cannot deadlock on them.
+pub(crate) fn roll_up<'a>(
+    events: impl IntoIterator<Item = &'a UsageEvent>,
+) -> BTreeMap<DailyKey, DailySums> {
+    let mut rows: BTreeMap<DailyKey, DailySums> = BTreeMap::new();
+    for e in events {
+        let (overage_price_micros, unit_price_micros) = prices(e);
+        let key = DailyKey {
+            customer_id: e.customer_id.clone(),
+            period: e.period.clone(),
+            day: e.ts.format("%Y-%m-%d").to_string(),
+            route: e.route.clone(),
+            key_id: e.key_id.clone(),
+            overage_price_micros,
+            unit_price_micros,
+        };
+        let s = rows.entry(key).or_default();
+        s.calls += 1;
+        if e.billable {
+            s.billable_calls += 1;
+            s.units += int(e.units);
+            s.overage_units += int(e.overage_units);
+            s.amount_micros += e.amount_micros;
+            s.credits_micros += e.credits_micros;
+        }
+    }
+    rows
+}
+
+/// Rows per upsert statement (13 binds each).
+const ROWS_PER_STATEMENT: usize = 64;
+
+/// Adds the sums to `usage_daily`.
+pub(crate) async fn apply(
+    conn: &mut AnyConnection,
+    rows: &BTreeMap<DailyKey, DailySums>,
+) -> Result<(), DbError> {
+    let rows: Vec<_> = rows.iter().collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<sqlx::Any> = QueryBuilder::new(
+            "INSERT INTO usage_daily (customer_id, period, day, route, key_id, overage_price_micros, \
+             unit_price_micros, calls, billable_calls, units, overage_units, amount_micros, credits_micros) ",
+        );
+        qb.push_values(chunk, |mut b, (k, s)| {
+            b.push_bind(k.customer_id.as_str())
+                .push_bind(k.period.as_str())
+                .push_bind(k.day.as_str())
+                .push_bind(k.route.as_str())
+                .push_bind(k.key_id.as_str())
+                .push_bind(k.overage_price_micros)
+                .push_bind(k.unit_price_micros)
+                .push_bind(s.calls)
+                .push_bind(s.billable_calls)
+                .push_bind(s.units)
+                .push_bind(s.overage_units)
+                .push_bind(s.amount_micros)
+                .push_bind(s.credits_micros);
+        });
+        qb.push(
+            " ON CONFLICT (customer_id, period, day, route, key_id, overage_price_micros, unit_price_micros) \
+             DO UPDATE SET calls = usage_daily.calls + excluded.calls, \
+             billable_calls = usage_daily.billable_calls + excluded.billable_calls, \
+             units = usage_daily.units + excluded.units, \
+             overage_units = usage_daily.overage_units + excluded.overage_units, \
+             amount_micros = usage_daily.amount_micros + excluded.amount_micros, \
+             credits_micros = usage_daily.credits_micros + excluded.credits_micros",
+        );
+        qb.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
