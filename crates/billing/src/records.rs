@@ -235,13 +235,16 @@ impl Database {
 
     // ---- customers ----
 
+    /// Creates a customer whose billing anchor is the day of `now` (the
+    /// caller's clock: the present, or the original date of an import).
     pub async fn create_customer(
         &self,
         c: NewCustomer,
         actor: &Actor,
+        now: DateTime<Utc>,
     ) -> Result<CustomerRecord, DbError> {
         // Stored with microsecond precision: answer with what a later read returns.
-        let now = Utc::now().trunc_subsecs(6);
+        let now = now.trunc_subsecs(6);
         let rec = CustomerRecord {
             id: c.id,
             name: c.name,
@@ -309,6 +312,7 @@ impl Database {
         id: &str,
         p: CustomerPatch,
         actor: &Actor,
+        now: DateTime<Utc>,
     ) -> Result<CustomerRecord, DbError> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query("SELECT * FROM customers WHERE id = $1")
@@ -336,7 +340,7 @@ impl Database {
             .await
             .map_err(|e| DbError::from_write(e, "customer"))?;
         if rec.plan_id != before.plan_id {
-            start_plan(&mut tx, &rec, Utc::now()).await?;
+            start_plan(&mut tx, &rec, now).await?;
         }
         let change = Change {
             action: "customer.update",

@@ -79,7 +79,7 @@ pub async fn create(
             name: b.name,
             email: b.email,
             plan_id,
-        }, &actor)
+        }, &actor, chrono::Utc::now())
         .await?;
     apply(&s, &rec).await;
     // A new customer starts from zero; a store that is down now is seeded
@@ -160,6 +160,7 @@ pub async fn patch(
                 plan_id,
             },
             &actor,
+            chrono::Utc::now(),
         )
         .await?;
     apply(&s, &rec).await;
