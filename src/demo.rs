@@ -103,7 +103,7 @@ methods = ["GET"]
                 Ok::<Value, anyhow::Error>(serde_json::from_slice(&bytes)?)
             }
         };
-        for plan in plans() {
+        for plan in plans()? {
             call("POST", "/admin/v1/plans".into(), plan).await?;
         }
         let mut keys = Vec::new();
@@ -141,21 +141,11 @@ methods = ["GET"]
     }
 }
 
-fn plans() -> Vec<Value> {
-    vec![
-        json!({"id": "free", "name": "Free", "rate_limit": {"requests": 1, "per": "second", "burst": 5},
-               "quota": {"calls": 1000, "period": "month"}, "overage": "block",
-               "routes": ["prices", "indices"], "max_websockets": 0, "monthly_fee_micros": 0}),
-        json!({"id": "advanced", "name": "Advanced", "rate_limit": {"requests": 20, "per": "second", "burst": 40},
-               "quota": {"calls": 20000, "period": "month"}, "overage": "block",
-               "routes": ["prices", "indices", "signals"], "max_websockets": 3, "monthly_fee_micros": 83_332_500}),
-        json!({"id": "premium", "name": "Premium", "rate_limit": {"requests": 50, "per": "second", "burst": 100},
-               "quota": {"calls": 100_000, "period": "month"}, "overage": {"price_micros": 200},
-               "routes": ["*"], "max_websockets": 10, "monthly_fee_micros": 166_665_833}),
-        json!({"id": "payg", "name": "Pay as you go", "rate_limit": {"requests": 50, "per": "second", "burst": 100},
-               "price_per_call_micros": 17_000, "overage": "block",
-               "routes": ["*"], "max_websockets": 0, "monthly_fee_micros": 0}),
-    ]
+/// The four plans of SPEC §4; the billing tests script a month on the same file.
+const PLANS: &str = include_str!("../config/demo-plans.json");
+
+fn plans() -> anyhow::Result<Vec<Value>> {
+    Ok(serde_json::from_str(PLANS)?)
 }
 
 // ---- the sample upstream ----

@@ -1,5 +1,6 @@
-//! The admin API (SPEC §5) driven in-process: every test gets its own SQLite
-//! file, catalog and memory store, and calls the router with `oneshot`.
+//! The admin API (SPEC §5) driven in-process: every test runs twice, on its
+//! own SQLite file and on its own Postgres database, with its own catalog and
+//! memory store, and calls the router with `oneshot`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,6 +14,7 @@ use paygate_admin::{router, AdminState};
 use paygate_billing::Database;
 use paygate_metrics::Metrics;
 use paygate_store::{Catalog, MemoryStore};
+use paygate_testkit::{DbKind, TestDb};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -21,13 +23,12 @@ const TOKEN: &str = "t0k";
 struct TestApp {
     router: Router,
     catalog: Arc<Catalog>,
-    _dir: tempfile::TempDir,
+    _db: TestDb,
 }
 
-async fn app() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let db = Database::connect(&url).await.unwrap();
+async fn app(kind: DbKind) -> TestApp {
+    let test_db = TestDb::new(kind);
+    let db = Database::connect(&test_db.url).await.unwrap();
     let catalog = Arc::new(Catalog::new(b"secret".to_vec()));
     let state = Arc::new(AdminState {
         db,
@@ -40,7 +41,7 @@ async fn app() -> TestApp {
     TestApp {
         router: router(state),
         catalog,
-        _dir: dir,
+        _db: test_db,
     }
 }
 
@@ -178,9 +179,8 @@ fn ids(body: &Value) -> Vec<String> {
 
 // ---- auth and ops ----
 
-#[tokio::test]
-async fn admin_api_requires_the_bearer_token() {
-    let app = app().await;
+async fn admin_api_requires_the_bearer_token(kind: DbKind) {
+    let app = app(kind).await;
     let paths = [
         (Method::GET, "/admin/v1/plans"),
         (Method::POST, "/admin/v1/plans"),
@@ -232,9 +232,8 @@ async fn admin_api_requires_the_bearer_token() {
     assert_eq!(body, json!({"data": [], "has_more": false}));
 }
 
-#[tokio::test]
-async fn healthz_readyz_and_metrics_need_no_token() {
-    let app = app().await;
+async fn healthz_readyz_and_metrics_need_no_token(kind: DbKind) {
+    let app = app(kind).await;
     let (s, body, _) = app.send_auth(Method::GET, "/healthz", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(body["status"], "ok");
@@ -255,9 +254,8 @@ async fn healthz_readyz_and_metrics_need_no_token() {
     );
 }
 
-#[tokio::test]
-async fn unknown_paths_and_wrong_methods_answer_json_errors() {
-    let app = app().await;
+async fn unknown_paths_and_wrong_methods_answer_json_errors(kind: DbKind) {
+    let app = app(kind).await;
     for path in [
         "/nope",
         "/admin/v1/nope",
@@ -309,9 +307,8 @@ async fn unknown_paths_and_wrong_methods_answer_json_errors() {
 
 // ---- plans ----
 
-#[tokio::test]
-async fn plan_create_returns_the_spec_shape() {
-    let app = app().await;
+async fn plan_create_returns_the_spec_shape(kind: DbKind) {
+    let app = app(kind).await;
     let (s, body, _) = app.post("/admin/v1/plans", q3()).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(body, q3());
@@ -337,9 +334,8 @@ async fn plan_create_returns_the_spec_shape() {
     assert_eq!(body["price_per_call_micros"], 17000);
 }
 
-#[tokio::test]
-async fn plan_list_pages() {
-    let app = app().await;
+async fn plan_list_pages(kind: DbKind) {
+    let app = app(kind).await;
     for id in ["c", "a", "b"] {
         assert_eq!(
             app.post("/admin/v1/plans", simple_plan(id)).await.0,
@@ -367,9 +363,8 @@ async fn plan_list_pages() {
     assert_eq!(ids(&body).len(), 3);
 }
 
-#[tokio::test]
-async fn bad_paging_is_400() {
-    let app = app().await;
+async fn bad_paging_is_400(kind: DbKind) {
+    let app = app(kind).await;
     app.seed(simple_plan("p"), "acme").await;
     for base in [
         "/admin/v1/plans",
@@ -391,9 +386,8 @@ async fn bad_paging_is_400() {
     }
 }
 
-#[tokio::test]
-async fn plan_put_replaces_and_the_catalog_follows() {
-    let app = app().await;
+async fn plan_put_replaces_and_the_catalog_follows(kind: DbKind) {
+    let app = app(kind).await;
     app.post("/admin/v1/plans", q3()).await;
     let mut changed = q3();
     changed["name"] = json!("Q3 bigger");
@@ -464,9 +458,8 @@ async fn plan_put_replaces_and_the_catalog_follows() {
     assert_error(&reply, StatusCode::BAD_REQUEST, "bad_request");
 }
 
-#[tokio::test]
-async fn plan_delete() {
-    let app = app().await;
+async fn plan_delete(kind: DbKind) {
+    let app = app(kind).await;
     app.seed(q3(), "acme").await;
     app.post("/admin/v1/plans", simple_plan("spare")).await;
 
@@ -506,9 +499,8 @@ async fn plan_delete() {
     );
 }
 
-#[tokio::test]
-async fn plan_duplicate_is_409() {
-    let app = app().await;
+async fn plan_duplicate_is_409(kind: DbKind) {
+    let app = app(kind).await;
     assert_eq!(
         app.post("/admin/v1/plans", q3()).await.0,
         StatusCode::CREATED
@@ -523,9 +515,8 @@ async fn plan_duplicate_is_409() {
     assert_eq!(app.catalog.plan("q3").unwrap().name, "Q3");
 }
 
-#[tokio::test]
-async fn plan_bad_input() {
-    let app = app().await;
+async fn plan_bad_input(kind: DbKind) {
+    let app = app(kind).await;
     for raw in [
         "{",
         "not json",
@@ -606,9 +597,8 @@ async fn plan_bad_input() {
 
 // ---- customers ----
 
-#[tokio::test]
-async fn customer_create_get_list() {
-    let app = app().await;
+async fn customer_create_get_list(kind: DbKind) {
+    let app = app(kind).await;
     app.post("/admin/v1/plans", q3()).await;
     let (s, body, _) = app
         .post(
@@ -667,9 +657,8 @@ async fn customer_create_get_list() {
     assert_ne!(ids(&page2)[0], first);
 }
 
-#[tokio::test]
-async fn customer_bad_input() {
-    let app = app().await;
+async fn customer_bad_input(kind: DbKind) {
+    let app = app(kind).await;
     app.seed(q3(), "acme").await;
     let ok = json!({"id": "newco", "name": "New", "email": "a@b.test", "plan_id": "q3"});
     let with = |k: &str, v: Value| {
@@ -733,9 +722,8 @@ async fn customer_bad_input() {
     );
 }
 
-#[tokio::test]
-async fn customer_patch_changes_plan() {
-    let app = app().await;
+async fn customer_patch_changes_plan(kind: DbKind) {
+    let app = app(kind).await;
     app.seed(q3(), "acme").await;
     app.post("/admin/v1/plans", payg()).await;
 
@@ -814,9 +802,8 @@ fn is_key(k: &str) -> bool {
     k.len() == 40 && k.starts_with("pg_live_") && k[8..].bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-#[tokio::test]
-async fn keys_create_list_revoke() {
-    let app = app().await;
+async fn keys_create_list_revoke(kind: DbKind) {
+    let app = app(kind).await;
     app.seed(q3(), "acme").await;
 
     let (s, body, _) = app
@@ -913,9 +900,8 @@ async fn keys_create_list_revoke() {
     assert_error(&reply, StatusCode::NOT_FOUND, "not_found");
 }
 
-#[tokio::test]
-async fn keys_of_unknown_customer_are_404() {
-    let app = app().await;
+async fn keys_of_unknown_customer_are_404(kind: DbKind) {
+    let app = app(kind).await;
     let reply = app
         .call(Method::POST, "/admin/v1/customers/nobody/keys", None)
         .await;
@@ -926,9 +912,8 @@ async fn keys_of_unknown_customer_are_404() {
 
 // ---- credits and balance ----
 
-#[tokio::test]
-async fn credits_are_granted_once_per_reference() {
-    let app = app().await;
+async fn credits_are_granted_once_per_reference(kind: DbKind) {
+    let app = app(kind).await;
     app.seed(payg(), "acme").await;
     let credits = "/admin/v1/customers/acme/credits";
 
@@ -985,9 +970,8 @@ async fn credits_are_granted_once_per_reference() {
     );
 }
 
-#[tokio::test]
-async fn credits_bad_input() {
-    let app = app().await;
+async fn credits_bad_input(kind: DbKind) {
+    let app = app(kind).await;
     app.seed(payg(), "acme").await;
     let credits = "/admin/v1/customers/acme/credits";
     for bad in [
@@ -1025,9 +1009,8 @@ async fn credits_bad_input() {
     assert_error(&reply, StatusCode::NOT_FOUND, "not_found");
 }
 
-#[tokio::test]
-async fn credits_that_would_overflow_the_balance_are_refused() {
-    let app = app().await;
+async fn credits_that_would_overflow_the_balance_are_refused(kind: DbKind) {
+    let app = app(kind).await;
     app.seed(payg(), "acme").await;
     let credits = "/admin/v1/customers/acme/credits";
     let big = i64::MAX - 10;
@@ -1050,9 +1033,8 @@ async fn credits_that_would_overflow_the_balance_are_refused() {
     assert_eq!(s, StatusCode::CREATED);
 }
 
-#[tokio::test]
-async fn balance_has_the_spec_shape() {
-    let app = app().await;
+async fn balance_has_the_spec_shape(kind: DbKind) {
+    let app = app(kind).await;
     app.seed(q3(), "acme").await;
     let (s, bal, _) = app.get("/admin/v1/customers/acme/balance").await;
     assert_eq!(s, StatusCode::OK, "{bal}");
@@ -1135,9 +1117,8 @@ fn keyed_post(path: &str, key: &str, body: &Value) -> Request<Body> {
         .unwrap()
 }
 
-#[tokio::test]
-async fn an_idempotency_key_replays_the_first_response_and_refuses_a_different_request() {
-    let app = app().await;
+async fn an_idempotency_key_replays_the_first_response_and_refuses_a_different_request(kind: DbKind) {
+    let app = app(kind).await;
     let (s, body, headers) = app
         .finish(keyed_post("/admin/v1/plans", "abc-123", &q3()))
         .await;
@@ -1194,9 +1175,8 @@ async fn an_idempotency_key_replays_the_first_response_and_refuses_a_different_r
     assert_eq!(s, StatusCode::CREATED);
 }
 
-#[tokio::test]
-async fn the_openapi_document_lists_every_route() {
-    let app = app().await;
+async fn the_openapi_document_lists_every_route(kind: DbKind) {
+    let app = app(kind).await;
     let (s, doc, _) = app.get("/admin/v1/openapi.json").await;
     assert_eq!(s, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
@@ -1244,3 +1224,39 @@ async fn the_openapi_document_lists_every_route() {
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
+
+/// Every test above, once per database.
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test] async fn $name() { super::$name(super::DbKind::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test] async fn $name() { super::$name(super::DbKind::Postgres).await } )*
+        }
+    };
+}
+
+on_both_databases!(
+    admin_api_requires_the_bearer_token,
+    healthz_readyz_and_metrics_need_no_token,
+    unknown_paths_and_wrong_methods_answer_json_errors,
+    plan_create_returns_the_spec_shape,
+    plan_list_pages,
+    bad_paging_is_400,
+    plan_put_replaces_and_the_catalog_follows,
+    plan_delete,
+    plan_duplicate_is_409,
+    plan_bad_input,
+    customer_create_get_list,
+    customer_bad_input,
+    customer_patch_changes_plan,
+    keys_create_list_revoke,
+    keys_of_unknown_customer_are_404,
+    credits_are_granted_once_per_reference,
+    credits_bad_input,
+    credits_that_would_overflow_the_balance_are_refused,
+    balance_has_the_spec_shape,
+    an_idempotency_key_replays_the_first_response_and_refuses_a_different_request,
+    the_openapi_document_lists_every_route,
+);

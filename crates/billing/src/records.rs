@@ -530,7 +530,7 @@ impl Database {
             .iter()
             .map(|r| plan_from_body(&r.try_get::<String, _>("body")?))
             .collect::<Result<Vec<_>, _>>()?;
-        let customers = sqlx::query("SELECT * FROM customers")
+        let customers = sqlx::query("SELECT * FROM customers ORDER BY id")
             .fetch_all(&self.pool)
             .await?
             .iter()

@@ -1,5 +1,6 @@
 //! Test support shared by the crates' tests: real `redis-server` processes on
-//! free loopback ports, killed when dropped. Nothing here is mocked.
+//! free loopback ports, killed when dropped, and a fresh SQLite or Postgres
+//! database per test. Nothing here is mocked.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
@@ -186,5 +187,87 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database for one test: a SQLite file in a temporary
+/// directory, or a new database on the local Postgres server
+/// (`PAYGATE_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432`),
+/// dropped with the value.
+pub struct TestDb {
+    pub url: String,
+    pub kind: DbKind,
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+fn postgres_base() -> String {
+    std::env::var("PAYGATE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// Runs each statement on its own (CREATE/DROP DATABASE refuse a transaction).
+fn psql(statements: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new("psql");
+    cmd.args([&format!("{}/postgres", postgres_base()), "-v", "ON_ERROR_STOP=1", "-q"]);
+    for s in statements {
+        cmd.args(["-c", s]);
+    }
+    cmd.output()
+        .expect("psql (postgresql-client) must be installed")
+}
+
+impl TestDb {
+    pub fn new(kind: DbKind) -> Self {
+        match kind {
+            DbKind::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                Self {
+                    url: format!("sqlite://{}", dir.path().join("ledger.db").display()),
+                    kind,
+                    _dir: Some(dir),
+                    pg_name: None,
+                }
+            }
+            DbKind::Postgres => {
+                let name = format!(
+                    "paygate_t{}_{}",
+                    std::process::id(),
+                    NEXT_DB.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
+                let out = psql(&[
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    &format!("CREATE DATABASE {name}"),
+                ]);
+                assert!(
+                    out.status.success(),
+                    "creating Postgres database {name}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                Self {
+                    url: format!("{}/{name}", postgres_base()),
+                    kind,
+                    _dir: None,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+}
+
+static NEXT_DB: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = &self.pg_name {
+            let _ = psql(&[&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")]);
+        }
     }
 }
