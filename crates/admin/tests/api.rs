@@ -1117,7 +1117,9 @@ fn keyed_post(path: &str, key: &str, body: &Value) -> Request<Body> {
         .unwrap()
 }
 
-async fn an_idempotency_key_replays_the_first_response_and_refuses_a_different_request(kind: DbKind) {
+async fn an_idempotency_key_replays_the_first_response_and_refuses_a_different_request(
+    kind: DbKind,
+) {
     let app = app(kind).await;
     let (s, body, headers) = app
         .finish(keyed_post("/admin/v1/plans", "abc-123", &q3()))

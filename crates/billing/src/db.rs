@@ -11,8 +11,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
-use sqlx::AnyPool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::AnyPool;
 use sqlx::{ConnectOptions, Connection, Executor};
 
 #[derive(Debug, thiserror::Error)]
@@ -108,8 +108,10 @@ impl Database {
                         Box::pin(async move {
                             // NORMAL in WAL mode survives a process crash; the
                             // busy timeout lets the writer and readers share the file.
-                            conn.execute("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000")
-                                .await?;
+                            conn.execute(
+                                "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000",
+                            )
+                            .await?;
                             Ok(())
                         })
                     })
@@ -160,5 +162,35 @@ impl Database {
                 .fetch_one(&self.pool)
                 .await?;
         Ok(secret)
+    }
+}
+
+/// `VALUES ($1, …, $cols), (…)` for `rows` rows. sqlx's `QueryBuilder<Any>`
+/// writes `?` placeholders, which Postgres does not accept; `$N` works on both.
+pub(crate) fn values_clause(rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5 + 8);
+    s.push_str("VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push('$');
+            s.push_str(&(r * cols + c + 1).to_string());
+        }
+        s.push(')');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_clause_numbers_every_placeholder() {
+        assert_eq!(super::values_clause(2, 2), "VALUES ($1, $2), ($3, $4)");
     }
 }

@@ -132,7 +132,11 @@ impl Database {
             period: Some(period.to_string()),
             ..Filter::default()
         };
-        let by = [Dimension::Route, Dimension::OveragePrice, Dimension::UnitPrice];
+        let by = [
+            Dimension::Route,
+            Dimension::OveragePrice,
+            Dimension::UnitPrice,
+        ];
         Ok(rating::usage_charges(&self.aggregate(&filter, &by).await?))
     }
 
@@ -160,7 +164,11 @@ impl Database {
                 .ok_or_else(|| DbError::Corrupt(format!("invoice line charge {charge:?}")))?;
             let route: Option<String> = r.try_get("route")?;
             out.insert(
-                (route.unwrap_or_default(), charge, r.try_get("unit_price_micros")?),
+                (
+                    route.unwrap_or_default(),
+                    charge,
+                    r.try_get("unit_price_micros")?,
+                ),
                 Amount {
                     quantity: r.try_get("quantity")?,
                     amount_micros: r.try_get("amount")?,
@@ -215,28 +223,29 @@ impl Database {
         else {
             return Ok(None);
         };
-        let lines = sqlx::query("SELECT * FROM invoice_lines WHERE invoice_id = $1 ORDER BY line_no")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|l| {
-                let kind: String = l.try_get("kind")?;
-                let charge: String = l.try_get("charge")?;
-                Ok(Line {
-                    kind: LineKind::parse(&kind)
-                        .ok_or_else(|| DbError::Corrupt(format!("line kind {kind:?}")))?,
-                    charge: Charge::parse(&charge)
-                        .ok_or_else(|| DbError::Corrupt(format!("line charge {charge:?}")))?,
-                    source_period: l.try_get("source_period")?,
-                    description: l.try_get("description")?,
-                    route: l.try_get("route")?,
-                    quantity: l.try_get("quantity")?,
-                    unit_price_micros: l.try_get("unit_price_micros")?,
-                    amount_micros: l.try_get("amount_micros")?,
+        let lines =
+            sqlx::query("SELECT * FROM invoice_lines WHERE invoice_id = $1 ORDER BY line_no")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|l| {
+                    let kind: String = l.try_get("kind")?;
+                    let charge: String = l.try_get("charge")?;
+                    Ok(Line {
+                        kind: LineKind::parse(&kind)
+                            .ok_or_else(|| DbError::Corrupt(format!("line kind {kind:?}")))?,
+                        charge: Charge::parse(&charge)
+                            .ok_or_else(|| DbError::Corrupt(format!("line charge {charge:?}")))?,
+                        source_period: l.try_get("source_period")?,
+                        description: l.try_get("description")?,
+                        route: l.try_get("route")?,
+                        quantity: l.try_get("quantity")?,
+                        unit_price_micros: l.try_get("unit_price_micros")?,
+                        amount_micros: l.try_get("amount_micros")?,
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>, DbError>>()?;
+                .collect::<Result<Vec<_>, DbError>>()?;
         let period: String = r.try_get("period")?;
         let customer_id: String = r.try_get("customer_id")?;
         let c = self.get_customer(&customer_id).await?;
@@ -293,7 +302,10 @@ impl Database {
         name: PeriodName,
         now: DateTime<Utc>,
     ) -> Result<Option<Invoice>, DbError> {
-        if let Some(inv) = self.load_finalized(&invoice_id(c.id.as_str(), name)).await? {
+        if let Some(inv) = self
+            .load_finalized(&invoice_id(c.id.as_str(), name))
+            .await?
+        {
             return Ok(Some(inv));
         }
         if !self.invoice_periods(c, now).await?.contains(&name) {
@@ -453,10 +465,7 @@ impl Database {
 impl Invoice {
     /// One CSV row per line (RFC 4180, header row), each carrying the
     /// invoice's identity; the amount column sums to `total_micros`.
-    pub fn write_csv<W: std::io::Write>(
-        invoices: &[Invoice],
-        out: W,
-    ) -> Result<W, csv::Error> {
+    pub fn write_csv<W: std::io::Write>(invoices: &[Invoice], out: W) -> Result<W, csv::Error> {
         let mut w = csv::WriterBuilder::new()
             .terminator(csv::Terminator::CRLF)
             .from_writer(out);
@@ -512,7 +521,14 @@ mod tests {
         let id = invoice_id("acme_co-1", p);
         assert_eq!(id, "inv_2026-11_acme_co-1");
         assert_eq!(parse_invoice_id(&id), Some((p, "acme_co-1")));
-        for bad in ["inv_2026-11", "inv_2026-11_", "inv_2026-13_x", "in_2026-11_x", "inv_2026-11x", ""] {
+        for bad in [
+            "inv_2026-11",
+            "inv_2026-11_",
+            "inv_2026-13_x",
+            "in_2026-11_x",
+            "inv_2026-11x",
+            "",
+        ] {
             assert_eq!(parse_invoice_id(bad), None, "{bad}");
         }
     }

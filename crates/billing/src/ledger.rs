@@ -21,9 +21,9 @@ use paygate_core::period::Period;
 use paygate_core::{Micros, UsageEvent};
 use paygate_metrics::Metrics;
 use paygate_store::{Counters, CustomerRecord};
-use sqlx::{Any, QueryBuilder};
 use tokio::sync::{Notify, Semaphore};
 
+use crate::db::values_clause;
 use crate::rollup;
 use crate::spill::SpillFile;
 use crate::{Database, DbError};
@@ -290,31 +290,34 @@ impl Database {
         let mut tx = self.pool.begin().await?;
         let mut fresh: HashSet<String> = HashSet::with_capacity(events.len());
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            let mut qb: QueryBuilder<Any> = QueryBuilder::new(
-                "INSERT INTO usage_events (request_id, ts_us, customer_id, key_id, plan_id, route, method, \
-                 status, billable, units, overage_units, amount_micros, credits_micros, period, latency_us) ",
-            );
-            qb.push_values(chunk, |mut b, e| {
-                b.push_bind(&e.request_id)
-                    .push_bind(micros(e.ts))
-                    .push_bind(&e.customer_id)
-                    .push_bind(&e.key_id)
-                    .push_bind(&e.plan_id)
-                    .push_bind(&e.route)
-                    .push_bind(&e.method)
-                    .push_bind(i64::from(e.status))
-                    .push_bind(i64::from(e.billable))
-                    .push_bind(i64::try_from(e.units).unwrap_or(i64::MAX))
-                    .push_bind(i64::try_from(e.overage_units).unwrap_or(i64::MAX))
-                    .push_bind(e.amount_micros)
-                    .push_bind(e.credits_micros)
-                    .push_bind(&e.period)
-                    .push_bind(i64::try_from(e.latency_us).unwrap_or(i64::MAX));
-            });
             // RETURNING names only the rows this statement inserted: the
             // rollup must count those and not the duplicates.
-            qb.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
-            let ids: Vec<String> = qb.build_query_scalar().fetch_all(&mut *tx).await?;
+            let sql = format!(
+                "INSERT INTO usage_events (request_id, ts_us, customer_id, key_id, plan_id, route, method, \
+                 status, billable, units, overage_units, amount_micros, credits_micros, period, latency_us) \
+                 {} ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+                values_clause(chunk.len(), 15)
+            );
+            let mut q = sqlx::query_scalar::<_, String>(&sql);
+            for e in chunk {
+                q = q
+                    .bind(e.request_id.as_str())
+                    .bind(micros(e.ts))
+                    .bind(e.customer_id.as_str())
+                    .bind(e.key_id.as_str())
+                    .bind(e.plan_id.as_str())
+                    .bind(e.route.as_str())
+                    .bind(e.method.as_str())
+                    .bind(i64::from(e.status))
+                    .bind(i64::from(e.billable))
+                    .bind(i64::try_from(e.units).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(e.overage_units).unwrap_or(i64::MAX))
+                    .bind(e.amount_micros)
+                    .bind(e.credits_micros)
+                    .bind(e.period.as_str())
+                    .bind(i64::try_from(e.latency_us).unwrap_or(i64::MAX));
+            }
+            let ids: Vec<String> = q.fetch_all(&mut *tx).await?;
             fresh.extend(ids);
         }
         let rows = rollup::roll_up(events.iter().filter(|e| fresh.contains(&e.request_id)));
@@ -468,15 +471,20 @@ mod tests {
             .unwrap();
         use crate::records::Grant;
         assert_eq!(
-            db.grant_credits("c", 100, "r1", &crate::audit::Actor::system()).await.unwrap(),
+            db.grant_credits("c", 100, "r1", &crate::audit::Actor::system())
+                .await
+                .unwrap(),
             Grant::Credited
         );
         assert_eq!(
-            db.grant_credits("c", 100, "r1", &crate::audit::Actor::system()).await.unwrap(),
+            db.grant_credits("c", 100, "r1", &crate::audit::Actor::system())
+                .await
+                .unwrap(),
             Grant::AlreadyCredited
         );
         assert!(matches!(
-            db.grant_credits("c", 5, "r1", &crate::audit::Actor::system()).await,
+            db.grant_credits("c", 5, "r1", &crate::audit::Actor::system())
+                .await,
             Err(DbError::Conflict(_))
         ));
         db.insert_events(&[event("a", true, 1, 17), event("b", false, 1, 0)])

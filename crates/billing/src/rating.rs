@@ -287,7 +287,9 @@ pub fn adjustment_lines(
 
 /// Microseconds since the epoch as a time (for plan history rows).
 pub fn from_micros(us: i64) -> DateTime<Utc> {
-    Utc.timestamp_micros(us).single().unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+    Utc.timestamp_micros(us)
+        .single()
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
 #[cfg(test)]
@@ -339,7 +341,10 @@ mod tests {
             span("c", 900, at(2026, 9, 16, 2)),
         ];
         let lines = fee_lines(&p, "2026-09", &h);
-        let amounts: Vec<_> = lines.iter().map(|l| (l.description.clone(), l.amount_micros)).collect();
+        let amounts: Vec<_> = lines
+            .iter()
+            .map(|l| (l.description.clone(), l.amount_micros))
+            .collect();
         assert_eq!(amounts.len(), 2, "{amounts:?}");
         assert_eq!(amounts[0].1, 150);
         assert_eq!(amounts[1].1, 450);
@@ -348,8 +353,20 @@ mod tests {
     #[test]
     fn adjustments_are_the_difference_and_vanish_when_billed() {
         let k = ("r".to_string(), Charge::Overage, 200);
-        let now = BTreeMap::from([(k.clone(), Amount { quantity: 5, amount_micros: 1000 })]);
-        let billed = BTreeMap::from([(k.clone(), Amount { quantity: 3, amount_micros: 600 })]);
+        let now = BTreeMap::from([(
+            k.clone(),
+            Amount {
+                quantity: 5,
+                amount_micros: 1000,
+            },
+        )]);
+        let billed = BTreeMap::from([(
+            k.clone(),
+            Amount {
+                quantity: 3,
+                amount_micros: 600,
+            },
+        )]);
         let adj = adjustment_lines("2026-09", &now, &billed);
         assert_eq!(adj.len(), 1);
         assert_eq!((adj[0].quantity, adj[0].amount_micros), (2, 400));

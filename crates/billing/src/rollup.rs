@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 
 use paygate_core::{Micros, UsageEvent};
-use sqlx::{AnyConnection, QueryBuilder};
+use sqlx::AnyConnection;
 
+use crate::db::values_clause;
 use crate::DbError;
 
 /// One rollup row's identity: a customer's calls on one UTC day, one route,
@@ -95,35 +96,36 @@ pub(crate) async fn apply(
 ) -> Result<(), DbError> {
     let rows: Vec<_> = rows.iter().collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<sqlx::Any> = QueryBuilder::new(
+        let sql = format!(
             "INSERT INTO usage_daily (customer_id, period, day, route, key_id, overage_price_micros, \
-             unit_price_micros, calls, billable_calls, units, overage_units, amount_micros, credits_micros) ",
-        );
-        qb.push_values(chunk, |mut b, (k, s)| {
-            b.push_bind(k.customer_id.as_str())
-                .push_bind(k.period.as_str())
-                .push_bind(k.day.as_str())
-                .push_bind(k.route.as_str())
-                .push_bind(k.key_id.as_str())
-                .push_bind(k.overage_price_micros)
-                .push_bind(k.unit_price_micros)
-                .push_bind(s.calls)
-                .push_bind(s.billable_calls)
-                .push_bind(s.units)
-                .push_bind(s.overage_units)
-                .push_bind(s.amount_micros)
-                .push_bind(s.credits_micros);
-        });
-        qb.push(
-            " ON CONFLICT (customer_id, period, day, route, key_id, overage_price_micros, unit_price_micros) \
+             unit_price_micros, calls, billable_calls, units, overage_units, amount_micros, credits_micros) \
+             {} ON CONFLICT (customer_id, period, day, route, key_id, overage_price_micros, unit_price_micros) \
              DO UPDATE SET calls = usage_daily.calls + excluded.calls, \
              billable_calls = usage_daily.billable_calls + excluded.billable_calls, \
              units = usage_daily.units + excluded.units, \
              overage_units = usage_daily.overage_units + excluded.overage_units, \
              amount_micros = usage_daily.amount_micros + excluded.amount_micros, \
              credits_micros = usage_daily.credits_micros + excluded.credits_micros",
+            values_clause(chunk.len(), 13)
         );
-        qb.build().execute(&mut *conn).await?;
+        let mut q = sqlx::query(&sql);
+        for (k, s) in chunk {
+            q = q
+                .bind(k.customer_id.as_str())
+                .bind(k.period.as_str())
+                .bind(k.day.as_str())
+                .bind(k.route.as_str())
+                .bind(k.key_id.as_str())
+                .bind(k.overage_price_micros)
+                .bind(k.unit_price_micros)
+                .bind(s.calls)
+                .bind(s.billable_calls)
+                .bind(s.units)
+                .bind(s.overage_units)
+                .bind(s.amount_micros)
+                .bind(s.credits_micros);
+        }
+        q.execute(&mut *conn).await?;
     }
     Ok(())
 }

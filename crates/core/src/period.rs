@@ -93,10 +93,19 @@ impl std::str::FromStr for PeriodName {
     /// Exactly `YYYY-MM`, month 01 to 12, year 2000 to 9999.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || {
-            crate::ValidationError::new("period", format!("{s:?} is not a period: expected YYYY-MM"))
+            crate::ValidationError::new(
+                "period",
+                format!("{s:?} is not a period: expected YYYY-MM"),
+            )
         };
         let b = s.as_bytes();
-        if b.len() != 7 || b[4] != b'-' || !s[..4].bytes().chain(s[5..].bytes()).all(|c| c.is_ascii_digit()) {
+        if b.len() != 7
+            || b[4] != b'-'
+            || !s[..4]
+                .bytes()
+                .chain(s[5..].bytes())
+                .all(|c| c.is_ascii_digit())
+        {
             return Err(bad());
         }
         let year: i32 = s[..4].parse().map_err(|_| bad())?;
@@ -186,7 +195,9 @@ mod tests {
         assert_eq!(n.next().to_string(), "2027-01");
         assert_eq!(n.prev().to_string(), "2026-11");
         assert!(n < n.next());
-        for bad in ["2026-13", "2026-00", "2026-1", "26-01", "2026/01", "", "abcd-ef", "2026-011"] {
+        for bad in [
+            "2026-13", "2026-00", "2026-1", "26-01", "2026/01", "", "abcd-ef", "2026-011",
+        ] {
             assert!(bad.parse::<PeriodName>().is_err(), "{bad}");
         }
         let p = Period::named(31, "2026-02".parse().unwrap());

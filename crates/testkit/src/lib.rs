@@ -216,7 +216,12 @@ fn postgres_base() -> String {
 /// Runs each statement on its own (CREATE/DROP DATABASE refuse a transaction).
 fn psql(statements: &[&str]) -> std::process::Output {
     let mut cmd = Command::new("psql");
-    cmd.args([&format!("{}/postgres", postgres_base()), "-v", "ON_ERROR_STOP=1", "-q"]);
+    cmd.args([
+        &format!("{}/postgres", postgres_base()),
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-q",
+    ]);
     for s in statements {
         cmd.args(["-c", s]);
     }

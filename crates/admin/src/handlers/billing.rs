@@ -38,7 +38,10 @@ fn format(raw: Option<&str>) -> Result<Format, ApiError> {
 fn csv_response(body: Vec<u8>, filename: &str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8; header=present".to_owned()),
+            (
+                header::CONTENT_TYPE,
+                "text/csv; charset=utf-8; header=present".to_owned(),
+            ),
             (
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{filename}\""),
@@ -75,7 +78,10 @@ fn day(name: &str, raw: Option<&str>) -> Result<Option<NaiveDate>, ApiError> {
 
 fn period(raw: Option<&str>) -> Result<Option<PeriodName>, ApiError> {
     raw.filter(|s| !s.is_empty())
-        .map(|p| p.parse().map_err(|e: paygate_core::ValidationError| ApiError::BadRequest(e.to_string())))
+        .map(|p| {
+            p.parse()
+                .map_err(|e: paygate_core::ValidationError| ApiError::BadRequest(e.to_string()))
+        })
         .transpose()
 }
 
@@ -150,7 +156,12 @@ pub struct InvoiceParams {
     format: Option<String>,
 }
 
-fn invoices_response(list: Vec<Invoice>, has_more: bool, fmt: Format, name: &str) -> Result<Response, ApiError> {
+fn invoices_response(
+    list: Vec<Invoice>,
+    has_more: bool,
+    fmt: Format,
+    name: &str,
+) -> Result<Response, ApiError> {
     Ok(match fmt {
         Format::Json => Json(json!({"data": list, "has_more": has_more})).into_response(),
         Format::Csv => csv_response(
@@ -170,9 +181,8 @@ pub async fn list_invoices(
     let period = period(q.period.as_deref())?;
     let customer_id = q.customer_id.filter(|c| !c.is_empty());
     known_customer(&s, customer_id.as_deref()).await?;
-    let p = s
-        .db
-        .list_invoices(
+    let p =
+        s.db.list_invoices(
             customer_id.as_deref(),
             period,
             page.limit,
@@ -238,9 +248,8 @@ pub async fn audit(
         resource: q.resource.filter(|r| !r.is_empty()),
         resource_id: q.resource_id.filter(|r| !r.is_empty()),
     };
-    let p = s
-        .db
-        .list_audit(&filter, page.limit, page.starting_after.as_deref())
-        .await?;
+    let p =
+        s.db.list_audit(&filter, page.limit, page.starting_after.as_deref())
+            .await?;
     Ok(Json(json!({"data": p.data, "has_more": p.has_more})))
 }

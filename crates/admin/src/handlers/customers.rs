@@ -74,12 +74,16 @@ pub async fn create(
         None => CustomerId::new(format!("cus_{}", uuid::Uuid::now_v7().simple()))?,
     };
     let rec =
-        s.db.create_customer(NewCustomer {
-            id,
-            name: b.name,
-            email: b.email,
-            plan_id,
-        }, &actor, chrono::Utc::now())
+        s.db.create_customer(
+            NewCustomer {
+                id,
+                name: b.name,
+                email: b.email,
+                plan_id,
+            },
+            &actor,
+            chrono::Utc::now(),
+        )
         .await?;
     apply(&s, &rec).await;
     // A new customer starts from zero; a store that is down now is seeded

@@ -23,7 +23,9 @@ pub async fn create(
     let customer = customers::load(&s, &id).await?;
     let new = apikey::generate();
     let hash = apikey::hash(s.catalog.key_secret(), &new.secret);
-    let rec = s.db.create_key(&customer.id, &new.prefix, &hash, &actor).await?;
+    let rec =
+        s.db.create_key(&customer.id, &new.prefix, &hash, &actor)
+            .await?;
     s.catalog.put_key(rec.clone());
     s.changes
         .publish(RecordChange::Key(rec.id.to_string()))
