@@ -4,6 +4,9 @@
 //! Every change is written to the database first and then applied to the
 //! gateway's catalog and store, so it is in force for the next call.
 
+// The OpenAPI document is one large `json!` literal.
+#![recursion_limit = "256"]
+
 mod error;
 mod extract;
 mod handlers;

@@ -64,6 +64,21 @@ pub fn document() -> Value {
             "/admin/v1/customers/{id}/balance": {
                 "get": op("Credits, quota and rate limit now", "200", Some("Balance"), None, &auth),
             },
+            "/admin/v1/usage": {
+                "get": op("Usage report from the ledger: ?customer_id, from, to (YYYY-MM-DD, to exclusive), period (YYYY-MM), group_by=day,route,key, format=json|csv", "200", Some("UsageReport"), None, &auth),
+            },
+            "/admin/v1/invoices": {
+                "get": op("Invoices, finalized and draft: ?customer_id, period, format=json|csv, limit, starting_after", "200", Some("InvoiceList"), None, &auth),
+            },
+            "/admin/v1/invoices/{id}": {
+                "get": op("One invoice: ?format=json|csv", "200", Some("Invoice"), None, &auth),
+            },
+            "/admin/v1/invoices/close": {
+                "post": op("Finalize a period's invoices", "200", Some("Closed"), Some("ClosePeriod"), &auth),
+            },
+            "/admin/v1/audit": {
+                "get": op("Audit log, newest first: ?resource, resource_id, limit, starting_after", "200", Some("AuditList"), None, &auth),
+            },
             "/admin/v1/openapi.json": {
                 "get": op("This document", "200", None, None, &["401"]),
             },
@@ -102,7 +117,32 @@ pub fn document() -> Value {
                     "customer_id": {"type": "string"}, "plan_id": {"type": "string"}, "credits_micros": {"type": "integer"},
                     "quota": {"type": "object", "nullable": true, "properties": {"limit": {"type": "integer"}, "used": {"type": "integer"}, "remaining": {"type": "integer"}, "resets_at": {"type": "string", "format": "date-time"}}},
                     "rate_limit": {"type": "object", "properties": {"requests": {"type": "integer"}, "per": {"type": "string"}, "burst": {"type": "integer"}}},
-                    "period": {"type": "string"}}}
+                    "period": {"type": "string"}}},
+                "UsageRow": {"type": "object", "properties": {
+                    "day": {"type": "string"}, "route": {"type": "string"}, "key_id": {"type": "string"},
+                    "calls": {"type": "integer"}, "billable_calls": {"type": "integer"}, "units": {"type": "integer"}, "amount_micros": {"type": "integer"}}},
+                "UsageReport": {"type": "object", "properties": {
+                    "data": {"type": "array", "items": {"$ref": "#/components/schemas/UsageRow"}}, "has_more": {"type": "boolean"},
+                    "totals": {"type": "object", "properties": {"calls": {"type": "integer"}, "billable_calls": {"type": "integer"}, "units": {"type": "integer"}, "amount_micros": {"type": "integer"}}}}},
+                "InvoiceLine": {"type": "object", "properties": {
+                    "kind": {"type": "string", "enum": ["fee", "usage", "overage", "payg", "proration", "adjustment"]},
+                    "description": {"type": "string"}, "route": {"type": "string", "nullable": true}, "source_period": {"type": "string"},
+                    "quantity": {"type": "integer"}, "unit_price_micros": {"type": "integer"}, "amount_micros": {"type": "integer"}}},
+                "Invoice": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "number": {"type": "integer", "nullable": true}, "customer_id": {"type": "string"},
+                    "period": {"type": "string"}, "period_start": {"type": "string", "format": "date-time"}, "period_end": {"type": "string", "format": "date-time"},
+                    "status": {"type": "string", "enum": ["draft", "finalized"]}, "currency": {"type": "string"},
+                    "lines": {"type": "array", "items": {"$ref": "#/components/schemas/InvoiceLine"}},
+                    "total_micros": {"type": "integer"}, "credits_applied_micros": {"type": "integer"}, "amount_due_micros": {"type": "integer"},
+                    "finalized_at": {"type": "string", "format": "date-time", "nullable": true}}},
+                "InvoiceList": {"type": "object", "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/Invoice"}}, "has_more": {"type": "boolean"}}},
+                "ClosePeriod": {"type": "object", "required": ["period"], "properties": {"period": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}}},
+                "Closed": {"type": "object", "properties": {"period": {"type": "string"}, "data": {"type": "array", "items": {"$ref": "#/components/schemas/Invoice"}}, "has_more": {"type": "boolean"}}},
+                "AuditEntry": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "at": {"type": "string", "format": "date-time"}, "actor": {"type": "string"},
+                    "action": {"type": "string"}, "resource": {"type": "string"}, "resource_id": {"type": "string"},
+                    "before": {"nullable": true}, "after": {"nullable": true}}},
+                "AuditList": {"type": "object", "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEntry"}}, "has_more": {"type": "boolean"}}}
             }
         }
     })

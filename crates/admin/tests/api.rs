@@ -1197,6 +1197,11 @@ async fn the_openapi_document_lists_every_route(kind: DbKind) {
         ("delete", "/admin/v1/keys/{key_id}"),
         ("post", "/admin/v1/customers/{id}/credits"),
         ("get", "/admin/v1/customers/{id}/balance"),
+        ("get", "/admin/v1/usage"),
+        ("get", "/admin/v1/invoices"),
+        ("get", "/admin/v1/invoices/{id}"),
+        ("post", "/admin/v1/invoices/close"),
+        ("get", "/admin/v1/audit"),
         ("get", "/admin/v1/openapi.json"),
     ];
     for (method, path) in routes {
@@ -1227,6 +1232,277 @@ async fn the_openapi_document_lists_every_route(kind: DbKind) {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
+async fn billing_endpoints_refuse_bad_input_with_clear_errors(kind: DbKind) {
+    let app = app(kind).await;
+    app.seed(
+        json!({"id": "p", "name": "P", "rate_limit": {"requests": 5, "per": "second"}}),
+        "c1",
+    )
+    .await;
+    for (path, status, code) in [
+        (
+            "/admin/v1/usage?from=yesterday",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/admin/v1/usage?to=2026-02-30",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/admin/v1/usage?from=2026-11-02T10:00:00Z",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/admin/v1/usage?from=2026-11-02&to=2026-11-01",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/admin/v1/usage?group_by=day,planet",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/admin/v1/usage?format=xml",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/admin/v1/usage?period=2026-13",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/admin/v1/usage?customer_id=nobody",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/admin/v1/invoices?period=26-01",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/admin/v1/invoices?customer_id=nobody",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/admin/v1/invoices?limit=0",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/admin/v1/invoices/inv_garbage",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/admin/v1/invoices/inv_2026-11_nobody",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/admin/v1/invoices/inv_1999-01_c1",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/admin/v1/audit?limit=5000",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+    ] {
+        assert_error(&app.get(path).await, status, code);
+    }
+    for (body, status, code) in [
+        ("{not json", StatusCode::BAD_REQUEST, "bad_request"),
+        ("{}", StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        (
+            r#"{"period": 202611}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            r#"{"period": "2026-13"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            r#"{"period": "2026-11", "extra": 1}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            r#"{"period": "2999-01"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+    ] {
+        let reply = app
+            .call_raw(Method::POST, "/admin/v1/invoices/close", body)
+            .await;
+        assert_error(&reply, status, code);
+    }
+    // Nothing was finalized by any of that.
+    let (s, b, _) = app.get("/admin/v1/invoices?customer_id=c1").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        b["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["status"] == "draft"),
+        "{b}"
+    );
+    let (_, b, _) = app.get("/admin/v1/audit?resource=period").await;
+    assert_eq!(b["data"], json!([]));
+}
+
+async fn a_new_customer_has_a_current_draft_invoice(kind: DbKind) {
+    let app = app(kind).await;
+    app.seed(
+        json!({"id": "gold", "name": "Gold", "rate_limit": {"requests": 5, "per": "second"}, "monthly_fee_micros": 9_000_000}),
+        "c1",
+    )
+    .await;
+    let (s, b, _) = app.get("/admin/v1/invoices?customer_id=c1").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let list = b["data"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{b}");
+    let inv = &list[0];
+    assert_eq!(inv["status"], "draft");
+    assert_eq!(inv["number"], Value::Null);
+    assert_eq!(inv["currency"], "USD");
+    assert_eq!(inv["total_micros"], 9_000_000);
+    assert_eq!(inv["lines"][0]["kind"], "fee");
+    let (s, one, _) = app
+        .get(&format!(
+            "/admin/v1/invoices/{}",
+            inv["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(&one, inv);
+    // An empty report is empty, with zero totals.
+    let (s, r, _) = app
+        .get("/admin/v1/usage?customer_id=c1&group_by=route")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(r["data"], json!([]));
+    assert_eq!(
+        r["totals"],
+        json!({"calls": 0, "billable_calls": 0, "units": 0, "amount_micros": 0})
+    );
+}
+
+async fn every_admin_change_is_in_the_audit_log(kind: DbKind) {
+    let app = app(kind).await;
+    let plan = json!({"id": "p", "name": "P", "rate_limit": {"requests": 5, "per": "second"}});
+    app.seed(plan.clone(), "c1").await;
+    let mut changed = plan.clone();
+    changed["name"] = json!("P2");
+    let (s, _, _) = app
+        .call(Method::PUT, "/admin/v1/plans/p", Some(changed))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = app
+        .call(
+            Method::PATCH,
+            "/admin/v1/customers/c1",
+            Some(json!({"name": "Acme Ltd"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, key, _) = app.post("/admin/v1/customers/c1/keys", json!({})).await;
+    let key_id = key["id"].as_str().unwrap().to_string();
+    let (s, _, _) = app
+        .call(Method::DELETE, &format!("/admin/v1/keys/{key_id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = app
+        .send(
+            Method::POST,
+            "/admin/v1/customers/c1/credits",
+            Some(TOKEN),
+            Some(r#"{"amount_micros": 500, "reference": "r1"}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    // A replayed top-up changes nothing and is not audited again.
+    app.post(
+        "/admin/v1/customers/c1/credits",
+        json!({"amount_micros": 500, "reference": "r1"}),
+    )
+    .await;
+
+    let (s, log, _) = app.get("/admin/v1/audit").await;
+    assert_eq!(s, StatusCode::OK);
+    let entries = log["data"].as_array().unwrap();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "credits.grant",
+            "key.revoke",
+            "key.create",
+            "customer.update",
+            "plan.update",
+            "customer.create",
+            "plan.create"
+        ]
+    );
+    let plan_update = &entries[4];
+    assert_eq!(plan_update["actor"], "admin");
+    assert_eq!(plan_update["resource_id"], "p");
+    assert_eq!(plan_update["before"]["name"], "P");
+    assert_eq!(plan_update["after"]["name"], "P2");
+    assert!(plan_update["at"].as_str().unwrap().ends_with('Z'));
+    let customer_update = &entries[3];
+    assert_eq!(customer_update["before"]["name"], "Acme");
+    assert_eq!(customer_update["after"]["name"], "Acme Ltd");
+    assert!(entries[1]["after"]["revoked_at"].is_string());
+    assert!(
+        entries[2]["after"].get("key").is_none(),
+        "the secret is never logged"
+    );
+
+    // Filters and paging, newest first.
+    let (_, page1, _) = app.get("/admin/v1/audit?limit=2").await;
+    assert_eq!(page1["has_more"], true);
+    let last = page1["data"][1]["id"].as_str().unwrap();
+    let (_, page2, _) = app
+        .get(&format!("/admin/v1/audit?limit=2&starting_after={last}"))
+        .await;
+    assert_eq!(page2["data"][0]["action"], "key.create");
+    let (_, only, _) = app.get("/admin/v1/audit?resource=plan&resource_id=p").await;
+    assert_eq!(only["data"].as_array().unwrap().len(), 2);
+
+    // The caller may name itself.
+    let req = Request::builder()
+        .method(Method::DELETE)
+        .uri("/admin/v1/plans/unused")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header("x-paygate-actor", "alice@finance");
+    app.post(
+        "/admin/v1/plans",
+        json!({"id": "unused", "name": "U", "rate_limit": {"requests": 1, "per": "second"}}),
+    )
+    .await;
+    let (s, _, _) = app.finish(req.body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, log, _) = app.get("/admin/v1/audit?limit=1").await;
+    assert_eq!(log["data"][0]["action"], "plan.delete");
+    assert_eq!(log["data"][0]["actor"], "alice@finance");
+    assert_eq!(log["data"][0]["after"], Value::Null);
+}
+
 /// Every test above, once per database.
 macro_rules! on_both_databases {
     ($($name:ident),* $(,)?) => {
@@ -1240,6 +1516,9 @@ macro_rules! on_both_databases {
 }
 
 on_both_databases!(
+    billing_endpoints_refuse_bad_input_with_clear_errors,
+    a_new_customer_has_a_current_draft_invoice,
+    every_admin_change_is_in_the_audit_log,
     admin_api_requires_the_bearer_token,
     healthz_readyz_and_metrics_need_no_token,
     unknown_paths_and_wrong_methods_answer_json_errors,
