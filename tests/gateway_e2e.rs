@@ -219,17 +219,22 @@ async fn quota_exhausted_is_402_and_overage_plans_keep_serving() {
         assert_eq!(pg.get("/v1/x", &key).await.status(), 200);
     }
     pg.expect_ledger("overage", 4, 0).await;
-    let url = format!("sqlite://{}?mode=ro", pg.db_path.display());
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+    let report = pg
+        .ledger()
+        .await
+        .usage_report(
+            &paygate_billing::aggregate::Filter {
+                customer_id: Some("overage".into()),
+                ..Default::default()
+            },
+            &[],
+        )
         .await
         .unwrap();
-    let charged: i64 = sqlx::query_scalar(
-        "SELECT SUM(amount_micros) FROM usage_events WHERE customer_id = 'overage'",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
-    assert_eq!(charged, 400, "two calls past the quota at 200 micros");
+    assert_eq!(
+        report.totals.amount_micros, 400,
+        "two calls past the quota at 200 micros"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

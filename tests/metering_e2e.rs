@@ -1,5 +1,6 @@
 //! Exactness under concurrency, restarts and upstream failures: the ledger
 //! holds one event per admitted call and nothing is admitted past a limit.
+//! The ledger tests run on SQLite and on Postgres.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use futures::future::join_all;
+use paygate_testkit::DbKind;
 use serde_json::json;
 
 async fn burst(pg: &Paygate, key: &str, path: &str, n: usize) -> (usize, usize, Vec<u16>) {
@@ -22,9 +24,8 @@ async fn burst(pg: &Paygate, key: &str, path: &str, n: usize) -> (usize, usize, 
     (ok, refused, statuses)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_hundred_concurrent_calls_against_a_quota_of_100() {
-    let (_dir, mock, pg) = started().await;
+async fn two_hundred_concurrent_calls_against_a_quota_of_100(kind: DbKind) {
+    let (_ledger, mock, pg) = started_on(kind).await;
     let key = pg
         .customer_with_plan("q", json!({"quota": {"calls": 100, "period": "month"}}))
         .await;
@@ -34,9 +35,8 @@ async fn two_hundred_concurrent_calls_against_a_quota_of_100() {
     assert_eq!(mock.hits(), 100);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn credits_for_k_calls_admit_exactly_k_and_never_go_negative() {
-    let (_dir, _mock, pg) = started().await;
+async fn credits_for_k_calls_admit_exactly_k_and_never_go_negative(kind: DbKind) {
+    let (_ledger, _mock, pg) = started_on(kind).await;
     let key = pg
         .customer_with_plan("k", json!({"price_per_call_micros": 17000}))
         .await;
@@ -60,9 +60,8 @@ async fn credits_for_k_calls_admit_exactly_k_and_never_go_negative() {
     assert_eq!(bal["credits_micros"], 16999, "{bal}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn non_billable_calls_under_concurrency_give_everything_back() {
-    let (_dir, _mock, pg) = started().await;
+async fn non_billable_calls_under_concurrency_give_everything_back(kind: DbKind) {
+    let (_ledger, _mock, pg) = started_on(kind).await;
     let key = pg
         .customer_with_plan("n", json!({"quota": {"calls": 30, "period": "month"}}))
         .await;
@@ -89,9 +88,8 @@ async fn non_billable_calls_under_concurrency_give_everything_back() {
     assert_eq!(bal["quota"]["used"], billed, "{bal}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quota_and_credits_survive_a_restart() {
-    let (_dir, _mock, mut pg) = started().await;
+async fn quota_and_credits_survive_a_restart(kind: DbKind) {
+    let (_ledger, _mock, mut pg) = started_on(kind).await;
     let quota_key = pg
         .customer_with_plan("q", json!({"quota": {"calls": 10, "period": "month"}}))
         .await;
@@ -131,9 +129,8 @@ async fn quota_and_credits_survive_a_restart() {
     pg.expect_ledger("c", 3, 0).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_stop_writes_every_event() {
-    let (_dir, _mock, mut pg) = started().await;
+async fn graceful_stop_writes_every_event(kind: DbKind) {
+    let (_ledger, _mock, mut pg) = started_on(kind).await;
     let key = pg.customer_with_plan("g", json!({})).await;
     let (ok, _, _) = burst(&pg, &key, "/v1/x", 50).await;
     assert_eq!(ok, 50);
@@ -250,3 +247,11 @@ async fn admin_changes_apply_at_the_gateway_at_once() {
     assert_eq!(header(&resp, "x-quota-limit").as_deref(), Some("5"));
     assert_eq!(header(&resp, "x-quota-remaining").as_deref(), Some("3"));
 }
+
+on_both_databases!(
+    two_hundred_concurrent_calls_against_a_quota_of_100,
+    credits_for_k_calls_admit_exactly_k_and_never_go_negative,
+    non_billable_calls_under_concurrency_give_everything_back,
+    quota_and_credits_survive_a_restart,
+    graceful_stop_writes_every_event,
+);

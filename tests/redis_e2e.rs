@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use futures::future::join_all;
+use paygate_testkit::DbKind;
 use serde_json::json;
 
 fn redis_url() -> String {
@@ -71,7 +72,8 @@ async fn spread(gws: &[&Paygate], key: &str, n: usize) -> Vec<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_gateways_enforce_one_quota_and_one_balance_exactly() {
-    let dir = tempfile::tempdir().unwrap();
+    // Production mode: the gateways share Redis and a Postgres ledger.
+    let dir = Ledger::new(DbKind::Postgres);
     let mock = mock_upstream().await;
     let cfg = redis_config(&mock, &redis_url(), &prefix(), "deny");
     let a = Paygate::start_named(dir.path(), "a", &cfg, Wait::Ready).await;
@@ -221,7 +223,8 @@ async fn on_unavailable_allow_forwards_and_keeps_usage_until_redis_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_changes_reach_every_gateway_within_a_second() {
-    let dir = tempfile::tempdir().unwrap();
+    // Production mode: the gateways share Redis and a Postgres ledger.
+    let dir = Ledger::new(DbKind::Postgres);
     let mock = mock_upstream().await;
     let cfg = redis_config(&mock, &redis_url(), &prefix(), "deny");
     let a = Paygate::start_named(dir.path(), "a", &cfg, Wait::Ready).await;
@@ -455,7 +458,8 @@ async fn two_gateways_on_a_three_master_cluster_admit_exactly() {
     let cluster = tokio::task::spawn_blocking(paygate_testkit::RedisCluster::start)
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    // Production mode: the gateways share Redis and a Postgres ledger.
+    let dir = Ledger::new(DbKind::Postgres);
     let mock = mock_upstream().await;
     let cfg = redis_config(&mock, &cluster.url(), &prefix(), "deny");
     let a = Paygate::start_named(dir.path(), "a", &cfg, Wait::Ready).await;

@@ -1,5 +1,6 @@
 //! Test harness: a mock upstream (the only mocked party), a real `paygate`
-//! process on free ports with its own SQLite ledger, and helpers to drive it.
+//! process on free ports with its own ledger (SQLite, or Postgres through
+//! [`Ledger`]), and helpers to drive it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -187,7 +188,8 @@ pub struct Paygate {
     child: Option<Child>,
     pub gw: String,
     pub admin: String,
-    pub db_path: PathBuf,
+    /// The ledger database every gateway started in the same directory shares.
+    pub db_url: String,
     pub config_path: PathBuf,
     pub client: reqwest::Client,
     wait: Wait,
@@ -217,7 +219,7 @@ impl Paygate {
         extra: &str,
         wait: Wait,
     ) -> Paygate {
-        let db_path = dir.join("ledger.db");
+        let db_url = ledger_url(dir);
         let config_path = dir.join(format!("{name}.toml"));
         let (gw_port, admin_port) = (free_port(), free_port());
         let text = format!(
@@ -232,12 +234,11 @@ max_body_bytes = 1024
 listen = "127.0.0.1:{admin_port}"
 
 [database]
-url = "sqlite://{db}"
+url = "{db_url}"
 
 {usage}
 {extra}
 "#,
-            db = db_path.display(),
             // A test that sets its own [usage] section sets the flush interval too.
             usage = if extra.contains("[usage]") {
                 ""
@@ -250,7 +251,7 @@ url = "sqlite://{db}"
             child: None,
             gw: format!("http://127.0.0.1:{gw_port}"),
             admin: format!("http://127.0.0.1:{admin_port}"),
-            db_path,
+            db_url,
             config_path,
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
@@ -367,20 +368,15 @@ url = "sqlite://{db}"
             .unwrap()
     }
 
+    /// The ledger, opened as finance tools would (schema untouched).
+    pub async fn ledger(&self) -> paygate_billing::Database {
+        paygate_billing::Database::open(&self.db_url).await.unwrap()
+    }
+
     /// (billable, not billable) events of a customer in the ledger.
     pub async fn ledger_counts(&self, customer: &str) -> (u64, u64) {
-        let url = format!("sqlite://{}?mode=ro", self.db_path.display());
-        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-            .await
-            .unwrap();
-        let rows: Vec<(bool, i64)> = sqlx::query_as(
-            "SELECT billable, COUNT(*) FROM usage_events WHERE customer_id = ? GROUP BY billable",
-        )
-        .bind(customer)
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-        let get = |b: bool| rows.iter().find(|r| r.0 == b).map_or(0, |r| r.1 as u64);
+        let counts = self.ledger().await.event_counts(customer).await.unwrap();
+        let get = |b: bool| counts.get(&b).copied().unwrap_or(0);
         (get(true), get(false))
     }
 
@@ -424,12 +420,71 @@ impl Drop for Paygate {
     }
 }
 
-/// A paygate with a fresh ledger in front of a fresh mock upstream (`routes_for`).
+/// A paygate with a fresh SQLite ledger in front of a fresh mock upstream (`routes_for`).
 pub async fn started() -> (tempfile::TempDir, Mock, Paygate) {
     let dir = tempfile::tempdir().unwrap();
     let mock = mock_upstream().await;
     let pg = Paygate::start(dir.path(), &routes_for(mock.addr)).await;
     (dir, mock, pg)
+}
+
+/// The gateways a test starts in `dir` keep their ledger in a SQLite file
+/// there, unless [`use_database`] chose another database for that directory.
+pub fn ledger_url(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("ledger.url"))
+        .unwrap_or_else(|_| format!("sqlite://{}", dir.join("ledger.db").display()))
+}
+
+/// Makes the gateways started in `dir` use a fresh database of `kind`;
+/// keep the returned value alive as long as they run.
+pub fn use_database(
+    dir: &std::path::Path,
+    kind: paygate_testkit::DbKind,
+) -> paygate_testkit::TestDb {
+    let db = paygate_testkit::TestDb::new(kind);
+    std::fs::write(dir.join("ledger.url"), &db.url).unwrap();
+    db
+}
+
+/// A test directory whose gateways use a fresh ledger of one kind.
+pub struct Ledger {
+    pub dir: tempfile::TempDir,
+    _db: paygate_testkit::TestDb,
+}
+
+impl Ledger {
+    pub fn new(kind: paygate_testkit::DbKind) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = use_database(dir.path(), kind);
+        Self { dir, _db: db }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+/// [`started`] on a ledger of `kind`.
+pub async fn started_on(kind: paygate_testkit::DbKind) -> (Ledger, Mock, Paygate) {
+    let ledger = Ledger::new(kind);
+    let mock = mock_upstream().await;
+    let pg = Paygate::start(ledger.path(), &routes_for(mock.addr)).await;
+    (ledger, mock, pg)
+}
+
+/// Runs each named `async fn(DbKind)` test once on SQLite and once on Postgres.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+               async fn $name() { super::$name(paygate_testkit::DbKind::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+               async fn $name() { super::$name(paygate_testkit::DbKind::Postgres).await } )*
+        }
+    };
 }
 
 /// SIGTERM, then wait: paygate must exit cleanly.
