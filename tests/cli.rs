@@ -1,7 +1,10 @@
-//! `paygate check-config` and start-up errors name the offending key.
+//! `paygate check-config` and start-up errors name the offending key;
+//! `paygate migrate` on both databases.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
+
+use paygate_testkit::{DbKind, TestDb};
 
 fn check(text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -90,25 +93,41 @@ fn serve_without_admin_token_names_the_key() {
     assert!(err.contains("admin.token_env"), "{err}");
 }
 
-#[test]
-fn migrate_creates_the_ledger() {
+/// `paygate migrate` on a fresh database of `kind`, twice (the second run
+/// has nothing to do), then the billing tables answer.
+async fn migrate_creates_the_ledger(kind: DbKind) {
+    let db = TestDb::new(kind);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
-    let db = dir.path().join("m.db");
-    std::fs::write(
-        &path,
-        format!("[database]\nurl = \"sqlite://{}\"\n", db.display()),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_paygate"))
-        .args(["migrate", "--config"])
-        .arg(&path)
-        .output()
+    std::fs::write(&path, format!("[database]\nurl = \"{}\"\n", db.url)).unwrap();
+    for _ in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_paygate"))
+            .args(["migrate", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ledger = paygate_billing::Database::open(&db.url).await.unwrap();
+    let report = ledger.usage_report(&Default::default(), &[]).await.unwrap();
+    assert_eq!(report.totals.calls, 0);
+    let audit = ledger
+        .list_audit(&Default::default(), 10, None)
+        .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(db.exists());
+    assert!(audit.data.is_empty());
+}
+
+#[tokio::test]
+async fn migrate_creates_the_ledger_on_sqlite() {
+    migrate_creates_the_ledger(DbKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn migrate_creates_the_ledger_on_postgres() {
+    migrate_creates_the_ledger(DbKind::Postgres).await;
 }
