@@ -628,18 +628,7 @@ async fn close_finalizes_and_late_usage_lands_on_the_next_invoice(kind: DbKind) 
     );
 }
 
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test] async fn $name() { super::$name(super::DbKind::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test] async fn $name() { super::$name(super::DbKind::Postgres).await } )*
-        }
-    };
-}
-
-on_both_databases!(
+paygate_testkit::on_both_databases!(
     scripted_month_invoices_are_exact,
     replaying_every_event_changes_nothing,
     reports_and_csv_agree_with_invoices,

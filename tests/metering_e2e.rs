@@ -248,7 +248,7 @@ async fn admin_changes_apply_at_the_gateway_at_once() {
     assert_eq!(header(&resp, "x-quota-remaining").as_deref(), Some("3"));
 }
 
-on_both_databases!(
+paygate_testkit::on_both_databases!(
     two_hundred_concurrent_calls_against_a_quota_of_100,
     credits_for_k_calls_admit_exactly_k_and_never_go_negative,
     non_billable_calls_under_concurrency_give_everything_back,

@@ -472,21 +472,6 @@ pub async fn started_on(kind: paygate_testkit::DbKind) -> (Ledger, Mock, Paygate
     (ledger, mock, pg)
 }
 
-/// Runs each named `async fn(DbKind)` test once on SQLite and once on Postgres.
-#[macro_export]
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-               async fn $name() { super::$name(paygate_testkit::DbKind::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-               async fn $name() { super::$name(paygate_testkit::DbKind::Postgres).await } )*
-        }
-    };
-}
-
 /// SIGTERM, then wait: paygate must exit cleanly.
 pub async fn terminate(mut child: Child) {
     Command::new("kill")

@@ -1503,19 +1503,7 @@ async fn every_admin_change_is_in_the_audit_log(kind: DbKind) {
     assert_eq!(log["data"][0]["after"], Value::Null);
 }
 
-/// Every test above, once per database.
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test] async fn $name() { super::$name(super::DbKind::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test] async fn $name() { super::$name(super::DbKind::Postgres).await } )*
-        }
-    };
-}
-
-on_both_databases!(
+paygate_testkit::on_both_databases!(
     billing_endpoints_refuse_bad_input_with_clear_errors,
     a_new_customer_has_a_current_draft_invoice,
     every_admin_change_is_in_the_audit_log,

@@ -276,3 +276,20 @@ impl Drop for TestDb {
         }
     }
 }
+
+/// Runs each named `async fn(DbKind)` once on SQLite and once on Postgres,
+/// as `sqlite::<name>` and `postgres::<name>` tests. The calling crate needs
+/// tokio as a dev-dependency.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+               async fn $name() { super::$name($crate::DbKind::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+               async fn $name() { super::$name($crate::DbKind::Postgres).await } )*
+        }
+    };
+}
