@@ -83,7 +83,7 @@ INSERT INTO customer_plans (id, customer_id, plan_id, monthly_fee_micros, effect
 INSERT INTO usage_events (request_id, ts_us, customer_id, key_id, plan_id, route, method, status,
                           billable, units, overage_units, amount_micros, credits_micros, period, latency_us)
   SELECT 'r' || i,
-         1790812800000000 + ((i::bigint - 1) * 2678400000000 / $ROWS),
+         1790812800000000 + (i::bigint - 1) * (2678400000000 / $ROWS),
          'c' || lpad((i % $CUSTOMERS + 1)::text, 5, '0'),
          'k' || (i % ($CUSTOMERS * 2)),
          'premium',
@@ -111,7 +111,7 @@ log "usage_events: $(psql "$URL" -qAtc 'SELECT COUNT(*) FROM usage_events') rows
 
 PAYGATE_ADMIN_TOKEN="$TOKEN" PAYGATE_LOG=warn "$BIN" serve --config "$WORK/paygate.toml" >"$WORK/paygate.log" 2>&1 &
 PID=$!
-for _ in $(seq 300); do
+for _ in $(seq 1200); do
   curl -fsS "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null 2>&1 && break
   sleep 0.1
 done

@@ -327,6 +327,8 @@ impl Database {
     }
 
     /// Prepaid balance: credits granted minus credits spent by billable calls.
+    /// Spending is read from the daily rollup, which holds the same sums as
+    /// the events in a few rows per day: start-up seeds every customer this way.
     pub async fn credit_balance(&self, customer_id: &str) -> Result<Micros, DbError> {
         let granted: Option<i64> = sqlx::query_scalar(
             "SELECT CAST(SUM(amount_micros) AS BIGINT) FROM credit_grants WHERE customer_id = $1",
@@ -335,7 +337,7 @@ impl Database {
         .fetch_one(&self.pool)
         .await?;
         let spent: Option<i64> = sqlx::query_scalar(
-            "SELECT CAST(SUM(credits_micros) AS BIGINT) FROM usage_events WHERE customer_id = $1 AND billable = 1",
+            "SELECT CAST(SUM(credits_micros) AS BIGINT) FROM usage_daily WHERE customer_id = $1",
         )
         .bind(customer_id)
         .fetch_one(&self.pool)
@@ -343,17 +345,13 @@ impl Database {
         Ok(granted.unwrap_or(0) - spent.unwrap_or(0))
     }
 
-    /// Quota units used by billable calls since `since`.
-    pub async fn units_since(
-        &self,
-        customer_id: &str,
-        since: DateTime<Utc>,
-    ) -> Result<u64, DbError> {
+    /// Quota units used by billable calls admitted in the billing period `period`.
+    pub async fn units_in_period(&self, customer_id: &str, period: &str) -> Result<u64, DbError> {
         let used: Option<i64> = sqlx::query_scalar(
-            "SELECT CAST(SUM(units) AS BIGINT) FROM usage_events WHERE customer_id = $1 AND billable = 1 AND ts_us >= $2",
+            "SELECT CAST(SUM(units) AS BIGINT) FROM usage_daily WHERE customer_id = $1 AND period = $2",
         )
         .bind(customer_id)
-        .bind(micros(since))
+        .bind(period)
         .fetch_one(&self.pool)
         .await?;
         Ok(u64::try_from(used.unwrap_or(0)).unwrap_or(0))
@@ -368,7 +366,7 @@ impl Database {
         let period = Period::containing(c.anchor_day, now);
         Ok(Counters {
             credits_micros: self.credit_balance(c.id.as_str()).await?,
-            quota_used: self.units_since(c.id.as_str(), period.start).await?,
+            quota_used: self.units_in_period(c.id.as_str(), &period.name()).await?,
             period_start: period.start.timestamp(),
         })
     }
