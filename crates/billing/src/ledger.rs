@@ -296,7 +296,7 @@ impl Database {
                 "INSERT INTO usage_events (request_id, ts_us, customer_id, key_id, plan_id, route, method, \
                  status, billable, units, overage_units, amount_micros, credits_micros, period, latency_us) \
                  {} ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
-                values_clause(chunk.len(), 15)
+                values_clause(self.backend(), chunk.len(), 15)
             );
             let mut q = sqlx::query_scalar::<_, String>(&sql);
             for e in chunk {
@@ -321,7 +321,7 @@ impl Database {
             fresh.extend(ids);
         }
         let rows = rollup::roll_up(events.iter().filter(|e| fresh.contains(&e.request_id)));
-        rollup::apply(&mut tx, &rows).await?;
+        rollup::apply(&mut tx, self.backend(), &rows).await?;
         tx.commit().await?;
         Ok(fresh.len() as u64)
     }

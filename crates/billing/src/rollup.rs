@@ -8,6 +8,7 @@ use paygate_core::{Micros, UsageEvent};
 use sqlx::AnyConnection;
 
 use crate::db::values_clause;
+use crate::Backend;
 use crate::DbError;
 
 /// One rollup row's identity: a customer's calls on one UTC day, one route,
@@ -92,6 +93,7 @@ const ROWS_PER_STATEMENT: usize = 64;
 /// Adds the sums to `usage_daily`.
 pub(crate) async fn apply(
     conn: &mut AnyConnection,
+    backend: Backend,
     rows: &BTreeMap<DailyKey, DailySums>,
 ) -> Result<(), DbError> {
     let rows: Vec<_> = rows.iter().collect();
@@ -106,7 +108,7 @@ pub(crate) async fn apply(
              overage_units = usage_daily.overage_units + excluded.overage_units, \
              amount_micros = usage_daily.amount_micros + excluded.amount_micros, \
              credits_micros = usage_daily.credits_micros + excluded.credits_micros",
-            values_clause(chunk.len(), 13)
+            values_clause(backend, chunk.len(), 13)
         );
         let mut q = sqlx::query(&sql);
         for (k, s) in chunk {
