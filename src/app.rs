@@ -37,7 +37,7 @@ pub fn init_tracing() {
         .try_init();
 }
 
-fn load(path: &Path) -> anyhow::Result<Config> {
+pub(crate) fn load(path: &Path) -> anyhow::Result<Config> {
     paygate_config::load(path).map_err(|errs| {
         let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("invalid configuration:\n  {}", lines.join("\n  "))
@@ -59,7 +59,7 @@ pub fn check_config(path: &Path) -> ExitCode {
     }
 }
 
-fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("paygate-control")
@@ -265,6 +265,14 @@ async fn start_control(
     };
     tokio::spawn(writer.run());
 
+    tokio::spawn(crate::reconcile::watch(
+        db.clone(),
+        Arc::clone(&catalog),
+        Arc::clone(&store),
+        metrics.clone(),
+        Duration::from_millis(config.usage.drift_interval_ms.max(100)),
+    ));
+
     let state = Arc::new(AdminState {
         db: db.clone(),
         catalog: Arc::clone(&catalog),
@@ -331,7 +339,7 @@ type ReseedRequests = tokio::sync::mpsc::Receiver<String>;
 
 /// The configured store; for Redis also the channel on which it asks for
 /// customers' counters to be rebuilt from the ledger.
-fn build_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<ReseedRequests>)> {
+pub(crate) fn build_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<ReseedRequests>)> {
     match config.store.backend {
         StoreBackend::Memory => Ok((Arc::new(MemoryStore::new()), None)),
         StoreBackend::Redis => {

@@ -2,6 +2,7 @@
 
 mod app;
 mod demo;
+mod reconcile;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +61,15 @@ enum BillingCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Compare the store's counters with the ledger for a period and print
+    /// the drift per customer: exit 0 without drift, 1 with drift, 2 on error.
+    Reconcile {
+        #[arg(long)]
+        config: PathBuf,
+        /// Billing period, YYYY-MM.
+        #[arg(long)]
+        period: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,6 +85,9 @@ fn main() -> ExitCode {
         Command::Billing {
             command: BillingCommand::Run { config },
         } => app::billing_run(&config),
+        Command::Billing {
+            command: BillingCommand::Reconcile { config, period },
+        } => return reconcile::run(&config, &period),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

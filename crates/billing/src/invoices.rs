@@ -78,7 +78,8 @@ fn first_period(c: &CustomerRecord) -> PeriodName {
     PeriodName::of(Period::containing(c.anchor_day, c.created_at).start)
 }
 
-fn current_period(c: &CustomerRecord, now: DateTime<Utc>) -> PeriodName {
+/// The period `c` is in at `now`.
+pub fn current_period(c: &CustomerRecord, now: DateTime<Utc>) -> PeriodName {
     PeriodName::of(Period::containing(c.anchor_day, now).start)
 }
 

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod invoices;
 pub mod ledger;
 pub mod rating;
+pub mod reconcile;
 pub mod records;
 pub mod report;
 mod rollup;

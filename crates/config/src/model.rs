@@ -162,6 +162,9 @@ pub struct UsageConfig {
     /// Redis mode: usage-stream entries a consumer has held unacknowledged
     /// this long are taken over by another consumer (the first one died).
     pub claim_idle_ms: u64,
+    /// How often `serve` compares the store's counters with the ledger for
+    /// the `paygate_usage_drift` gauge.
+    pub drift_interval_ms: u64,
     /// Append-only file for events that cannot be delivered (Redis or the
     /// database down); delivered when the target is back, also after a
     /// restart. One file per process. Unset: the gateway waits once `buffer`
@@ -176,6 +179,7 @@ impl Default for UsageConfig {
             flush_interval_ms: 20,
             buffer: 65_536,
             claim_idle_ms: 30_000,
+            drift_interval_ms: 60_000,
             spill_path: None,
         }
     }

@@ -5,7 +5,8 @@
 //! are route ids, plan ids, status codes and decision names.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
     TextEncoder,
 };
 
@@ -19,6 +20,8 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     pub usage_events: IntCounterVec,
     pub usage_backlog: IntGauge,
+    /// Store counters minus ledger, summed in absolute value over customers.
+    pub usage_drift: IntGaugeVec,
 }
 
 impl Metrics {
@@ -63,6 +66,14 @@ impl Metrics {
                 "paygate_usage_backlog",
                 "Usage events not yet in the ledger",
             )?,
+            usage_drift: IntGaugeVec::new(
+                Opts::new(
+                    "paygate_usage_drift",
+                    "Store counters minus the ledger, in absolute value summed over customers, \
+                     for this period (counter: quota_units or credits_micros)",
+                ),
+                &["counter"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -72,6 +83,7 @@ impl Metrics {
         m.registry.register(Box::new(m.store_errors.clone()))?;
         m.registry.register(Box::new(m.usage_events.clone()))?;
         m.registry.register(Box::new(m.usage_backlog.clone()))?;
+        m.registry.register(Box::new(m.usage_drift.clone()))?;
         Ok(m)
     }
 

@@ -1,0 +1,168 @@
+//! Reconciliation: the store's counters (quota used this period, prepaid
+//! credits) against the ledger they are a cache of. Drift is store minus
+//! ledger. Calls in flight are reserved in the store before their usage
+//! event reaches the ledger, so a busy system shows a small drift that comes
+//! and goes; drift that stays is real (a gateway killed mid-call, counters
+//! edited by hand, a Redis restored from an old snapshot).
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use paygate_core::period::{Period, PeriodName};
+use paygate_store::{CustomerRecord, Limits, Store, StoreError};
+
+use crate::{Database, DbError};
+
+/// The quota side of one customer's check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaCheck {
+    Compared { store: u64, ledger: u64 },
+    /// The store keeps only the current period's counter.
+    NotCurrentPeriod,
+    /// The plan has no quota: nothing is counted.
+    NoQuota,
+}
+
+/// The store's side, when it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreSide {
+    Seen { quota: QuotaCheck, credits: i64 },
+    /// The store holds no counters for the customer (rebuilt from the ledger
+    /// on its next call): nothing to compare.
+    NotSeeded,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    pub customer_id: String,
+    pub store: StoreSide,
+    pub credits_ledger: i64,
+}
+
+impl Drift {
+    /// Quota units the store counts beyond the ledger (negative: fewer).
+    pub fn quota_drift(&self) -> i64 {
+        match self.store {
+            StoreSide::Seen {
+                quota: QuotaCheck::Compared { store, ledger },
+                ..
+            } => i64::try_from(store).unwrap_or(i64::MAX) - i64::try_from(ledger).unwrap_or(i64::MAX),
+            _ => 0,
+        }
+    }
+
+    /// Credits the store holds beyond the ledger's balance, in micros.
+    pub fn credits_drift(&self) -> i64 {
+        match self.store {
+            StoreSide::Seen { credits, .. } => credits - self.credits_ledger,
+            StoreSide::NotSeeded => 0,
+        }
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.quota_drift() == 0 && self.credits_drift() == 0
+    }
+}
+
+/// Compares one customer. `limits` are the customer's limits now (for the
+/// store's peek); `has_quota` whether the plan counts a quota.
+pub async fn check(
+    db: &Database,
+    store: &dyn Store,
+    c: &CustomerRecord,
+    limits: &Limits,
+    has_quota: bool,
+    period: PeriodName,
+    now: DateTime<Utc>,
+) -> Result<Drift, ReconcileError> {
+    let cid = c.id.as_str();
+    let credits_ledger = db.credit_balance(cid).await?;
+    let snapshot = match store.peek(cid, limits).await {
+        Ok(s) => s,
+        Err(StoreError::NotSeeded) => {
+            return Ok(Drift {
+                customer_id: cid.to_owned(),
+                store: StoreSide::NotSeeded,
+                credits_ledger,
+            })
+        }
+        Err(e) => return Err(ReconcileError::Store(e)),
+    };
+    let current = PeriodName::of(Period::containing(c.anchor_day, now).start);
+    let quota = if !has_quota {
+        QuotaCheck::NoQuota
+    } else if period != current {
+        QuotaCheck::NotCurrentPeriod
+    } else {
+        QuotaCheck::Compared {
+            store: snapshot.quota_used,
+            ledger: db.units_in_period(cid, &period.to_string()).await?,
+        }
+    };
+    Ok(Drift {
+        customer_id: cid.to_owned(),
+        store: StoreSide::Seen {
+            quota,
+            credits: snapshot.credits_micros,
+        },
+        credits_ledger,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("ledger: {0}")]
+    Db(#[from] DbError),
+    #[error("store: {0}")]
+    Store(StoreError),
+}
+
+/// The table `paygate billing reconcile` prints: one line per customer.
+pub fn table(period: PeriodName, rows: &[Drift]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "reconcile {period}: store counters minus ledger (drift = store - ledger; calls in flight show as transient drift)"
+    );
+    let _ = writeln!(
+        out,
+        "{:<24} {:>12} {:>12} {:>8} {:>16} {:>16} {:>12}",
+        "customer", "quota_store", "quota_ledger", "drift", "credits_store", "credits_ledger", "drift"
+    );
+    for d in rows {
+        let (qs, ql, qd, cs) = match d.store {
+            StoreSide::NotSeeded => (
+                "not seeded".to_owned(),
+                "-".to_owned(),
+                "-".to_owned(),
+                "not seeded".to_owned(),
+            ),
+            StoreSide::Seen { quota, credits } => {
+                let (qs, ql, qd) = match quota {
+                    QuotaCheck::Compared { store, ledger } => {
+                        (store.to_string(), ledger.to_string(), d.quota_drift().to_string())
+                    }
+                    QuotaCheck::NotCurrentPeriod => ("n/a".into(), "n/a".into(), "-".into()),
+                    QuotaCheck::NoQuota => ("no quota".into(), "-".into(), "-".into()),
+                };
+                (qs, ql, qd, credits.to_string())
+            }
+        };
+        let cd = match d.store {
+            StoreSide::NotSeeded => "-".to_owned(),
+            StoreSide::Seen { .. } => d.credits_drift().to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<24} {qs:>12} {ql:>12} {qd:>8} {cs:>16} {:>16} {cd:>12}",
+            d.customer_id, d.credits_ledger
+        );
+    }
+    let drifting = rows.iter().filter(|d| !d.is_clean()).count();
+    let _ = writeln!(
+        out,
+        "{} customer(s), {drifting} with drift",
+        rows.len()
+    );
+    out
+}
