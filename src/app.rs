@@ -329,17 +329,32 @@ async fn reload(db: &Database, catalog: &Catalog, change: &RecordChange) -> Resu
 
 /// Loads the whole catalog again (after a missed change).
 async fn resync_catalog(db: &Database, catalog: &Catalog) {
-    match db.load_catalog().await {
-        Ok((plans, customers, keys)) => catalog.replace_all(plans, customers, keys),
-        Err(e) => tracing::warn!(error = %e, "catalog not reloaded"),
+    // An admin change applied while the records were being read would be
+    // undone by them: read again until no change slipped in between.
+    for _ in 0..10 {
+        let edits = catalog.edits();
+        match db.load_catalog().await {
+            Ok((plans, customers, keys)) => {
+                if catalog.replace_all_unless_edited(edits, plans, customers, keys) {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "catalog not reloaded");
+                return;
+            }
+        }
     }
+    tracing::warn!("catalog not reloaded: records kept changing while it was read");
 }
 
 type ReseedRequests = tokio::sync::mpsc::Receiver<String>;
 
 /// The configured store; for Redis also the channel on which it asks for
 /// customers' counters to be rebuilt from the ledger.
-pub(crate) fn build_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<ReseedRequests>)> {
+pub(crate) fn build_store(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn Store>, Option<ReseedRequests>)> {
     match config.store.backend {
         StoreBackend::Memory => Ok((Arc::new(MemoryStore::new()), None)),
         StoreBackend::Redis => {

@@ -481,7 +481,7 @@ async fn reports_and_csv_agree_with_invoices(kind: DbKind) {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|i| lines(i))
+        .flat_map(lines)
         .filter(|l| !matches!(l.0.as_str(), "fee" | "proration"))
         .map(|l| l.4)
         .sum();

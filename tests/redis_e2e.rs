@@ -117,13 +117,28 @@ async fn two_gateways_enforce_one_quota_and_one_balance_exactly() {
             json!({"rate_limit": {"requests": 1, "per": "minute", "burst": 10}}),
         )
         .await;
+    // The key was made through `a`; `b` learns of it within a second
+    // (`/paygate/v1/me` peeks and costs no rate-limit token).
+    eventually(
+        "gateway b to know the new key",
+        Duration::from_secs(5),
+        || {
+            let (b, key) = (&b, rate_key.clone());
+            async move { (b.get("/paygate/v1/me", &key).await.status() == 200).then_some(()) }
+        },
+    )
+    .await;
     let statuses = spread(&[&a, &b], &rate_key, 60).await;
     assert_eq!(
         statuses.iter().filter(|s| **s == 200).count(),
         10,
         "{statuses:?}"
     );
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 50);
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        50,
+        "{statuses:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,10 @@ use crate::{Database, DbError};
 /// The quota side of one customer's check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuotaCheck {
-    Compared { store: u64, ledger: u64 },
+    Compared {
+        store: u64,
+        ledger: u64,
+    },
     /// The store keeps only the current period's counter.
     NotCurrentPeriod,
     /// The plan has no quota: nothing is counted.
@@ -26,7 +29,10 @@ pub enum QuotaCheck {
 /// The store's side, when it has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreSide {
-    Seen { quota: QuotaCheck, credits: i64 },
+    Seen {
+        quota: QuotaCheck,
+        credits: i64,
+    },
     /// The store holds no counters for the customer (rebuilt from the ledger
     /// on its next call): nothing to compare.
     NotSeeded,
@@ -46,7 +52,9 @@ impl Drift {
             StoreSide::Seen {
                 quota: QuotaCheck::Compared { store, ledger },
                 ..
-            } => i64::try_from(store).unwrap_or(i64::MAX) - i64::try_from(ledger).unwrap_or(i64::MAX),
+            } => {
+                i64::try_from(store).unwrap_or(i64::MAX) - i64::try_from(ledger).unwrap_or(i64::MAX)
+            }
             _ => 0,
         }
     }
@@ -127,7 +135,13 @@ pub fn table(period: PeriodName, rows: &[Drift]) -> String {
     let _ = writeln!(
         out,
         "{:<24} {:>12} {:>12} {:>8} {:>16} {:>16} {:>12}",
-        "customer", "quota_store", "quota_ledger", "drift", "credits_store", "credits_ledger", "drift"
+        "customer",
+        "quota_store",
+        "quota_ledger",
+        "drift",
+        "credits_store",
+        "credits_ledger",
+        "drift"
     );
     for d in rows {
         let (qs, ql, qd, cs) = match d.store {
@@ -139,9 +153,11 @@ pub fn table(period: PeriodName, rows: &[Drift]) -> String {
             ),
             StoreSide::Seen { quota, credits } => {
                 let (qs, ql, qd) = match quota {
-                    QuotaCheck::Compared { store, ledger } => {
-                        (store.to_string(), ledger.to_string(), d.quota_drift().to_string())
-                    }
+                    QuotaCheck::Compared { store, ledger } => (
+                        store.to_string(),
+                        ledger.to_string(),
+                        d.quota_drift().to_string(),
+                    ),
                     QuotaCheck::NotCurrentPeriod => ("n/a".into(), "n/a".into(), "-".into()),
                     QuotaCheck::NoQuota => ("no quota".into(), "-".into(), "-".into()),
                 };
@@ -159,10 +175,6 @@ pub fn table(period: PeriodName, rows: &[Drift]) -> String {
         );
     }
     let drifting = rows.iter().filter(|d| !d.is_clean()).count();
-    let _ = writeln!(
-        out,
-        "{} customer(s), {drifting} with drift",
-        rows.len()
-    );
+    let _ = writeln!(out, "{} customer(s), {drifting} with drift", rows.len());
     out
 }

@@ -6,8 +6,7 @@
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
-    TextEncoder,
+    Registry, TextEncoder,
 };
 
 #[derive(Clone)]

@@ -46,9 +46,32 @@ struct Snapshot {
     keys: HashMap<String, Vec<Arc<KeyRecord>>>,
 }
 
+impl Snapshot {
+    fn of(plans: Vec<Plan>, customers: Vec<CustomerRecord>, keys: Vec<KeyRecord>) -> Self {
+        let mut s = Snapshot::default();
+        for p in plans {
+            s.plans.insert(p.id.clone(), Arc::new(p));
+        }
+        for c in customers {
+            s.customers.insert(c.id.clone(), Arc::new(c));
+        }
+        for k in keys {
+            s.keys
+                .entry(k.prefix.clone())
+                .or_default()
+                .push(Arc::new(k));
+        }
+        s
+    }
+}
+
 pub struct Catalog {
     secret: Vec<u8>,
     snap: ArcSwap<Snapshot>,
+    /// Number of single-record edits so far. Held while any write replaces
+    /// the snapshot, so a reload from the database can tell whether an edit
+    /// landed while it was reading (and would otherwise be lost).
+    edits: parking_lot::Mutex<u64>,
 }
 
 impl Catalog {
@@ -57,6 +80,7 @@ impl Catalog {
         Self {
             secret: secret.into(),
             snap: ArcSwap::from_pointee(Snapshot::default()),
+            edits: parking_lot::Mutex::new(0),
         }
     }
 
@@ -95,75 +119,89 @@ impl Catalog {
         self.snap.load().customers.values().cloned().collect()
     }
 
-    /// Replaces everything at once (start-up, and resync after a missed change).
+    /// How many single-record edits have been applied so far.
+    pub fn edits(&self) -> u64 {
+        *self.edits.lock()
+    }
+
+    /// Replaces everything with records read from the database, unless a
+    /// single-record edit was applied since `edits()` returned `since`: the
+    /// read may predate that edit. Returns whether it replaced.
+    pub fn replace_all_unless_edited(
+        &self,
+        since: u64,
+        plans: Vec<Plan>,
+        customers: Vec<CustomerRecord>,
+        keys: Vec<KeyRecord>,
+    ) -> bool {
+        let edits = self.edits.lock();
+        if *edits != since {
+            return false;
+        }
+        self.snap
+            .store(Arc::new(Snapshot::of(plans, customers, keys)));
+        drop(edits);
+        true
+    }
+
+    fn edit(&self, f: impl Fn(&mut Snapshot)) {
+        let mut edits = self.edits.lock();
+        self.snap.rcu(|s| {
+            let mut s = Snapshot::clone(s);
+            f(&mut s);
+            s
+        });
+        *edits += 1;
+    }
+
+    /// Replaces everything at once (start-up).
     pub fn replace_all(
         &self,
         plans: Vec<Plan>,
         customers: Vec<CustomerRecord>,
         keys: Vec<KeyRecord>,
     ) {
-        let mut s = Snapshot::default();
-        for p in plans {
-            s.plans.insert(p.id.clone(), Arc::new(p));
-        }
-        for c in customers {
-            s.customers.insert(c.id.clone(), Arc::new(c));
-        }
-        for k in keys {
-            s.keys
-                .entry(k.prefix.clone())
-                .or_default()
-                .push(Arc::new(k));
-        }
-        self.snap.store(Arc::new(s));
+        let _edits = self.edits.lock();
+        self.snap
+            .store(Arc::new(Snapshot::of(plans, customers, keys)));
     }
 
     pub fn put_plan(&self, plan: Plan) {
         let plan = Arc::new(plan);
-        self.snap.rcu(|s| {
-            let mut s = Snapshot::clone(s);
+        self.edit(|s| {
             s.plans.insert(plan.id.clone(), Arc::clone(&plan));
-            s
         });
     }
 
     pub fn remove_plan(&self, id: &str) {
-        self.snap.rcu(|s| {
-            let mut s = Snapshot::clone(s);
+        self.edit(|s| {
             s.plans.remove(id);
-            s
         });
     }
 
     pub fn put_customer(&self, c: CustomerRecord) {
         let c = Arc::new(c);
-        self.snap.rcu(|s| {
-            let mut s = Snapshot::clone(s);
+        self.edit(|s| {
             s.customers.insert(c.id.clone(), Arc::clone(&c));
-            s
         });
     }
 
     pub fn put_key(&self, k: KeyRecord) {
         let k = Arc::new(k);
-        self.snap.rcu(|s| {
-            let mut s = Snapshot::clone(s);
+        self.edit(|s| {
             let list = s.keys.entry(k.prefix.clone()).or_default();
             list.retain(|old| old.id != k.id);
             list.push(Arc::clone(&k));
-            s
         });
     }
 
     /// Removes a key; the next call presenting it is refused.
     pub fn revoke_key(&self, id: &str) {
-        self.snap.rcu(|s| {
-            let mut s = Snapshot::clone(s);
+        self.edit(|s| {
             for list in s.keys.values_mut() {
                 list.retain(|k| k.id.as_str() != id);
             }
             s.keys.retain(|_, list| !list.is_empty());
-            s
         });
     }
 }
@@ -206,5 +244,19 @@ mod tests {
         assert!(cat.authenticate(&apikey::generate().secret).is_none());
         cat.revoke_key(id.as_str());
         assert!(cat.authenticate(&k.secret).is_none());
+    }
+
+    #[test]
+    fn a_reload_read_before_an_edit_does_not_undo_it() {
+        let cat = Catalog::new(b"secret".to_vec());
+        let before = cat.edits();
+        // An admin change lands while a reload is reading the database...
+        cat.put_plan(plan());
+        // ...whose result, read before the change, does not replace it.
+        assert!(!cat.replace_all_unless_edited(before, vec![], vec![], vec![]));
+        assert!(cat.plan("p").is_some());
+        // Read again after the change: it replaces.
+        assert!(cat.replace_all_unless_edited(cat.edits(), vec![plan()], vec![], vec![]));
+        assert!(cat.plan("p").is_some());
     }
 }
