@@ -628,9 +628,35 @@ async fn close_finalizes_and_late_usage_lands_on_the_next_invoice(kind: DbKind) 
     );
 }
 
+async fn two_closes_at_once_number_each_invoice_once(kind: DbKind) {
+    let m = september(kind).await;
+    let (a, b) = tokio::join!(m.close("2026-09"), m.close("2026-09"));
+    let mut numbers: Vec<i64> = [a, b]
+        .iter()
+        .flat_map(|c| c["data"].as_array().unwrap().clone())
+        .map(|i| i["number"].as_i64().unwrap())
+        .collect();
+    numbers.sort();
+    assert_eq!(
+        numbers,
+        vec![1, 2, 3, 4, 5],
+        "each invoice finalized once, no gaps"
+    );
+    let all = m.get("/admin/v1/invoices?period=2026-09").await;
+    let mut listed: Vec<i64> = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["number"].as_i64().unwrap())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, numbers);
+}
+
 paygate_testkit::on_both_databases!(
     scripted_month_invoices_are_exact,
     replaying_every_event_changes_nothing,
     reports_and_csv_agree_with_invoices,
     close_finalizes_and_late_usage_lands_on_the_next_invoice,
+    two_closes_at_once_number_each_invoice_once,
 );
