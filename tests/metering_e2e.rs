@@ -139,6 +139,66 @@ async fn graceful_stop_writes_every_event(kind: DbKind) {
     assert_eq!(pg.ledger_counts("g").await, (50, 0));
 }
 
+/// DESIGN's fault list: "Postgres down (events wait, none lost)". The ledger
+/// is a private Postgres server that the test stops and starts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_down_mid_load_loses_no_event() {
+    let mut server = tokio::task::spawn_blocking(paygate_testkit::PostgresServer::start)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ledger.url"), server.url()).unwrap();
+    let mock = mock_upstream().await;
+    let pg = Paygate::start(dir.path(), &routes_for(mock.addr)).await;
+    let key = pg.customer_with_plan("d", json!({})).await;
+    let (ok, _, _) = burst(&pg, &key, "/v1/x", 20).await;
+    assert_eq!(ok, 20);
+    pg.expect_ledger("d", 20, 0).await;
+
+    server = tokio::task::spawn_blocking(move || {
+        server.stop();
+        server
+    })
+    .await
+    .unwrap();
+    // Calls never wait on the database: they keep being served and metered.
+    let (ok, _, statuses) = burst(&pg, &key, "/v1/x", 30).await;
+    assert_eq!(ok, 30, "{statuses:?}");
+    let admin = pg.admin.clone();
+    let client = pg.client.clone();
+    eventually(
+        "/readyz to report the database down",
+        Duration::from_secs(10),
+        || {
+            let (admin, client) = (admin.clone(), client.clone());
+            async move {
+                let r = client.get(format!("{admin}/readyz")).send().await.ok()?;
+                (r.status() == 503).then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(pg.metrics().await.contains("paygate_usage_backlog 30"));
+
+    let _server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .unwrap();
+    pg.expect_ledger("d", 50, 0).await;
+    eventually("the backlog to drain", Duration::from_secs(10), || {
+        let pg = &pg;
+        async move {
+            pg.metrics()
+                .await
+                .contains("paygate_usage_backlog 0")
+                .then_some(())
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_backup_health_checks_and_connect_retry() {
     let dir = tempfile::tempdir().unwrap();

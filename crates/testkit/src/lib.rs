@@ -293,3 +293,136 @@ macro_rules! on_both_databases {
         }
     };
 }
+
+/// A private PostgreSQL server on a free port, for tests that stop and start
+/// it (the shared one on 5432 must stay up for the others). Runs as the
+/// `postgres` system user when the test runs as root (initdb refuses root).
+pub struct PostgresServer {
+    child: Option<Child>,
+    port: u16,
+    data: tempfile::TempDir,
+}
+
+fn pg_bin(name: &str) -> std::path::PathBuf {
+    let mut versions: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    versions.sort();
+    versions
+        .last()
+        .expect("a PostgreSQL version")
+        .join("bin")
+        .join(name)
+}
+
+fn as_postgres(program: std::path::PathBuf) -> Command {
+    // `id -u` rather than libc: this crate forbids unsafe code.
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false);
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+impl PostgresServer {
+    pub fn start() -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(data.path())
+            .status();
+        let out = as_postgres(pg_bin("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(data.path().join("db"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut s = Self {
+            child: None,
+            port: cluster_port(),
+            data,
+        };
+        s.launch();
+        s
+    }
+
+    fn launch(&mut self) {
+        let child = as_postgres(pg_bin("postgres"))
+            .arg("-D")
+            .arg(self.data.path().join("db"))
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+            ])
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.data.path().display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !Command::new(pg_bin("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "postgres on {} did not start",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/postgres`
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server at once, as a crash would (the postmaster and its
+    /// backends stop without a checkpoint: `pg_ctl stop -m immediate`).
+    pub fn stop(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        let _ = as_postgres(pg_bin("pg_ctl"))
+            .args(["stop", "-m", "immediate", "-w", "-D"])
+            .arg(self.data.path().join("db"))
+            .output();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
