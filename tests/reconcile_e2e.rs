@@ -14,10 +14,6 @@ use common::*;
 use paygate_testkit::DbKind;
 use serde_json::json;
 
-fn redis_url() -> String {
-    std::env::var("PAYGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
-}
-
 /// Runs `paygate billing reconcile`; returns (exit code, stdout, stderr).
 fn reconcile(config: &std::path::Path, period: &str) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_paygate"))
@@ -32,12 +28,6 @@ fn reconcile(config: &std::path::Path, period: &str) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-async fn redis_cmd(cmd: &redis::Cmd) {
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: redis::Value = cmd.query_async(&mut conn).await.unwrap();
 }
 
 /// The line of `customer` in the table, split into its columns.
@@ -112,14 +102,14 @@ async fn reconcile_reports_exactly_the_drift_between_store_and_ledger() {
 
     // Counters moved without a usage event, as a gateway killed after
     // admission would leave them: 5 units and 2,000 micros of drift.
-    redis_cmd(
+    on_shared_redis(
         redis::cmd("HINCRBY")
             .arg(format!("{{{prefix}:c:rq}}"))
             .arg("used")
             .arg(5),
     )
     .await;
-    redis_cmd(
+    on_shared_redis(
         redis::cmd("HINCRBY")
             .arg(format!("{{{prefix}:c:rc}}"))
             .arg("credits")
@@ -149,7 +139,7 @@ async fn reconcile_reports_exactly_the_drift_between_store_and_ledger() {
     assert_eq!(code, 1, "{out}");
     assert_eq!(&row(&out, "rq")[1..4], ["n/a", "n/a", "-"], "{out}");
 
-    redis_cmd(
+    on_shared_redis(
         redis::cmd("DEL")
             .arg(format!("{{{prefix}:c:rq}}"))
             .arg(format!("{{{prefix}:c:rc}}")),

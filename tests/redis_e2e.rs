@@ -14,10 +14,6 @@ use futures::future::join_all;
 use paygate_testkit::DbKind;
 use serde_json::json;
 
-fn redis_url() -> String {
-    std::env::var("PAYGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
-}
-
 /// The `[store]` section and routes for a gateway on Redis under a fresh prefix.
 fn redis_config(mock: &Mock, url: &str, prefix: &str, on_unavailable: &str) -> String {
     format!(
@@ -51,13 +47,6 @@ async fn gateway_on(url: &str, on_unavailable: &str, wait: Wait) -> OnRedis {
         pg,
         prefix,
     }
-}
-
-/// Runs one command on the shared test Redis, as an operator (or a failure) would.
-async fn on_shared_redis(cmd: &redis::Cmd) {
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: redis::Value = cmd.query_async(&mut conn).await.unwrap();
 }
 
 /// Spreads `n` calls over the gateways, all at once; returns the statuses.

@@ -38,6 +38,18 @@ where
     }
 }
 
+/// The shared test Redis (each test uses its own key prefix on it).
+pub fn redis_url() -> String {
+    std::env::var("PAYGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// Runs one command on the shared test Redis, as an operator (or a failure) would.
+pub async fn on_shared_redis(cmd: &redis::Cmd) {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: redis::Value = cmd.query_async(&mut conn).await.unwrap();
+}
+
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .unwrap()
