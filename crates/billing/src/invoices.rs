@@ -180,14 +180,19 @@ impl Database {
     }
 
     /// The draft of `c`'s invoice for `name`, from the ledger as it is now.
-    async fn draft(&self, c: &CustomerRecord, name: PeriodName) -> Result<Invoice, DbError> {
+    /// `finalized`: the periods of `c` already finalized.
+    async fn draft(
+        &self,
+        c: &CustomerRecord,
+        name: PeriodName,
+        finalized: &BTreeSet<PeriodName>,
+    ) -> Result<Invoice, DbError> {
         let cid = c.id.as_str();
         let period = Period::named(c.anchor_day, name);
         let label = name.to_string();
         let mut lines = rating::fee_lines(&period, &label, &self.plan_history(cid).await?);
         lines.extend(rating::usage_lines(&label, &self.charges(cid, name).await?));
         // Late usage of the finalized periods right before this one.
-        let finalized = self.finalized_periods(cid).await?;
         let first = first_period(c);
         let mut late = Vec::new();
         let mut f = name.prev();
@@ -276,12 +281,11 @@ impl Database {
     /// The periods `c` has an invoice for: from its first period to its
     /// current one, and on to the one after the last finalized, where usage
     /// recorded after a close is billed.
-    async fn invoice_periods(
-        &self,
+    fn invoice_periods(
         c: &CustomerRecord,
+        finalized: &BTreeSet<PeriodName>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<PeriodName>, DbError> {
-        let finalized = self.finalized_periods(c.id.as_str()).await?;
+    ) -> Vec<PeriodName> {
         let mut last = current_period(c, now);
         if let Some(f) = finalized.last() {
             last = last.max(f.next());
@@ -292,7 +296,7 @@ impl Database {
             out.push(p);
             p = p.next();
         }
-        Ok(out)
+        out
     }
 
     /// `c`'s invoice for `name`: the finalized one, else the draft; `None`
@@ -309,10 +313,11 @@ impl Database {
         {
             return Ok(Some(inv));
         }
-        if !self.invoice_periods(c, now).await?.contains(&name) {
+        let finalized = self.finalized_periods(c.id.as_str()).await?;
+        if !Self::invoice_periods(c, &finalized, now).contains(&name) {
             return Ok(None);
         }
-        Ok(Some(self.draft(c, name).await?))
+        Ok(Some(self.draft(c, name, &finalized).await?))
     }
 
     pub async fn get_invoice(&self, id: &str, now: DateTime<Utc>) -> Result<Invoice, DbError> {
@@ -339,7 +344,8 @@ impl Database {
         // Ids first (cheap), then only the page's invoices are computed.
         let mut ids: Vec<(String, usize, PeriodName)> = Vec::new();
         for (i, c) in customers.iter().enumerate() {
-            for p in self.invoice_periods(c, now).await? {
+            let finalized = self.finalized_periods(c.id.as_str()).await?;
+            for p in Self::invoice_periods(c, &finalized, now) {
                 if period.is_none_or(|want| want == p) {
                     ids.push((invoice_id(c.id.as_str(), p), i, p));
                 }
@@ -392,7 +398,8 @@ impl Database {
             if exists > 0 {
                 continue;
             }
-            let mut inv = self.draft(c, name).await?;
+            let finalized = self.finalized_periods(cid).await?;
+            let mut inv = self.draft(c, name, &finalized).await?;
             number += 1;
             sqlx::query(
                 "INSERT INTO invoices (id, number, customer_id, period, currency, total_micros, \
