@@ -133,6 +133,23 @@ impl Database {
         self.backend
     }
 
+    /// Begins a transaction that may write.
+    ///
+    /// On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`): a
+    /// deferred transaction that reads and then writes fails at once with
+    /// `SQLITE_BUSY` if the usage writer committed in between, and no busy
+    /// timeout helps it. Waiting for the lock at the start is what the busy
+    /// timeout does handle. Postgres needs nothing special.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, DbError> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(tx)
+    }
+
     pub async fn migrate(&self) -> Result<(), DbError> {
         match self.backend {
             Backend::Sqlite => SQLITE_MIGRATOR.run(&self.pool).await?,

@@ -375,7 +375,7 @@ impl Database {
             return Err(DbError::Invalid(format!("period {name} has not started")));
         }
         let customers = self.load_catalog().await?.1;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // The counter's row lock serializes closes: numbers stay gapless and
         // a concurrent close of the same period finds the invoices written.
         let mut number: i64 = sqlx::query_scalar(

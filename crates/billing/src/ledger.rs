@@ -287,7 +287,7 @@ impl Database {
         if events.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut fresh: HashSet<String> = HashSet::with_capacity(events.len());
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
             // RETURNING names only the rows this statement inserted: the

@@ -135,7 +135,7 @@ impl Database {
 
     pub async fn create_plan(&self, plan: &Plan, actor: &Actor) -> Result<(), DbError> {
         let now = now_text();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO plans (id, body, created_at, updated_at) VALUES ($1, $2, $3, $3)")
             .bind(plan.id.as_str())
             .bind(plan_json(plan)?)
@@ -156,7 +156,7 @@ impl Database {
     }
 
     pub async fn update_plan(&self, plan: &Plan, actor: &Actor) -> Result<(), DbError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let before = sqlx::query("SELECT body FROM plans WHERE id = $1")
             .bind(plan.id.as_str())
             .fetch_optional(&mut *tx)
@@ -205,7 +205,7 @@ impl Database {
 
     /// Deletes a plan no customer is on; a plan in use is a conflict.
     pub async fn delete_plan(&self, id: &str, actor: &Actor) -> Result<(), DbError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let in_use: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE plan_id = $1")
             .bind(id)
             .fetch_one(&mut *tx)
@@ -253,7 +253,7 @@ impl Database {
             anchor_day: now.day(),
             created_at: now,
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO customers (id, name, email, plan_id, anchor_day, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -314,7 +314,7 @@ impl Database {
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<CustomerRecord, DbError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT * FROM customers WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -370,7 +370,7 @@ impl Database {
             hash: *hash,
             created_at: Utc::now().trunc_subsecs(6),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, customer_id, prefix, hash, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -422,7 +422,7 @@ impl Database {
     /// Marks a key revoked (idempotent: revoking twice keeps the first time,
     /// and only the first is audited).
     pub async fn revoke_key(&self, key_id: &str, actor: &Actor) -> Result<KeyRow, DbError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1")
             .bind(key_id)
             .fetch_optional(&mut *tx)
@@ -465,7 +465,7 @@ impl Database {
         reference: &str,
         actor: &Actor,
     ) -> Result<Grant, DbError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let id = format!("cg_{}", uuid::Uuid::now_v7().simple());
         let done = sqlx::query(
             "INSERT INTO credit_grants (id, customer_id, amount_micros, reference, created_at) \
