@@ -84,7 +84,10 @@ pub fn run(path: &Path, period: &str) -> ExitCode {
 /// Keeps `paygate_usage_drift` current: every customer, its current period.
 /// Each round reads two sums per customer from the rollup: at the default of
 /// once a minute (`usage.drift_interval_ms`) that is negligible and still
-/// flags a lasting drift long before an invoice is closed.
+/// flags a lasting drift long before an invoice is closed. A round in which
+/// a customer cannot be checked (store or database down) leaves the gauge as
+/// it was: a partial sum would read as "less drift" exactly when something
+/// is wrong.
 pub async fn watch(
     db: Database,
     catalog: Arc<Catalog>,
@@ -95,37 +98,39 @@ pub async fn watch(
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let customers: Vec<CustomerRecord> =
-            catalog.customers().iter().map(|c| (**c).clone()).collect();
-        let plan_of = |id: &str| catalog.plan(id).map(|p| (*p).clone());
-        let (mut quota, mut credits) = (0i64, 0i64);
-        for c in &customers {
-            let period = paygate_billing::invoices::current_period(c, Utc::now());
-            match drifts(
-                &db,
-                store.as_ref(),
-                std::slice::from_ref(c),
-                &plan_of,
-                period,
-            )
-            .await
-            {
-                Ok(rows) => {
-                    for d in rows {
-                        quota += d.quota_drift().abs();
-                        credits += d.credits_drift().abs();
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "drift not measured this round"),
+        match drift_round(&db, &catalog, store.as_ref()).await {
+            Ok(total) => {
+                metrics
+                    .usage_drift
+                    .with_label_values(&["quota_units"])
+                    .set(total.quota_units);
+                metrics
+                    .usage_drift
+                    .with_label_values(&["credits_micros"])
+                    .set(total.credits_micros);
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "usage drift not measured this round")
             }
         }
-        metrics
-            .usage_drift
-            .with_label_values(&["quota_units"])
-            .set(quota);
-        metrics
-            .usage_drift
-            .with_label_values(&["credits_micros"])
-            .set(credits);
     }
+}
+
+/// One round of [`watch`]: each customer checked for its own current period.
+async fn drift_round(
+    db: &Database,
+    catalog: &Catalog,
+    store: &dyn Store,
+) -> anyhow::Result<reconcile::DriftTotal> {
+    let customers: Vec<CustomerRecord> =
+        catalog.customers().iter().map(|c| (**c).clone()).collect();
+    let plan_of = |id: &str| catalog.plan(id).map(|p| (*p).clone());
+    let mut total = reconcile::DriftTotal::default();
+    for c in &customers {
+        let period = paygate_billing::invoices::current_period(c, Utc::now());
+        for d in drifts(db, store, std::slice::from_ref(c), &plan_of, period).await? {
+            total.add(&d);
+        }
+    }
+    Ok(total)
 }

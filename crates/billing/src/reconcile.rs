@@ -52,9 +52,9 @@ impl Drift {
             StoreSide::Seen {
                 quota: QuotaCheck::Compared { store, ledger },
                 ..
-            } => {
-                i64::try_from(store).unwrap_or(i64::MAX) - i64::try_from(ledger).unwrap_or(i64::MAX)
-            }
+            } => i64::try_from(store)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(i64::try_from(ledger).unwrap_or(i64::MAX)),
             _ => 0,
         }
     }
@@ -62,13 +62,32 @@ impl Drift {
     /// Credits the store holds beyond the ledger's balance, in micros.
     pub fn credits_drift(&self) -> i64 {
         match self.store {
-            StoreSide::Seen { credits, .. } => credits - self.credits_ledger,
+            StoreSide::Seen { credits, .. } => credits.saturating_sub(self.credits_ledger),
             StoreSide::NotSeeded => 0,
         }
     }
 
     pub fn is_clean(&self) -> bool {
         self.quota_drift() == 0 && self.credits_drift() == 0
+    }
+}
+
+/// Absolute drift summed over customers, for the `paygate_usage_drift`
+/// gauge: drifts of opposite sign must not cancel out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriftTotal {
+    pub quota_units: i64,
+    pub credits_micros: i64,
+}
+
+impl DriftTotal {
+    pub fn add(&mut self, d: &Drift) {
+        self.quota_units = self
+            .quota_units
+            .saturating_add(d.quota_drift().saturating_abs());
+        self.credits_micros = self
+            .credits_micros
+            .saturating_add(d.credits_drift().saturating_abs());
     }
 }
 
@@ -177,4 +196,135 @@ pub fn table(period: PeriodName, rows: &[Drift]) -> String {
     let drifting = rows.iter().filter(|d| !d.is_clean()).count();
     let _ = writeln!(out, "{} customer(s), {drifting} with drift", rows.len());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(quota: QuotaCheck, credits: i64, credits_ledger: i64) -> Drift {
+        Drift {
+            customer_id: "acme".into(),
+            store: StoreSide::Seen { quota, credits },
+            credits_ledger,
+        }
+    }
+
+    #[test]
+    fn drift_is_store_minus_ledger() {
+        let d = seen(
+            QuotaCheck::Compared {
+                store: 7,
+                ledger: 10,
+            },
+            500,
+            200,
+        );
+        assert_eq!(d.quota_drift(), -3);
+        assert_eq!(d.credits_drift(), 300);
+        assert!(!d.is_clean());
+        let clean = seen(
+            QuotaCheck::Compared {
+                store: 4,
+                ledger: 4,
+            },
+            9,
+            9,
+        );
+        assert!(clean.is_clean());
+    }
+
+    #[test]
+    fn what_cannot_be_compared_is_no_drift() {
+        for quota in [QuotaCheck::NoQuota, QuotaCheck::NotCurrentPeriod] {
+            assert_eq!(seen(quota, 0, 0).quota_drift(), 0);
+        }
+        let unseeded = Drift {
+            customer_id: "acme".into(),
+            store: StoreSide::NotSeeded,
+            credits_ledger: 1_000,
+        };
+        assert!(unseeded.is_clean());
+    }
+
+    #[test]
+    fn extreme_values_saturate_instead_of_overflowing() {
+        let d = seen(
+            QuotaCheck::Compared {
+                store: u64::MAX,
+                ledger: 0,
+            },
+            i64::MIN,
+            i64::MAX,
+        );
+        assert_eq!(d.quota_drift(), i64::MAX);
+        assert_eq!(d.credits_drift(), i64::MIN);
+        let mut total = DriftTotal::default();
+        total.add(&d);
+        total.add(&d);
+        assert_eq!(total.quota_units, i64::MAX);
+        assert_eq!(total.credits_micros, i64::MAX);
+    }
+
+    #[test]
+    fn totals_add_absolute_drift_so_opposite_signs_do_not_cancel() {
+        let mut total = DriftTotal::default();
+        total.add(&seen(
+            QuotaCheck::Compared {
+                store: 5,
+                ledger: 3,
+            },
+            10,
+            0,
+        ));
+        total.add(&seen(
+            QuotaCheck::Compared {
+                store: 3,
+                ledger: 5,
+            },
+            0,
+            10,
+        ));
+        assert_eq!(
+            total,
+            DriftTotal {
+                quota_units: 4,
+                credits_micros: 20
+            }
+        );
+    }
+
+    #[test]
+    fn table_has_one_line_per_customer_and_a_summary() {
+        let rows = vec![
+            seen(
+                QuotaCheck::Compared {
+                    store: 12,
+                    ledger: 10,
+                },
+                0,
+                0,
+            ),
+            seen(QuotaCheck::NoQuota, 1_000, 1_000),
+            Drift {
+                customer_id: "fresh".into(),
+                store: StoreSide::NotSeeded,
+                credits_ledger: 0,
+            },
+        ];
+        let period: PeriodName = "2026-11".parse().unwrap();
+        let out = table(period, &rows);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2 + rows.len() + 1, "{out}");
+        assert!(lines[0].starts_with("reconcile 2026-11:"));
+        let drifting: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(drifting, ["acme", "12", "10", "2", "0", "0", "0"]);
+        let no_quota: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(
+            no_quota,
+            ["acme", "no", "quota", "-", "-", "1000", "1000", "0"]
+        );
+        assert!(lines[4].contains("not seeded"));
+        assert_eq!(lines[5], "3 customer(s), 1 with drift");
+    }
 }
