@@ -104,6 +104,9 @@ impl Database {
                 opts.connect().await?.close().await?;
                 AnyPoolOptions::new()
                     .max_connections(4)
+                    // A file cannot drop a connection; a ping per checkout is
+                    // one more hop to sqlx's SQLite worker thread per batch.
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             // NORMAL in WAL mode survives a process crash; the

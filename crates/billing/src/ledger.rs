@@ -21,12 +21,13 @@ use paygate_core::period::Period;
 use paygate_core::{Micros, UsageEvent};
 use paygate_metrics::Metrics;
 use paygate_store::{Counters, CustomerRecord};
+use sqlx::Row;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::db::values_clause;
 use crate::rollup;
 use crate::spill::SpillFile;
-use crate::{Database, DbError};
+use crate::{Backend, Database, DbError};
 
 /// Rows per INSERT statement (15 binds each, far below either database's limit).
 const ROWS_PER_STATEMENT: usize = 64;
@@ -282,48 +283,31 @@ impl Database {
     /// Inserts events, skipping `request_id`s already present; returns how
     /// many were new. One transaction; statements of at most [`ROWS_PER_STATEMENT`]
     /// rows, so the few distinct statement texts stay in sqlx's prepared-statement
-    /// cache instead of being parsed again for every batch.
+    /// cache instead of being parsed again for every batch. Only the rows
+    /// inserted now reach the rollup: a replayed event, or one sent twice in
+    /// the same batch, is counted once.
     pub async fn insert_events(&self, events: &[UsageEvent]) -> Result<u64, DbError> {
         if events.is_empty() {
             return Ok(0);
         }
         let mut tx = self.begin_write().await?;
-        let mut fresh: HashSet<String> = HashSet::with_capacity(events.len());
+        let mut fresh: HashSet<&str> = HashSet::with_capacity(events.len());
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            // RETURNING names only the rows this statement inserted: the
-            // rollup must count those and not the duplicates.
-            let sql = format!(
-                "INSERT INTO usage_events (request_id, ts_us, customer_id, key_id, plan_id, route, method, \
-                 status, billable, units, overage_units, amount_micros, credits_micros, period, latency_us) \
-                 {} ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
-                values_clause(self.backend(), chunk.len(), 15)
-            );
-            let mut q = sqlx::query_scalar::<_, String>(&sql);
-            for e in chunk {
-                q = q
-                    .bind(e.request_id.as_str())
-                    .bind(micros(e.ts))
-                    .bind(e.customer_id.as_str())
-                    .bind(e.key_id.as_str())
-                    .bind(e.plan_id.as_str())
-                    .bind(e.route.as_str())
-                    .bind(e.method.as_str())
-                    .bind(i64::from(e.status))
-                    .bind(i64::from(e.billable))
-                    .bind(i64::try_from(e.units).unwrap_or(i64::MAX))
-                    .bind(i64::try_from(e.overage_units).unwrap_or(i64::MAX))
-                    .bind(e.amount_micros)
-                    .bind(e.credits_micros)
-                    .bind(e.period.as_str())
-                    .bind(i64::try_from(e.latency_us).unwrap_or(i64::MAX));
+            match self.backend() {
+                Backend::Sqlite => insert_chunk_sqlite(&mut tx, chunk, &mut fresh).await?,
+                Backend::Postgres => insert_chunk_returning(&mut tx, chunk, &mut fresh).await?,
             }
-            let ids: Vec<String> = q.fetch_all(&mut *tx).await?;
-            fresh.extend(ids);
         }
-        let rows = rollup::roll_up(events.iter().filter(|e| fresh.contains(&e.request_id)));
+        // `fresh` names each new request once; taking it out as the events go
+        // by keeps a second copy of one in the same batch out of the rollup.
+        let new_events: Vec<&UsageEvent> = events
+            .iter()
+            .filter(|e| fresh.remove(e.request_id.as_str()))
+            .collect();
+        let rows = rollup::roll_up(new_events.iter().copied());
         rollup::apply(&mut tx, self.backend(), &rows).await?;
         tx.commit().await?;
-        Ok(fresh.len() as u64)
+        Ok(new_events.len() as u64)
     }
 
     /// Prepaid balance: credits granted minus credits spent by billable calls.
@@ -384,6 +368,104 @@ impl Database {
             .map(|(b, n)| (b != 0, u64::try_from(n).unwrap_or(0)))
             .collect())
     }
+}
+
+const INSERT_EVENTS: &str = "INSERT INTO usage_events (request_id, ts_us, customer_id, key_id, plan_id, \
+     route, method, status, billable, units, overage_units, amount_micros, credits_micros, period, latency_us) ";
+
+fn bind_events<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    chunk: &'q [UsageEvent],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for e in chunk {
+        q = q
+            .bind(e.request_id.as_str())
+            .bind(micros(e.ts))
+            .bind(e.customer_id.as_str())
+            .bind(e.key_id.as_str())
+            .bind(e.plan_id.as_str())
+            .bind(e.route.as_str())
+            .bind(e.method.as_str())
+            .bind(i64::from(e.status))
+            .bind(i64::from(e.billable))
+            .bind(i64::try_from(e.units).unwrap_or(i64::MAX))
+            .bind(i64::try_from(e.overage_units).unwrap_or(i64::MAX))
+            .bind(e.amount_micros)
+            .bind(e.credits_micros)
+            .bind(e.period.as_str())
+            .bind(i64::try_from(e.latency_us).unwrap_or(i64::MAX));
+    }
+    q
+}
+
+/// Postgres: `RETURNING` names exactly the rows this statement inserted,
+/// whatever other writers do meanwhile.
+async fn insert_chunk_returning<'e>(
+    conn: &mut sqlx::AnyConnection,
+    chunk: &'e [UsageEvent],
+    fresh: &mut HashSet<&'e str>,
+) -> Result<(), DbError> {
+    let sql = format!(
+        "{INSERT_EVENTS}{} ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+        values_clause(Backend::Postgres, chunk.len(), 15)
+    );
+    let ids: HashSet<String> = bind_events(sqlx::query(&sql), chunk)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?;
+    fresh.extend(
+        chunk
+            .iter()
+            .map(|e| e.request_id.as_str())
+            .filter(|id| ids.contains(*id)),
+    );
+    Ok(())
+}
+
+/// SQLite: the transaction holds the write lock (`BEGIN IMMEDIATE`), so
+/// the ids already present, read first in one row, are exactly the ones the
+/// insert skips. `RETURNING` would give the same answer, but sqlx's SQLite
+/// worker thread hands each returned row over separately, two thread
+/// switches per event on the gateway's CPU.
+async fn insert_chunk_sqlite<'e>(
+    conn: &mut sqlx::AnyConnection,
+    chunk: &'e [UsageEvent],
+    fresh: &mut HashSet<&'e str>,
+) -> Result<(), DbError> {
+    let placeholders = vec!["?"; chunk.len()].join(", ");
+    let sql = format!(
+        "SELECT json_group_array(request_id) FROM usage_events WHERE request_id IN ({placeholders})"
+    );
+    let mut q = sqlx::query_scalar::<_, String>(&sql);
+    for e in chunk {
+        q = q.bind(e.request_id.as_str());
+    }
+    let present: HashSet<String> = serde_json::from_str(&q.fetch_one(&mut *conn).await?)
+        .map_err(|e| DbError::Corrupt(format!("json_group_array: {e}")))?;
+    let sql = format!(
+        "{INSERT_EVENTS}{} ON CONFLICT (request_id) DO NOTHING",
+        values_clause(Backend::Sqlite, chunk.len(), 15)
+    );
+    let inserted = bind_events(sqlx::query(&sql), chunk)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let before = fresh.len();
+    fresh.extend(
+        chunk
+            .iter()
+            .map(|e| e.request_id.as_str())
+            .filter(|id| !present.contains(*id)),
+    );
+    let expected = (fresh.len() - before) as u64;
+    if inserted != expected {
+        return Err(DbError::Corrupt(format!(
+            "usage insert: {inserted} rows written where {expected} were new"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
