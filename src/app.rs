@@ -130,19 +130,68 @@ pub fn billing_run(path: &Path) -> anyhow::Result<()> {
         tracing::info!("billing consumer running");
         tokio::select! {
             () = consumer.run() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            () = shutdown_signal() => {}
         }
         Ok(())
     })
+}
+
+/// What one process runs (SPEC §1): every role, or one of them when
+/// gateways, admin API and billing are scaled apart over a shared Redis and
+/// database (`paygate billing run` is the billing role).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `paygate serve`: gateway, admin API, usage writer and, on Redis, the
+    /// usage-stream consumer.
+    All,
+    /// `paygate gateway`: the proxy and its usage writer. Its admin listener
+    /// serves only `/healthz`, `/readyz` and `/metrics`.
+    Gateway,
+    /// `paygate admin`: the admin API and the drift gauge; no proxy.
+    Admin,
+}
+
+impl Role {
+    fn command(self) -> &'static str {
+        match self {
+            Role::All => "serve",
+            Role::Gateway => "gateway",
+            Role::Admin => "admin",
+        }
+    }
+
+    fn proxies(self) -> bool {
+        matches!(self, Role::All | Role::Gateway)
+    }
+
+    fn serves_admin_api(self) -> bool {
+        matches!(self, Role::All | Role::Admin)
+    }
 }
 
 /// What start-up produced that the gateway and shutdown need.
 struct Control {
     catalog: Arc<Catalog>,
     store: Arc<dyn Store>,
-    sink: paygate_billing::UsageSink,
+    /// Present when this process proxies calls.
+    sink: Option<paygate_billing::UsageSink>,
     metrics: Metrics,
     config: Config,
+}
+
+/// `paygate gateway` / `paygate admin`: one role of a scaled-out
+/// deployment. Both need the shared Redis: a memory store would keep quota,
+/// credits and record changes inside this one process.
+pub fn serve_role(path: &Path, role: Role) -> anyhow::Result<()> {
+    let config = load(path)?;
+    if config.store.backend != StoreBackend::Redis {
+        bail!(
+            "store.backend: `paygate {}` runs beside other paygate processes that share the \
+             store; set backend = \"redis\" (for one node, use `paygate serve`)",
+            role.command()
+        );
+    }
+    run(control_runtime()?, config, None, role)
 }
 
 pub fn serve(path: Option<&Path>, demo: bool) -> anyhow::Result<()> {
@@ -159,8 +208,21 @@ pub fn serve(path: Option<&Path>, demo: bool) -> anyhow::Result<()> {
         }
         (None, false) => bail!("--config FILE is required (or --demo)"),
     };
-    let token = match (config.admin_token(), demo) {
+    run(rt, config, demo_setup, Role::All)
+}
+
+/// Starts what `role` runs on the control runtime `rt` (which already runs
+/// the demo upstream, if any) and serves until SIGTERM/SIGINT.
+fn run(
+    rt: tokio::runtime::Runtime,
+    config: Config,
+    demo: Option<crate::demo::DemoUpstream>,
+    role: Role,
+) -> anyhow::Result<()> {
+    let token = match (config.admin_token(), demo.is_some()) {
         (Some(t), _) => t,
+        // Nothing checks it: the gateway role has no admin API.
+        _ if !role.serves_admin_api() => paygate_core::apikey::generate_server_secret(),
         (None, true) => paygate_core::apikey::generate_server_secret(),
         (None, false) => bail!(
             "admin.token_env: environment variable {} is not set (or set admin.token)",
@@ -168,8 +230,13 @@ pub fn serve(path: Option<&Path>, demo: bool) -> anyhow::Result<()> {
         ),
     };
 
-    let control = rt.block_on(start_control(config, token.clone(), demo_setup.as_ref()))?;
+    let control = rt.block_on(start_control(config, token, demo.as_ref(), role))?;
     let metrics = control.metrics.clone();
+    if !role.proxies() {
+        rt.block_on(shutdown_signal());
+        rt.shutdown_timeout(Duration::from_secs(1));
+        return Ok(());
+    }
     run_gateway(control)?;
 
     // Pingora has drained in-flight calls; let the writer put their events in
@@ -192,6 +259,7 @@ async fn start_control(
     config: Config,
     token: String,
     demo: Option<&crate::demo::DemoUpstream>,
+    role: Role,
 ) -> anyhow::Result<Control> {
     let db = Database::connect(&config.database.url)
         .await
@@ -242,12 +310,71 @@ async fn start_control(
         ));
     }
 
-    // Embedded: events go straight into the ledger. Redis: into the usage
-    // stream, and this process also consumes the stream into the ledger.
+    if role == Role::All && config.store.backend == StoreBackend::Redis {
+        // One node does it all: it also consumes the usage stream into the
+        // ledger (scaled out, `paygate billing run` does).
+        tokio::spawn(consumer(&config, db.clone(), metrics.clone())?.run());
+    }
+    let sink = if role.proxies() {
+        Some(usage_pipeline(&config, &db, &metrics)?)
+    } else {
+        None
+    };
+    if role.serves_admin_api() {
+        tokio::spawn(crate::reconcile::watch(
+            db.clone(),
+            Arc::clone(&catalog),
+            Arc::clone(&store),
+            metrics.clone(),
+            Duration::from_millis(config.usage.drift_interval_ms.max(100)),
+        ));
+    }
+
+    let state = Arc::new(AdminState {
+        db: db.clone(),
+        catalog: Arc::clone(&catalog),
+        store: Arc::clone(&store),
+        metrics: metrics.clone(),
+        token: token.clone(),
+        changes,
+    });
+    if let Some(d) = demo {
+        d.seed(&state, &config).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("admin.listen: cannot bind {}", config.admin.listen))?;
+    let router = if role.serves_admin_api() {
+        paygate_admin::router(state)
+    } else {
+        paygate_admin::operations_router(state)
+    };
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+    tracing::info!(role = role.command(), admin = %config.admin.listen, gateway = %config.gateway.listen, "paygate starting");
+    Ok(Control {
+        catalog,
+        store,
+        sink,
+        metrics,
+        config,
+    })
+}
+
+/// The usage writer of a proxying process; returns the sink calls emit into.
+/// Embedded: events go straight into the ledger. Redis: into the usage
+/// stream, which the billing consumer moves into the ledger.
+fn usage_pipeline(
+    config: &Config,
+    db: &Database,
+    metrics: &Metrics,
+) -> anyhow::Result<paygate_billing::UsageSink> {
     let target: Arc<dyn BatchTarget> = match config.store.backend {
         StoreBackend::Memory => Arc::new(db.clone()),
         StoreBackend::Redis => {
-            tokio::spawn(consumer(&config, db.clone(), metrics.clone())?.run());
             let conn = RedisConn::connect(&config.store.redis_url).context("store.redis_url")?;
             Arc::new(UsageStream::new(conn, &config.store.key_prefix))
         }
@@ -264,43 +391,24 @@ async fn start_control(
         None => writer,
     };
     tokio::spawn(writer.run());
+    Ok(sink)
+}
 
-    tokio::spawn(crate::reconcile::watch(
-        db.clone(),
-        Arc::clone(&catalog),
-        Arc::clone(&store),
-        metrics.clone(),
-        Duration::from_millis(config.usage.drift_interval_ms.max(100)),
-    ));
-
-    let state = Arc::new(AdminState {
-        db: db.clone(),
-        catalog: Arc::clone(&catalog),
-        store: Arc::clone(&store),
-        metrics: metrics.clone(),
-        token: token.clone(),
-        changes,
-    });
-    if let Some(d) = demo {
-        d.seed(&state, &config).await?;
-    }
-    let listener = tokio::net::TcpListener::bind(config.admin.listen)
-        .await
-        .with_context(|| format!("admin.listen: cannot bind {}", config.admin.listen))?;
-    let router = paygate_admin::router(state);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %e, "admin API stopped");
+/// SIGTERM or SIGINT, for the processes Pingora does not run.
+pub(crate) async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
         }
-    });
-    tracing::info!(admin = %config.admin.listen, gateway = %config.gateway.listen, "paygate starting");
-    Ok(Control {
-        catalog,
-        store,
-        sink,
-        metrics,
-        config,
-    })
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGTERM handler not installed; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// Reloads one changed record from the database into the catalog.
@@ -424,7 +532,7 @@ fn run_gateway(c: Control) -> anyhow::Result<()> {
         catalog: c.catalog,
         store: c.store,
         on_unavailable: c.config.store.on_unavailable,
-        usage: c.sink,
+        usage: c.sink.context("a proxying process starts a usage writer")?,
         metrics: c.metrics,
         trusted_proxies: g.trusted_proxies.clone(),
         max_body_bytes: g.max_body_bytes,

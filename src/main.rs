@@ -31,6 +31,18 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Only the gateway (proxy and usage writer), for running several over a
+    /// shared Redis. Its admin listener serves /healthz, /readyz and /metrics.
+    Gateway {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Only the admin API (and /healthz, /readyz, /metrics), beside gateways
+    /// that share its Redis and database.
+    Admin {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Apply database migrations and exit.
     Migrate {
         #[arg(long)]
@@ -77,6 +89,8 @@ fn main() -> ExitCode {
     app::init_tracing();
     let result = match cli.command {
         Command::Serve { config, demo } => app::serve(config.as_deref(), demo),
+        Command::Gateway { config } => app::serve_role(&config, app::Role::Gateway),
+        Command::Admin { config } => app::serve_role(&config, app::Role::Admin),
         Command::Migrate { config } => app::migrate(&config),
         Command::CheckConfig { config } => return app::check_config(&config),
         Command::Billing {

@@ -75,12 +75,21 @@ pub fn router(state: Arc<AdminState>) -> Router {
             Arc::clone(&state),
             handlers::auth::require_token,
         ));
+    operations().nest("/admin/v1", api).with_state(state)
+}
+
+/// Only `/healthz`, `/readyz` and `/metrics`: the admin listener of a
+/// gateway-only process (`paygate gateway`), which has no admin API.
+pub fn operations_router(state: Arc<AdminState>) -> Router {
+    operations().with_state(state)
+}
+
+fn operations() -> Router<Arc<AdminState>> {
+    use handlers::ops;
     Router::new()
-        .nest("/admin/v1", api)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .with_state(state)
 }
