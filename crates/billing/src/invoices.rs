@@ -57,6 +57,10 @@ pub struct Closed {
     /// The invoices finalized by this call (none when called again).
     pub data: Vec<Invoice>,
     pub has_more: bool,
+    /// Invoices of this period whose customer's period has not ended yet
+    /// (customers anchored after the 1st): they stay drafts, and a close
+    /// called after their end finalizes them.
+    pub still_open: Vec<String>,
 }
 
 /// Invoice ids name their customer and period: `inv_<YYYY-MM>_<customer id>`.
@@ -363,8 +367,10 @@ impl Database {
         Ok(page(out, limit))
     }
 
-    /// Finalizes every started invoice of `name` not finalized yet; calling
-    /// it again finalizes only what is left (customers whose period started since).
+    /// Finalizes every invoice of `name` whose period has ended and is not
+    /// finalized yet; calling it again finalizes only what is left. An
+    /// invoice is final only once its period is over: a plan change later in
+    /// the period would otherwise change a fee already invoiced.
     pub async fn close_period(
         &self,
         name: PeriodName,
@@ -385,9 +391,11 @@ impl Database {
         .await?;
         let finalized_at = now_text();
         let mut done = Vec::new();
+        let mut still_open = Vec::new();
         for c in &customers {
             let cid = c.id.as_str();
-            if name < first_period(c) || Period::named(c.anchor_day, name).start > now {
+            let period = Period::named(c.anchor_day, name);
+            if name < first_period(c) || period.start > now {
                 continue;
             }
             let id = invoice_id(cid, name);
@@ -398,12 +406,17 @@ impl Database {
             if exists > 0 {
                 continue;
             }
+            if period.end > now {
+                still_open.push(id);
+                continue;
+            }
             let finalized = self.finalized_periods(cid).await?;
             let mut inv = self.draft(c, name, &finalized).await?;
             number += 1;
             sqlx::query(
                 "INSERT INTO invoices (id, number, customer_id, period, currency, total_micros, \
-                 credits_applied_micros, finalized_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 credits_applied_micros, finalized_at, line_count) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&id)
             .bind(number)
@@ -413,6 +426,7 @@ impl Database {
             .bind(inv.total_micros)
             .bind(inv.credits_applied_micros)
             .bind(&finalized_at)
+            .bind(inv.lines.len() as i64)
             .execute(&mut *tx)
             .await?;
             for (i, l) in inv.lines.iter().enumerate() {
@@ -466,6 +480,7 @@ impl Database {
             period: label,
             data: done,
             has_more: false,
+            still_open,
         })
     }
 }

@@ -21,11 +21,15 @@ CREATE TABLE usage_daily (
 );
 CREATE INDEX usage_daily_day ON usage_daily(day, customer_id);
 
+UPDATE usage_events SET overage_units = units
+WHERE billable = 1 AND units > 0 AND amount_micros > credits_micros;
+
 INSERT INTO usage_daily
 SELECT customer_id, period, to_char(to_timestamp(ts_us / 1000000) AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
        route, key_id,
-       0, CASE WHEN billable = 1 AND units > 0 THEN credits_micros / units ELSE 0 END,
-       COUNT(*), SUM(billable), SUM(units), 0, SUM(amount_micros), SUM(credits_micros)
+       CASE WHEN overage_units > 0 THEN (amount_micros - credits_micros) / units ELSE 0 END,
+       CASE WHEN billable = 1 AND units > 0 THEN credits_micros / units ELSE 0 END,
+       COUNT(*), SUM(billable), SUM(units), SUM(overage_units), SUM(amount_micros), SUM(credits_micros)
 FROM usage_events
 GROUP BY 1, 2, 3, 4, 5, 6, 7;
 
@@ -64,6 +68,7 @@ CREATE TABLE invoices (
     total_micros           BIGINT NOT NULL,
     credits_applied_micros BIGINT NOT NULL,
     finalized_at           TEXT NOT NULL,
+    line_count             BIGINT NOT NULL,
     UNIQUE (customer_id, period)
 );
 
@@ -91,6 +96,22 @@ CREATE TRIGGER invoices_immutable BEFORE UPDATE OR DELETE ON invoices
     FOR EACH ROW EXECUTE FUNCTION refuse_invoice_change();
 CREATE TRIGGER invoice_lines_immutable BEFORE UPDATE OR DELETE ON invoice_lines
     FOR EACH ROW EXECUTE FUNCTION refuse_invoice_change();
+CREATE TRIGGER invoices_no_truncate BEFORE TRUNCATE ON invoices
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_invoice_change();
+CREATE TRIGGER invoice_lines_no_truncate BEFORE TRUNCATE ON invoice_lines
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_invoice_change();
+
+CREATE FUNCTION refuse_extra_invoice_line() RETURNS trigger AS $$
+BEGIN
+    IF NEW.line_no < 1 OR NEW.line_no >
+        COALESCE((SELECT line_count FROM invoices WHERE id = NEW.invoice_id), 0) THEN
+        RAISE EXCEPTION 'finalized invoices are immutable';
+    END IF;
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+CREATE TRIGGER invoice_lines_fixed BEFORE INSERT ON invoice_lines
+    FOR EACH ROW EXECUTE FUNCTION refuse_extra_invoice_line();
 
 CREATE TABLE audit_log (
     id          TEXT PRIMARY KEY,

@@ -25,10 +25,18 @@ CREATE TABLE usage_daily (
 ) WITHOUT ROWID;
 CREATE INDEX usage_daily_day ON usage_daily(day, customer_id);
 
+-- Before this migration a call's amount_micros was its pay-per-call price
+-- (also in credits_micros) or its overage price: what is above the credits
+-- spent was overage, for every unit of the call.
+UPDATE usage_events SET overage_units = units
+WHERE billable = 1 AND units > 0 AND amount_micros > credits_micros;
+
 INSERT INTO usage_daily
-SELECT customer_id, period, strftime('%Y-%m-%d', ts_us / 1000000, 'unixepoch'), route, key_id,
-       0, CASE WHEN billable = 1 AND units > 0 THEN credits_micros / units ELSE 0 END,
-       COUNT(*), SUM(billable), SUM(units), 0, SUM(amount_micros), SUM(credits_micros)
+SELECT customer_id, period, strftime('%Y-%m-%d', ts_us / 1000000, 'unixepoch'),
+       route, key_id,
+       CASE WHEN overage_units > 0 THEN (amount_micros - credits_micros) / units ELSE 0 END,
+       CASE WHEN billable = 1 AND units > 0 THEN credits_micros / units ELSE 0 END,
+       COUNT(*), SUM(billable), SUM(units), SUM(overage_units), SUM(amount_micros), SUM(credits_micros)
 FROM usage_events
 GROUP BY 1, 2, 3, 4, 5, 6, 7;
 
@@ -72,6 +80,7 @@ CREATE TABLE invoices (
     total_micros           INTEGER NOT NULL,
     credits_applied_micros INTEGER NOT NULL,
     finalized_at           TEXT NOT NULL,
+    line_count             INTEGER NOT NULL,
     UNIQUE (customer_id, period)
 );
 
@@ -98,6 +107,21 @@ BEGIN SELECT RAISE(ABORT, 'finalized invoices are immutable'); END;
 CREATE TRIGGER invoice_lines_immutable_update BEFORE UPDATE ON invoice_lines
 BEGIN SELECT RAISE(ABORT, 'finalized invoices are immutable'); END;
 CREATE TRIGGER invoice_lines_immutable_delete BEFORE DELETE ON invoice_lines
+BEGIN SELECT RAISE(ABORT, 'finalized invoices are immutable'); END;
+-- Nor can lines be added: an invoice keeps the lines it was closed with,
+-- numbered 1..line_count, and (invoice_id, line_no) is unique.
+CREATE TRIGGER invoice_lines_fixed_insert BEFORE INSERT ON invoice_lines
+WHEN NEW.line_no < 1
+  OR NEW.line_no > COALESCE((SELECT line_count FROM invoices WHERE id = NEW.invoice_id), 0)
+BEGIN SELECT RAISE(ABORT, 'finalized invoices are immutable'); END;
+-- INSERT OR REPLACE would delete an invoice without its delete trigger
+-- (unless recursive_triggers is on): an insert that collides is refused first.
+CREATE TRIGGER invoices_no_replace BEFORE INSERT ON invoices
+WHEN EXISTS (SELECT 1 FROM invoices WHERE id = NEW.id OR number = NEW.number
+             OR (customer_id = NEW.customer_id AND period = NEW.period))
+BEGIN SELECT RAISE(ABORT, 'finalized invoices are immutable'); END;
+CREATE TRIGGER invoice_lines_no_replace BEFORE INSERT ON invoice_lines
+WHEN EXISTS (SELECT 1 FROM invoice_lines WHERE invoice_id = NEW.invoice_id AND line_no = NEW.line_no)
 BEGIN SELECT RAISE(ABORT, 'finalized invoices are immutable'); END;
 
 -- Every admin change: who, what, before and after (JSON), when.
