@@ -17,7 +17,7 @@ use sqlx::Row;
 use crate::aggregate::{Dimension, Filter};
 use crate::audit::{self, Actor, Change};
 use crate::rating::{self, Amount, Charge, ChargeKey, Line, LineKind, PlanSpan};
-use crate::records::{now_text, page, ts, Page};
+use crate::records::{page, ts, Page};
 use crate::{Database, DbError};
 
 /// Plans are priced in US dollars (SPEC §4: 1 USD = 1,000,000 micros).
@@ -389,7 +389,7 @@ impl Database {
         )
         .fetch_one(&mut *tx)
         .await?;
-        let finalized_at = now_text();
+        let finalized_at = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let mut done = Vec::new();
         let mut still_open = Vec::new();
         for c in &customers {

@@ -70,6 +70,11 @@ async fn an_invoice_is_finalized_only_after_its_period_ends(kind: DbKind) {
         panic!("{closed:?}")
     };
     assert_eq!(inv.number, Some(1));
+    assert_eq!(
+        inv.finalized_at,
+        Some(at(12, 16, 0)),
+        "the close's own clock"
+    );
     // 15 Nov - 15 Dec is 30 days: 20 on the small plan, 10 on the big one
     // (the day of the change at the new plan).
     assert_eq!(
