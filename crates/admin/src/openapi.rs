@@ -137,8 +137,7 @@ pub fn document() -> Value {
                     "finalized_at": {"type": "string", "format": "date-time", "nullable": true}}},
                 "InvoiceList": {"type": "object", "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/Invoice"}}, "has_more": {"type": "boolean"}}},
                 "ClosePeriod": {"type": "object", "required": ["period"], "properties": {"period": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}}},
-                "Closed": {"type": "object", "properties": {"period": {"type": "string"}, "data": {"type": "array", "items": {"$ref": "#/components/schemas/Invoice"}}, "has_more": {"type": "boolean"},
-                    "still_open": {"type": "array", "items": {"type": "string"}, "description": "ids of this period's invoices whose customer's period has not ended; a later close finalizes them"}}},
+                "Closed": {"type": "object", "properties": {"period": {"type": "string"}, "data": {"type": "array", "items": {"$ref": "#/components/schemas/Invoice"}}, "has_more": {"type": "boolean"}}},
                 "AuditEntry": {"type": "object", "properties": {
                     "id": {"type": "string"}, "at": {"type": "string", "format": "date-time"}, "actor": {"type": "string"},
                     "action": {"type": "string"}, "resource": {"type": "string"}, "resource_id": {"type": "string"},

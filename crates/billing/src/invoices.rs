@@ -57,10 +57,6 @@ pub struct Closed {
     /// The invoices finalized by this call (none when called again).
     pub data: Vec<Invoice>,
     pub has_more: bool,
-    /// Invoices of this period whose customer's period has not ended yet
-    /// (customers anchored after the 1st): they stay drafts, and a close
-    /// called after their end finalizes them.
-    pub still_open: Vec<String>,
 }
 
 /// Invoice ids name their customer and period: `inv_<YYYY-MM>_<customer id>`.
@@ -145,6 +141,21 @@ impl Database {
         Ok(rating::usage_charges(&self.aggregate(&filter, &by).await?))
     }
 
+    /// Fees of a period billed on finalized invoices so far (fee and
+    /// proration lines, and fee adjustments on later invoices).
+    async fn fee_billed(&self, customer_id: &str, period: PeriodName) -> Result<Micros, DbError> {
+        let billed: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(SUM(l.amount_micros) AS BIGINT) \
+             FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id \
+             WHERE i.customer_id = $1 AND l.source_period = $2 AND l.charge = 'fee'",
+        )
+        .bind(customer_id)
+        .bind(period.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(billed.unwrap_or(0))
+    }
+
     /// Usage charges of a period billed on finalized invoices so far.
     async fn billed(
         &self,
@@ -194,16 +205,26 @@ impl Database {
         let cid = c.id.as_str();
         let period = Period::named(c.anchor_day, name);
         let label = name.to_string();
-        let mut lines = rating::fee_lines(&period, &label, &self.plan_history(cid).await?);
+        let history = self.plan_history(cid).await?;
+        let mut lines = rating::fee_lines(&period, &label, &history);
         lines.extend(rating::usage_lines(&label, &self.charges(cid, name).await?));
-        // Late usage of the finalized periods right before this one.
+        // What changed since the finalized periods right before this one were
+        // invoiced: late usage, and plan changes dated inside them.
         let first = first_period(c);
         let mut late = Vec::new();
         let mut f = name.prev();
         while f >= first && finalized.contains(&f) {
+            let f_label = f.to_string();
+            let fee_now = rating::fee_lines(&Period::named(c.anchor_day, f), &f_label, &history)
+                .iter()
+                .map(|l| l.amount_micros)
+                .sum();
+            let fee = rating::fee_adjustment(&f_label, fee_now, self.fee_billed(cid, f).await?);
             let now = self.charges(cid, f).await?;
             let billed = self.billed(cid, f).await?;
-            late.push(rating::adjustment_lines(&f.to_string(), &now, &billed));
+            let mut adjustments = rating::adjustment_lines(&f_label, &now, &billed);
+            adjustments.splice(0..0, fee);
+            late.push(adjustments);
             f = f.prev();
         }
         lines.extend(late.into_iter().rev().flatten());
@@ -367,10 +388,10 @@ impl Database {
         Ok(page(out, limit))
     }
 
-    /// Finalizes every invoice of `name` whose period has ended and is not
-    /// finalized yet; calling it again finalizes only what is left. An
-    /// invoice is final only once its period is over: a plan change later in
-    /// the period would otherwise change a fee already invoiced.
+    /// Finalizes every started invoice of `name` not finalized yet; calling
+    /// it again finalizes only what is left (customers whose period started
+    /// since). A period may be closed before it ends: usage and plan changes
+    /// dated in it afterwards are billed as adjustments on the next invoice.
     pub async fn close_period(
         &self,
         name: PeriodName,
@@ -391,7 +412,6 @@ impl Database {
         .await?;
         let finalized_at = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let mut done = Vec::new();
-        let mut still_open = Vec::new();
         for c in &customers {
             let cid = c.id.as_str();
             let period = Period::named(c.anchor_day, name);
@@ -404,10 +424,6 @@ impl Database {
                 .fetch_one(&mut *tx)
                 .await?;
             if exists > 0 {
-                continue;
-            }
-            if period.end > now {
-                still_open.push(id);
                 continue;
             }
             let finalized = self.finalized_periods(cid).await?;
@@ -480,7 +496,6 @@ impl Database {
             period: label,
             data: done,
             has_more: false,
-            still_open,
         })
     }
 }

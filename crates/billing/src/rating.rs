@@ -247,6 +247,26 @@ pub fn usage_lines(name: &str, charges: &BTreeMap<ChargeKey, Amount>) -> Vec<Lin
         .collect()
 }
 
+/// The fee adjustment of a finalized period: what its plan history gives
+/// now (`fee_now`, the sum of its fee lines) minus what invoices billed for
+/// it (`fee_billed`, fee lines and earlier fee adjustments). Non-zero after a
+/// plan change dated inside a period that was closed before the change.
+pub fn fee_adjustment(source_period: &str, fee_now: Micros, fee_billed: Micros) -> Option<Line> {
+    let amount = fee_now - fee_billed;
+    (amount != 0).then(|| Line {
+        kind: LineKind::Adjustment,
+        charge: Charge::Fee,
+        source_period: source_period.to_owned(),
+        description: format!(
+            "Plan fee of {source_period} after a plan change made once it was invoiced"
+        ),
+        route: None,
+        quantity: 1,
+        unit_price_micros: amount,
+        amount_micros: amount,
+    })
+}
+
 /// Adjustment lines for a finalized period: what its ledger says now minus
 /// what its invoices billed. Usage recorded after the close shows up here,
 /// and only here, once.
@@ -294,6 +314,20 @@ pub fn from_micros(us: i64) -> DateTime<Utc> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fee_adjustment_is_the_difference_and_none_without_one() {
+        assert_eq!(fee_adjustment("2026-11", 50, 50), None);
+        let up = fee_adjustment("2026-11", 50_000_000, 30_000_000).unwrap();
+        assert_eq!(up.kind, LineKind::Adjustment);
+        assert_eq!(up.charge, Charge::Fee);
+        assert_eq!(
+            (up.quantity, up.unit_price_micros, up.amount_micros),
+            (1, 20_000_000, 20_000_000)
+        );
+        let down = fee_adjustment("2026-11", 10, 30).unwrap();
+        assert_eq!(down.amount_micros, -20);
+    }
+
     use super::*;
 
     fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {

@@ -1,7 +1,8 @@
 //! What keeps an invoice exact after it is finalized, on SQLite and Postgres:
-//! it is final only once its period has ended, the database refuses any
-//! change to it (new lines, replacing, truncating), and a ledger written
-//! before the billing migration keeps its overage money on invoices.
+//! a plan change after the close is billed on the next invoice, the database
+//! refuses any change to a finalized one (new lines, replacing, truncating),
+//! and a ledger written before the billing migration keeps its overage money
+//! on invoices.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -38,9 +39,10 @@ async fn customer_on(db: &Database, plan_id: &str, created: DateTime<Utc>) {
 }
 
 /// A customer anchored on the 15th is still in its "2026-11" period when
-/// November is closed on 1 December; a plan change on 5 December must
-/// still be billed on that invoice.
-async fn an_invoice_is_finalized_only_after_its_period_ends(kind: DbKind) {
+/// November is closed on 1 December. Its invoice is final from then on; a
+/// plan change on 5 December is billed as a fee adjustment on the next
+/// invoice, so the period's fee is what the proration rule says.
+async fn a_plan_change_after_close_is_billed_on_the_next_invoice(kind: DbKind) {
     let t = TestDb::new(kind);
     let db = Database::connect(&t.url).await.unwrap();
     let a = Actor::system();
@@ -52,8 +54,15 @@ async fn an_invoice_is_finalized_only_after_its_period_ends(kind: DbKind) {
     let nov = "2026-11".parse().unwrap();
 
     let closed = db.close_period(nov, &a, at(12, 1, 1)).await.unwrap();
-    assert!(closed.data.is_empty(), "{closed:?}");
-    assert_eq!(closed.still_open, ["inv_2026-11_c"]);
+    let [inv] = closed.data.as_slice() else {
+        panic!("{closed:?}")
+    };
+    assert_eq!(inv.total_micros, 30_000_000);
+    assert_eq!(
+        inv.finalized_at,
+        Some(at(12, 1, 1)),
+        "the close's own clock"
+    );
 
     let to_big = CustomerPatch {
         name: None,
@@ -64,22 +73,50 @@ async fn an_invoice_is_finalized_only_after_its_period_ends(kind: DbKind) {
         .await
         .unwrap();
 
-    let closed = db.close_period(nov, &a, at(12, 16, 0)).await.unwrap();
-    assert!(closed.still_open.is_empty());
-    let [inv] = closed.data.as_slice() else {
-        panic!("{closed:?}")
-    };
-    assert_eq!(inv.number, Some(1));
+    let c = db.get_customer("c").await.unwrap();
+    let finalized = db
+        .invoice_for(&c, nov, at(12, 20, 0))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
-        inv.finalized_at,
-        Some(at(12, 16, 0)),
-        "the close's own clock"
+        finalized.total_micros, 30_000_000,
+        "finalized stays as it was"
     );
+    let dec = "2026-12".parse().unwrap();
+    let next = db
+        .invoice_for(&c, dec, at(12, 20, 0))
+        .await
+        .unwrap()
+        .unwrap();
+    let lines: Vec<_> = next
+        .lines
+        .iter()
+        .map(|l| (l.kind.as_str(), l.source_period.as_str(), l.amount_micros))
+        .collect();
     // 15 Nov - 15 Dec is 30 days: 20 on the small plan, 10 on the big one
-    // (the day of the change at the new plan).
+    // (the day of the change at the new plan), minus the 30,000,000 billed.
+    let nov_fee = 30_000_000 * 20 / 30 + 90_000_000 * 10 / 30;
     assert_eq!(
-        inv.total_micros,
-        30_000_000 * 20 / 30 + 90_000_000 * 10 / 30
+        lines,
+        [
+            ("fee", "2026-12", 90_000_000),
+            ("adjustment", "2026-11", nov_fee - 30_000_000)
+        ]
+    );
+
+    // Closing December bills the adjustment once: January owes nothing more
+    // for November.
+    db.close_period(dec, &a, at(12, 20, 0)).await.unwrap();
+    let jan = db
+        .invoice_for(&c, "2027-01".parse().unwrap(), at(12, 20, 0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        jan.lines.iter().all(|l| l.kind.as_str() == "fee"),
+        "{:?}",
+        jan.lines
     );
 }
 
@@ -231,7 +268,7 @@ async fn an_upgraded_ledger_keeps_its_overage_on_invoices(kind: DbKind) {
 }
 
 paygate_testkit::on_both_databases!(
-    an_invoice_is_finalized_only_after_its_period_ends,
+    a_plan_change_after_close_is_billed_on_the_next_invoice,
     finalized_invoices_refuse_every_change,
     an_upgraded_ledger_keeps_its_overage_on_invoices,
 );
