@@ -29,6 +29,21 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// Query parameters: a malformed query string (a repeated or wrongly
+/// typed parameter) → 400 with our error body.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(t)| Params(t))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
 /// `?limit=` (1..=1000, default 100) and `?starting_after=<id>`.
 pub struct Paging {
     pub limit: u32,
@@ -44,9 +59,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Paging {
             limit: Option<String>,
             starting_after: Option<String>,
         }
-        let Query(raw) = Query::<Raw>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        let Params(raw) = Params::<Raw>::from_request_parts(parts, state).await?;
         let limit = match raw.limit {
             None => 100,
             Some(s) => match s.parse::<u32>() {

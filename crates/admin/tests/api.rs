@@ -1270,6 +1270,27 @@ async fn billing_endpoints_refuse_bad_input_with_clear_errors(kind: DbKind) {
             StatusCode::BAD_REQUEST,
             "bad_request",
         ),
+        // A repeated parameter: still our JSON error body, not axum's text.
+        (
+            "/admin/v1/usage?format=json&format=csv",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/admin/v1/invoices?period=2026-10&period=2026-11",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/admin/v1/invoices/inv_2026-11_c1?format=csv&format=json",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/admin/v1/audit?resource=plan&resource=key",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
         (
             "/admin/v1/usage?period=2026-13",
             StatusCode::BAD_REQUEST,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,7 +15,7 @@ use paygate_core::period::PeriodName;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::extract::{Audited, JsonBody, Paging};
+use crate::extract::{Audited, JsonBody, Paging, Params};
 use crate::handlers::customers;
 use crate::{AdminState, ApiError};
 
@@ -105,7 +105,7 @@ pub struct UsageParams {
 /// `GET /admin/v1/usage`: grouped by any of day, route, key (default day).
 pub async fn usage(
     State(s): State<Arc<AdminState>>,
-    Query(q): Query<UsageParams>,
+    Params(q): Params<UsageParams>,
 ) -> Result<Response, ApiError> {
     let fmt = format(q.format.as_deref())?;
     let from = day("from", q.from.as_deref())?;
@@ -174,7 +174,7 @@ fn invoices_response(
 /// `GET /admin/v1/invoices`: finalized invoices and the current drafts.
 pub async fn list_invoices(
     State(s): State<Arc<AdminState>>,
-    Query(q): Query<InvoiceParams>,
+    Params(q): Params<InvoiceParams>,
     page: Paging,
 ) -> Result<Response, ApiError> {
     let fmt = format(q.format.as_deref())?;
@@ -202,7 +202,7 @@ pub struct FormatParam {
 pub async fn get_invoice(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
-    Query(q): Query<FormatParam>,
+    Params(q): Params<FormatParam>,
 ) -> Result<Response, ApiError> {
     let fmt = format(q.format.as_deref())?;
     let inv = match s.db.get_invoice(&id, Utc::now()).await {
@@ -241,7 +241,7 @@ pub struct AuditParams {
 /// `GET /admin/v1/audit`: newest first.
 pub async fn audit(
     State(s): State<Arc<AdminState>>,
-    Query(q): Query<AuditParams>,
+    Params(q): Params<AuditParams>,
     page: Paging,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let filter = AuditFilter {
