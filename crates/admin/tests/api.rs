@@ -1177,6 +1177,42 @@ async fn an_idempotency_key_replays_the_first_response_and_refuses_a_different_r
     assert_eq!(s, StatusCode::CREATED);
 }
 
+/// A new API key is shown once: a replay of its creation answers without
+/// it, and the stored response never holds it (SPEC §3: only a hash is kept).
+async fn a_replayed_key_creation_does_not_show_or_store_the_key(kind: DbKind) {
+    let app = app(kind).await;
+    app.seed(
+        json!({"id": "p", "name": "P", "rate_limit": {"requests": 5, "per": "second"}}),
+        "c1",
+    )
+    .await;
+    let path = "/admin/v1/customers/c1/keys";
+    let (s, first, _) = app.finish(keyed_post(path, "key-once", &json!({}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    let secret = first["key"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("pg_live_"), "{first}");
+    let (s, replayed, headers) = app.finish(keyed_post(path, "key-once", &json!({}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(replayed["key"], Value::Null, "{replayed}");
+    assert_eq!(replayed["id"], first["id"]);
+    assert_eq!(replayed["prefix"], first["prefix"]);
+
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&app._db.url).await.unwrap();
+    let stored: Vec<u8> =
+        sqlx::query_scalar("SELECT body FROM idempotency_keys WHERE key = 'key-once'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let stored = String::from_utf8(stored).unwrap();
+    assert!(stored.contains(first["id"].as_str().unwrap()), "{stored}");
+    assert!(
+        !stored.contains(&secret),
+        "the key is stored in clear: {stored}"
+    );
+}
+
 async fn the_openapi_document_lists_every_route(kind: DbKind) {
     let app = app(kind).await;
     let (s, doc, _) = app.get("/admin/v1/openapi.json").await;
@@ -1548,5 +1584,6 @@ paygate_testkit::on_both_databases!(
     credits_that_would_overflow_the_balance_are_refused,
     balance_has_the_spec_shape,
     an_idempotency_key_replays_the_first_response_and_refuses_a_different_request,
+    a_replayed_key_creation_does_not_show_or_store_the_key,
     the_openapi_document_lists_every_route,
 );

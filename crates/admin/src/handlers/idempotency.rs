@@ -17,6 +17,22 @@ use crate::{AdminState, ApiError};
 
 const MAX_BODY: usize = 1 << 20;
 
+/// Marks a response whose JSON field of this name is a secret shown once
+/// (a new API key): the response kept for replays has it as `null`, so the
+/// secret is never stored in clear (SPEC §3: keys are kept only as a hash).
+#[derive(Clone, Copy)]
+pub struct ShownOnce(pub &'static str);
+
+/// The body to keep for replays: `body` without the secret `field`.
+fn without_secret(body: &[u8], field: &str) -> Result<Vec<u8>, ApiError> {
+    let mut v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::Internal(format!("response to keep is not JSON: {e}")))?;
+    if let Some(secret) = v.get_mut(field) {
+        *secret = serde_json::Value::Null;
+    }
+    serde_json::to_vec(&v).map_err(|e| ApiError::Internal(format!("response to keep: {e}")))
+}
+
 fn request_hash(method: &Method, path: &str, body: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(method.as_str());
@@ -93,7 +109,11 @@ pub async fn idempotent(
     if rparts.status.is_server_error() {
         s.db.release_idempotency_key(&key).await?;
     } else {
-        s.db.complete_idempotency_key(&key, rparts.status.as_u16(), &body)
+        let kept = match rparts.extensions.get::<ShownOnce>() {
+            Some(ShownOnce(field)) => without_secret(&body, field)?,
+            None => body.to_vec(),
+        };
+        s.db.complete_idempotency_key(&key, rparts.status.as_u16(), &kept)
             .await?;
     }
     Ok(Response::from_parts(rparts, Body::from(body)))

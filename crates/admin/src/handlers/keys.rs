@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use paygate_billing::DbError;
 use paygate_core::apikey;
 use paygate_store::RecordChange;
@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::extract::{Audited, Paging};
 use crate::handlers::customers;
+use crate::handlers::idempotency::ShownOnce;
 use crate::{AdminState, ApiError};
 
 /// Mints a key; the response is the only place the full key ever appears.
@@ -19,7 +20,7 @@ pub async fn create(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
     Audited(actor): Audited,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Extension<ShownOnce>, Json<Value>), ApiError> {
     let customer = customers::load(&s, &id).await?;
     let new = apikey::generate();
     let hash = apikey::hash(s.catalog.key_secret(), &new.secret);
@@ -33,6 +34,7 @@ pub async fn create(
     tracing::info!(customer = %customer.id, prefix = %rec.prefix, "api key created");
     Ok((
         StatusCode::CREATED,
+        Extension(ShownOnce("key")),
         Json(json!({
             "id": rec.id,
             "key": new.secret,
