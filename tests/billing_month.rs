@@ -508,6 +508,37 @@ async fn reports_and_csv_agree_with_invoices(kind: DbKind) {
         .map(|r| r[amount_col].parse::<i64>().unwrap())
         .sum();
     assert_eq!(sum, total(&prem));
+    // The header uses the JSON field names (SPEC §5), and each row names
+    // its invoice and the invoice's total.
+    for field in [
+        "id",
+        "number",
+        "customer_id",
+        "period",
+        "status",
+        "currency",
+        "total_micros",
+    ] {
+        let col = h
+            .iter()
+            .position(|c| c == field)
+            .unwrap_or_else(|| panic!("{field}: {h:?}"));
+        let want = match &prem[field] {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            v => v.to_string(),
+        };
+        assert!(recs.iter().all(|r| r[col] == want), "{field}");
+    }
+    for field in [
+        "kind",
+        "description",
+        "route",
+        "quantity",
+        "unit_price_micros",
+    ] {
+        assert!(h.iter().any(|c| c == field), "{field}: {h:?}");
+    }
 }
 
 async fn close_finalizes_and_late_usage_lands_on_the_next_invoice(kind: DbKind) {

@@ -507,13 +507,16 @@ impl Invoice {
         let mut w = csv::WriterBuilder::new()
             .terminator(csv::Terminator::CRLF)
             .from_writer(out);
+        // SPEC §5: the JSON field names. A row is a line; the invoice's own
+        // fields (`id` … `total_micros`) repeat on each of its lines.
         w.write_record([
-            "invoice_id",
+            "id",
             "number",
             "customer_id",
             "period",
             "status",
             "currency",
+            "total_micros",
             "kind",
             "description",
             "route",
@@ -535,6 +538,7 @@ impl Invoice {
                     &inv.period,
                     status,
                     inv.currency,
+                    &inv.total_micros.to_string(),
                     l.kind.as_str(),
                     &l.description,
                     l.route.as_deref().unwrap_or(""),
