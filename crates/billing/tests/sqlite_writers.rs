@@ -3,6 +3,9 @@
 //! (which reached users as a 500 on `PATCH /admin/v1/customers`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use chrono::Utc;
 use paygate_billing::audit::Actor;
 use paygate_billing::records::{CustomerPatch, NewCustomer};
@@ -57,18 +60,33 @@ async fn admin_writes_wait_for_the_usage_writer_instead_of_failing() {
         .await
         .unwrap();
 
+    // The usage writer commits batches for as long as the admin side runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let batches = Arc::new(AtomicUsize::new(0));
     let writer = {
-        let db = db.clone();
+        let (db, stop, batches) = (db.clone(), Arc::clone(&stop), Arc::clone(&batches));
         tokio::spawn(async move {
-            for batch in 0..200 {
-                let events: Vec<_> = (0..20).map(|i| event(batch * 20 + i)).collect();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let events: Vec<_> = (0..20).map(|i| event(n * 20 + i)).collect();
                 db.insert_events(&events).await.unwrap();
+                batches.fetch_add(1, Ordering::Relaxed);
+                n += 1;
             }
         })
     };
-    let mut changes = 0;
-    while !writer.is_finished() {
-        let plan_id = if changes % 2 == 0 { "b" } else { "a" };
+    // Each plan change starts after another batch was committed, so the
+    // two really interleave (a busy writer could otherwise be starved).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut seen = 0;
+    for change in 0..30 {
+        while batches.load(Ordering::Relaxed) == seen {
+            assert!(!writer.is_finished(), "the usage writer failed");
+            assert!(std::time::Instant::now() < deadline, "the writer stalled");
+            tokio::task::yield_now().await;
+        }
+        seen = batches.load(Ordering::Relaxed);
+        let plan_id = if change % 2 == 0 { "b" } else { "a" };
         let patch = CustomerPatch {
             name: None,
             email: None,
@@ -76,9 +94,8 @@ async fn admin_writes_wait_for_the_usage_writer_instead_of_failing() {
         };
         db.patch_customer("c", patch, &actor, Utc::now())
             .await
-            .unwrap_or_else(|e| panic!("plan change {changes} failed: {e}"));
-        changes += 1;
+            .unwrap_or_else(|e| panic!("plan change {change} failed: {e}"));
     }
+    stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
-    assert!(changes > 10, "the writer finished before the test raced it");
 }
