@@ -1287,7 +1287,7 @@ async fn billing_endpoints_refuse_bad_input_with_clear_errors(kind: DbKind) {
             "bad_request",
         ),
         (
-            "/admin/v1/usage?from=2026-11-02T10:00:00Z",
+            "/admin/v1/usage?from=2026-11-02T10:00:00",
             StatusCode::BAD_REQUEST,
             "bad_request",
         ),
@@ -1404,6 +1404,12 @@ async fn billing_endpoints_refuse_bad_input_with_clear_errors(kind: DbKind) {
             .await;
         assert_error(&reply, status, code);
     }
+    // Any RFC 3339 instant is a bound (summed from the events).
+    let (s, b, _) = app
+        .get("/admin/v1/usage?from=2026-11-02T10:00:00Z&to=2026-11-02T11:30:00%2B01:00")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["totals"]["calls"], 0, "{b}");
     // Nothing was finalized by any of that.
     let (s, b, _) = app.get("/admin/v1/invoices?customer_id=c1").await;
     assert_eq!(s, StatusCode::OK);

@@ -1,12 +1,14 @@
 //! The one aggregation over the ledger that usage reports and invoices both
 //! use, so the two can never disagree: sums of `usage_daily` rows, filtered
-//! and grouped by a fixed set of columns.
+//! and grouped by a fixed set of columns. A report bounded inside a day
+//! (`from`/`to` not at UTC midnight) is summed from `usage_events` instead,
+//! exactly, at the price of reading the events of its range.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveTime, Utc};
 use paygate_core::Micros;
 use sqlx::Row;
 
-use crate::{Database, DbError};
+use crate::{Backend, Database, DbError};
 
 /// A column to group by. Only these names ever reach the SQL text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,13 +34,23 @@ impl Dimension {
     }
 }
 
-/// Which rollup rows to sum. Days are UTC; `to` is exclusive.
+/// Which usage to sum: `from` inclusive, `to` exclusive.
 #[derive(Debug, Default, Clone)]
 pub struct Filter {
     pub customer_id: Option<String>,
     pub period: Option<String>,
-    pub from: Option<NaiveDate>,
-    pub to: Option<NaiveDate>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl Filter {
+    /// Whether the daily rollup answers it: both bounds at UTC midnight.
+    fn whole_days(&self) -> bool {
+        [self.from, self.to]
+            .iter()
+            .flatten()
+            .all(|t| t.time() == NaiveTime::MIN)
+    }
 }
 
 /// One group's sums; the grouped-by fields are set, the others `None`.
@@ -68,41 +80,73 @@ impl Sums {
     }
 }
 
-fn day_text(d: Option<NaiveDate>) -> String {
-    d.map(|d| d.format("%Y-%m-%d").to_string())
+fn day_text(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d").to_string())
         .unwrap_or_default()
+}
+
+/// The UTC day of an event, `YYYY-MM-DD`, from its `ts_us`.
+fn event_day(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "strftime('%Y-%m-%d', ts_us / 1000000, 'unixepoch')",
+        Backend::Postgres => {
+            "to_char(to_timestamp(ts_us / 1000000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+        }
+    }
 }
 
 impl Database {
     /// Sums of the ledger per group, ordered by the grouped-by columns.
     pub async fn aggregate(&self, f: &Filter, by: &[Dimension]) -> Result<Vec<Sums>, DbError> {
         let cols: Vec<&str> = by.iter().map(|d| d.column()).collect();
-        let select = cols.iter().map(|c| format!("{c}, ")).collect::<String>();
         let group = if cols.is_empty() {
             String::new()
         } else {
             format!(" GROUP BY {0} ORDER BY {0}", cols.join(", "))
         };
         // SUM of BIGINT is NUMERIC on Postgres: cast back so one decoder fits both.
-        let sql = format!(
-            "SELECT {select}\
-             CAST(COALESCE(SUM(calls), 0) AS BIGINT) AS calls, \
+        let sums = "CAST(COALESCE(SUM(calls), 0) AS BIGINT) AS calls, \
              CAST(COALESCE(SUM(billable_calls), 0) AS BIGINT) AS billable_calls, \
              CAST(COALESCE(SUM(units), 0) AS BIGINT) AS units, \
              CAST(COALESCE(SUM(overage_units), 0) AS BIGINT) AS overage_units, \
              CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) AS amount_micros, \
-             CAST(COALESCE(SUM(credits_micros), 0) AS BIGINT) AS credits_micros \
-             FROM usage_daily \
-             WHERE ($1 = '' OR customer_id = $1) AND ($2 = '' OR period = $2) \
-             AND ($3 = '' OR day >= $3) AND ($4 = '' OR day < $4){group}"
-        );
-        let rows = sqlx::query(&sql)
+             CAST(COALESCE(SUM(credits_micros), 0) AS BIGINT) AS credits_micros";
+        let select = cols.iter().map(|c| format!("{c}, ")).collect::<String>();
+        let sql = if f.whole_days() {
+            format!(
+                "SELECT {select}{sums} FROM usage_daily \
+                 WHERE ($1 = '' OR customer_id = $1) AND ($2 = '' OR period = $2) \
+                 AND ($3 = '' OR day >= $3) AND ($4 = '' OR day < $4){group}"
+            )
+        } else {
+            if by
+                .iter()
+                .any(|d| matches!(d, Dimension::OveragePrice | Dimension::UnitPrice))
+            {
+                return Err(DbError::Invalid(
+                    "prices are grouped by whole days only".into(),
+                ));
+            }
+            // The same columns, computed per event.
+            let events = format!(
+                "SELECT {} AS day, route, key_id, 1 AS calls, billable AS billable_calls, units, \
+                 overage_units, amount_micros, credits_micros FROM usage_events \
+                 WHERE ($1 = '' OR customer_id = $1) AND ($2 = '' OR period = $2) \
+                 AND ($3 < 0 OR ts_us >= $3) AND ($4 < 0 OR ts_us < $4)",
+                event_day(self.backend())
+            );
+            format!("SELECT {select}{sums} FROM ({events}) AS e{group}")
+        };
+        let q = sqlx::query(&sql)
             .bind(f.customer_id.as_deref().unwrap_or(""))
-            .bind(f.period.as_deref().unwrap_or(""))
-            .bind(day_text(f.from))
-            .bind(day_text(f.to))
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(f.period.as_deref().unwrap_or(""));
+        let q = if f.whole_days() {
+            q.bind(day_text(f.from)).bind(day_text(f.to))
+        } else {
+            let micros = |t: Option<DateTime<Utc>>| t.map_or(-1, |t| t.timestamp_micros());
+            q.bind(micros(f.from)).bind(micros(f.to))
+        };
+        let rows = q.fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let mut s = Sums {

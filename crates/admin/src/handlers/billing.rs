@@ -58,22 +58,21 @@ fn csv_failed(e: csv::Error) -> ApiError {
 
 /// A day boundary: `YYYY-MM-DD`, or an RFC 3339 time at UTC midnight
 /// (the ledger is rolled up by UTC day).
-fn day(name: &str, raw: Option<&str>) -> Result<Option<NaiveDate>, ApiError> {
+/// A report bound: a UTC day `YYYY-MM-DD` (its midnight) or an RFC 3339 time.
+fn bound(name: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
     let Some(raw) = raw.filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
     if let Ok(d) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
-        return Ok(Some(d));
+        return Ok(Some(d.and_time(chrono::NaiveTime::MIN).and_utc()));
     }
-    match DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc)) {
-        Ok(t) if t.time() == chrono::NaiveTime::MIN => Ok(Some(t.date_naive())),
-        Ok(_) => Err(ApiError::BadRequest(format!(
-            "{name}: {raw:?} is not a UTC day boundary; reports are by UTC day"
-        ))),
-        Err(_) => Err(ApiError::BadRequest(format!(
-            "{name}: {raw:?} is not a date (YYYY-MM-DD)"
-        ))),
-    }
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|_| {
+            ApiError::BadRequest(format!(
+                "{name}: {raw:?} is neither a date (YYYY-MM-DD) nor an RFC 3339 time"
+            ))
+        })
 }
 
 fn period(raw: Option<&str>) -> Result<Option<PeriodName>, ApiError> {
@@ -108,8 +107,8 @@ pub async fn usage(
     Params(q): Params<UsageParams>,
 ) -> Result<Response, ApiError> {
     let fmt = format(q.format.as_deref())?;
-    let from = day("from", q.from.as_deref())?;
-    let to = day("to", q.to.as_deref())?;
+    let from = bound("from", q.from.as_deref())?;
+    let to = bound("to", q.to.as_deref())?;
     if let (Some(f), Some(t)) = (from, to) {
         if f >= t {
             return Err(ApiError::BadRequest(
