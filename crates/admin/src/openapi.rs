@@ -65,7 +65,7 @@ pub fn document() -> Value {
                 "get": op("Credits, quota and rate limit now", "200", Some("Balance"), None, &auth),
             },
             "/admin/v1/usage": {
-                "get": op("Usage report from the ledger: ?customer_id, from, to (YYYY-MM-DD, to exclusive), period (YYYY-MM), group_by=day,route,key, format=json|csv", "200", Some("UsageReport"), None, &auth),
+                "get": op("Usage report from the ledger: ?customer_id, from, to (YYYY-MM-DD or RFC 3339; to exclusive), period (YYYY-MM), group_by=day,route,key, format=json|csv", "200", Some("UsageReport"), None, &auth),
             },
             "/admin/v1/invoices": {
                 "get": op("Invoices, finalized and draft: ?customer_id, period, format=json|csv, limit, starting_after", "200", Some("InvoiceList"), None, &auth),
