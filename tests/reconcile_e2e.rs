@@ -155,15 +155,7 @@ async fn reconcile_reports_exactly_the_drift_between_store_and_ledger() {
 #[test]
 fn reconcile_refuses_what_it_cannot_compare() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[database]\nurl = \"sqlite://{}\"\n",
-            dir.path().join("l.db").display()
-        ),
-    )
-    .unwrap();
+    let path = embedded_config(dir.path());
     for bad in ["2026-13", "november", ""] {
         let (code, _, err) = reconcile(&path, bad);
         assert_eq!(code, 2, "{bad}: {err}");

@@ -78,15 +78,7 @@ async fn admin_gateway_and_billing_run_as_separate_processes() {
 #[test]
 fn gateway_and_admin_roles_refuse_a_store_of_their_own() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[database]\nurl = \"sqlite://{}\"\n",
-            dir.path().join("l.db").display()
-        ),
-    )
-    .unwrap();
+    let path = embedded_config(dir.path());
     for role in ["gateway", "admin"] {
         let out = Command::new(env!("CARGO_BIN_EXE_paygate"))
             .args([role, "--config"])

@@ -194,6 +194,21 @@ cost = 5
     )
 }
 
+/// A config file in `dir` that sets only a SQLite database (memory store,
+/// every other key at its default).
+pub fn embedded_config(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[database]\nurl = \"sqlite://{}\"\n",
+            dir.join("l.db").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
 // ---------------------------------------------------------------- paygate
 
 pub struct Paygate {

@@ -4,28 +4,20 @@
 //! SQLite and on Postgres.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use chrono::Utc;
 use paygate_billing::Database;
 use paygate_core::UsageEvent;
 use paygate_testkit::{DbKind, TestDb};
 
+/// A call of 2 units paid with `credits`.
 fn event(id: usize, credits: i64) -> UsageEvent {
     UsageEvent {
-        request_id: format!("req-{id}"),
-        ts: Utc::now(),
-        customer_id: "c".into(),
-        key_id: "k".into(),
-        plan_id: "p".into(),
-        route: "r".into(),
-        method: "GET".into(),
-        status: 200,
-        billable: true,
         units: 2,
-        overage_units: 0,
         amount_micros: credits,
         credits_micros: credits,
-        period: "2026-11".into(),
-        latency_us: 5,
+        ..common::event(id)
     }
 }
 

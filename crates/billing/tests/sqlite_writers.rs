@@ -3,14 +3,17 @@
 //! (which reached users as a 500 on `PATCH /admin/v1/customers`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use chrono::Utc;
+use common::event;
 use paygate_billing::audit::Actor;
 use paygate_billing::records::{CustomerPatch, NewCustomer};
 use paygate_billing::Database;
-use paygate_core::{CustomerId, Plan, PlanId, UsageEvent};
+use paygate_core::{CustomerId, Plan, PlanId};
 
 fn plan(id: &str) -> Plan {
     serde_json::from_value(serde_json::json!({
@@ -18,26 +21,6 @@ fn plan(id: &str) -> Plan {
         "monthly_fee_micros": 1_000_000
     }))
     .unwrap()
-}
-
-fn event(i: usize) -> UsageEvent {
-    UsageEvent {
-        request_id: format!("req-{i}"),
-        ts: Utc::now(),
-        customer_id: "c".into(),
-        key_id: "k".into(),
-        plan_id: "a".into(),
-        route: "r".into(),
-        method: "GET".into(),
-        status: 200,
-        billable: true,
-        units: 1,
-        overage_units: 0,
-        amount_micros: 0,
-        credits_micros: 0,
-        period: "2026-11".into(),
-        latency_us: 5,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

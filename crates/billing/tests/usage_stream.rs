@@ -2,9 +2,11 @@
 //! when a consumer dies between commit and acknowledgement.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
-use chrono::Utc;
+use common::event;
 use paygate_billing::stream::{stream_key, Ack, StreamConsumer, UsageStream, GROUP};
 use paygate_billing::{BatchTarget, Database, Written};
 use paygate_core::UsageEvent;
@@ -13,26 +15,6 @@ use paygate_store::RedisConn;
 
 fn url() -> String {
     std::env::var("PAYGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
-}
-
-fn event(i: usize) -> UsageEvent {
-    UsageEvent {
-        request_id: format!("req-{i}"),
-        ts: Utc::now(),
-        customer_id: "c".into(),
-        key_id: "k".into(),
-        plan_id: "p".into(),
-        route: "r".into(),
-        method: "GET".into(),
-        status: 200,
-        billable: true,
-        units: 1,
-        overage_units: 0,
-        amount_micros: 0,
-        credits_micros: 0,
-        period: "2026-11".into(),
-        latency_us: 5,
-    }
 }
 
 async fn db(dir: &tempfile::TempDir) -> Database {
