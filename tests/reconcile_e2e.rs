@@ -65,7 +65,7 @@ async fn reconcile_reports_exactly_the_drift_between_store_and_ledger() {
     let mock = mock_upstream().await;
     let prefix = format!("rec-{}", uuid::Uuid::now_v7().simple());
     let cfg = format!(
-        "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"\n\n[usage]\nflush_interval_ms = 5\ndrift_interval_ms = 100\n{}",
+        "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"\n# Generous: this test is about drift, not store deadlines on a loaded machine.\ntimeout_ms = 1000\n\n[usage]\nflush_interval_ms = 5\ndrift_interval_ms = 100\n{}",
         redis_url(),
         routes_for(mock.addr)
     );

@@ -18,7 +18,7 @@ async fn admin_gateway_and_billing_run_as_separate_processes() {
     let mock = mock_upstream().await;
     let prefix = format!("roles-{}", uuid::Uuid::now_v7().simple());
     let cfg = format!(
-        "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"\n{}",
+        "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"\ntimeout_ms = 1000\n{}",
         redis_url(),
         routes_for(mock.addr)
     );
