@@ -222,9 +222,8 @@ impl Database {
             let fee = rating::fee_adjustment(&f_label, fee_now, self.fee_billed(cid, f).await?);
             let now = self.charges(cid, f).await?;
             let billed = self.billed(cid, f).await?;
-            let mut adjustments = rating::adjustment_lines(&f_label, &now, &billed);
-            adjustments.splice(0..0, fee);
-            late.push(adjustments);
+            let usage = rating::adjustment_lines(&f_label, &now, &billed);
+            late.push(fee.into_iter().chain(usage).collect::<Vec<_>>());
             f = f.prev();
         }
         lines.extend(late.into_iter().rev().flatten());
@@ -414,8 +413,7 @@ impl Database {
         let mut done = Vec::new();
         for c in &customers {
             let cid = c.id.as_str();
-            let period = Period::named(c.anchor_day, name);
-            if name < first_period(c) || period.start > now {
+            if name < first_period(c) || Period::named(c.anchor_day, name).start > now {
                 continue;
             }
             let id = invoice_id(cid, name);

@@ -26,6 +26,18 @@ fn at(m: u32, d: u32, h: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, m, d, h, 0, 0).unwrap()
 }
 
+/// A migrated ledger of `kind` holding `plans` (id, monthly fee).
+async fn ledger_with_plans(kind: DbKind, plans: &[(&str, i64)]) -> (TestDb, Database) {
+    let t = TestDb::new(kind);
+    let db = Database::connect(&t.url).await.unwrap();
+    for (id, fee) in plans {
+        db.create_plan(&plan(id, *fee), &Actor::system())
+            .await
+            .unwrap();
+    }
+    (t, db)
+}
+
 async fn customer_on(db: &Database, plan_id: &str, created: DateTime<Utc>) {
     let c = NewCustomer {
         id: CustomerId::new("c").unwrap(),
@@ -43,13 +55,8 @@ async fn customer_on(db: &Database, plan_id: &str, created: DateTime<Utc>) {
 /// plan change on 5 December is billed as a fee adjustment on the next
 /// invoice, so the period's fee is what the proration rule says.
 async fn a_plan_change_after_close_is_billed_on_the_next_invoice(kind: DbKind) {
-    let t = TestDb::new(kind);
-    let db = Database::connect(&t.url).await.unwrap();
+    let (_t, db) = ledger_with_plans(kind, &[("small", 30_000_000), ("big", 90_000_000)]).await;
     let a = Actor::system();
-    db.create_plan(&plan("small", 30_000_000), &a)
-        .await
-        .unwrap();
-    db.create_plan(&plan("big", 90_000_000), &a).await.unwrap();
     customer_on(&db, "small", at(11, 15, 9)).await;
     let nov = "2026-11".parse().unwrap();
 
@@ -121,12 +128,8 @@ async fn a_plan_change_after_close_is_billed_on_the_next_invoice(kind: DbKind) {
 }
 
 async fn finalized_invoices_refuse_every_change(kind: DbKind) {
-    let t = TestDb::new(kind);
-    let db = Database::connect(&t.url).await.unwrap();
+    let (t, db) = ledger_with_plans(kind, &[("small", 30_000_000)]).await;
     let a = Actor::system();
-    db.create_plan(&plan("small", 30_000_000), &a)
-        .await
-        .unwrap();
     customer_on(&db, "small", at(10, 1, 9)).await;
     let closed = db
         .close_period("2026-10".parse().unwrap(), &a, at(11, 2, 0))
