@@ -1,16 +1,14 @@
-//! `paygate`: the command line. Parsing only; the work is in `app` and the crates.
-
-mod app;
-mod demo;
-mod reconcile;
+//! `paygate`: the command line. Argument parsing only; every command is a
+//! call into `paygate_app::commands`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use paygate_app::{commands, Role};
 
 // mimalloc: measurably cheaper than glibc malloc for the proxy's many small,
-// short-lived allocations (see the benchmark in README.md).
+// short-lived allocations (see bench/README.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -82,32 +80,34 @@ enum BillingCommand {
         #[arg(long)]
         period: String,
     },
+    /// Send the usage events kept in the dead-letter file to the ledger
+    /// again, once the cause that made it refuse them is fixed: exit 0 when
+    /// none is left, 1 when some are still refused.
+    ReplayDeadLetters {
+        #[arg(long)]
+        config: PathBuf,
+        /// The file to replay (default: usage.dead_letter_path).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    app::init_tracing();
-    let result = match cli.command {
-        Command::Serve { config, demo } => app::serve(config.as_deref(), demo),
-        Command::Gateway { config } => app::serve_role(&config, app::Role::Gateway),
-        Command::Admin { config } => app::serve_role(&config, app::Role::Admin),
-        Command::Migrate { config } => app::migrate(&config),
-        Command::CheckConfig { config } => return app::check_config(&config),
-        Command::Billing {
-            command: BillingCommand::RebuildCounters { config },
-        } => app::rebuild_counters(&config),
-        Command::Billing {
-            command: BillingCommand::Run { config },
-        } => app::billing_run(&config),
-        Command::Billing {
-            command: BillingCommand::Reconcile { config, period },
-        } => return reconcile::run(&config, &period),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("paygate: {e:#}");
-            ExitCode::FAILURE
-        }
+    commands::init_tracing();
+    match cli.command {
+        Command::Serve { config, demo } => commands::serve(config.as_deref(), demo),
+        Command::Gateway { config } => commands::serve_role(&config, Role::Gateway),
+        Command::Admin { config } => commands::serve_role(&config, Role::Admin),
+        Command::Migrate { config } => commands::migrate(&config),
+        Command::CheckConfig { config } => commands::check_config(&config),
+        Command::Billing { command } => match command {
+            BillingCommand::Run { config } => commands::billing_run(&config),
+            BillingCommand::RebuildCounters { config } => commands::rebuild_counters(&config),
+            BillingCommand::Reconcile { config, period } => commands::reconcile(&config, &period),
+            BillingCommand::ReplayDeadLetters { config, file } => {
+                commands::replay_dead_letters(&config, file.as_deref())
+            }
+        },
     }
 }

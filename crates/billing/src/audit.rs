@@ -7,7 +7,8 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::{AnyConnection, Row};
 
-use crate::records::{page, Page};
+use crate::db::{now_text, ts};
+use crate::paging::{page, Page};
 use crate::{Database, DbError};
 
 /// Who makes a change: the admin token's holder, named by the caller
@@ -74,7 +75,7 @@ pub(crate) async fn record(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(uuid::Uuid::now_v7().to_string())
-    .bind(crate::records::now_text())
+    .bind(now_text())
     .bind(actor.describe())
     .bind(change.action)
     .bind(change.resource)
@@ -116,7 +117,7 @@ impl Database {
             .map(|r| {
                 Ok(AuditEntry {
                     id: r.try_get("id")?,
-                    at: crate::records::ts(&r.try_get::<String, _>("at")?)?,
+                    at: ts(&r.try_get::<String, _>("at")?)?,
                     actor: r.try_get("actor")?,
                     action: r.try_get("action")?,
                     resource: r.try_get("resource")?,

@@ -10,6 +10,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use sqlx::any::AnyPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::AnyPool;
@@ -47,6 +49,82 @@ impl DbError {
             _ => DbError::Sqlx(e),
         }
     }
+}
+
+/// Postgres SQLSTATE classes worth retrying: connection exception (08),
+/// transaction rollback (40: serialization failure, deadlock), insufficient
+/// resources (53), operator intervention (57: shutdown, cannot connect now),
+/// system error (58).
+const PG_TRANSIENT_CLASSES: [&str; 5] = ["08", "40", "53", "57", "58"];
+
+/// SQLite primary result codes worth retrying: BUSY (5), LOCKED (6),
+/// IOERR (10), FULL (13, the disk), CANTOPEN (14). Extended codes carry the
+/// primary code in their low byte.
+const SQLITE_TRANSIENT_CODES: [i64; 5] = [5, 6, 10, 13, 14];
+
+/// Whether a database error may go away if the same statement is sent again.
+fn is_transient_sqlx(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => {
+            let Some(code) = d.code() else {
+                return false;
+            };
+            if d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
+                is_transient_sqlstate(&code)
+            } else {
+                is_transient_sqlite_code(&code)
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Postgres reports a five-character SQLSTATE.
+fn is_transient_sqlstate(code: &str) -> bool {
+    PG_TRANSIENT_CLASSES.iter().any(|c| code.starts_with(c))
+}
+
+/// SQLite reports its numeric (extended) result code.
+fn is_transient_sqlite_code(code: &str) -> bool {
+    code.parse::<i64>()
+        .is_ok_and(|n| SQLITE_TRANSIENT_CODES.contains(&(n & 0xff)))
+}
+
+impl DbError {
+    /// Transient (the database is down, busy or out of resources: retry)
+    /// or permanent (it refuses these rows and will again: dead-letter).
+    pub fn into_delivery(self) -> paygate_usage::DeliveryError {
+        use paygate_usage::DeliveryError;
+        let transient = match &self {
+            DbError::Sqlx(e) => is_transient_sqlx(e),
+            DbError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => is_transient_sqlx(e),
+            _ => false,
+        };
+        if transient {
+            DeliveryError::transient(self)
+        } else {
+            DeliveryError::permanent(self)
+        }
+    }
+}
+
+/// Record timestamps are stored as RFC 3339 text.
+pub(crate) fn ts(s: &str) -> Result<DateTime<Utc>, DbError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| DbError::Corrupt(format!("timestamp {s:?}: {e}")))
+}
+
+pub(crate) fn now_text() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -217,7 +295,32 @@ pub(crate) fn values_clause(backend: Backend, rows: usize, cols: usize) -> Strin
 
 #[cfg(test)]
 mod tests {
-    use super::{values_clause, Backend};
+    use super::{is_transient_sqlite_code, is_transient_sqlstate, values_clause, Backend, DbError};
+
+    #[test]
+    fn delivery_errors_are_classified_by_code() {
+        // SQLite: BUSY, BUSY_SNAPSHOT (517), LOCKED, IOERR_WRITE (778), FULL.
+        for code in ["5", "517", "6", "778", "13"] {
+            assert!(is_transient_sqlite_code(code), "{code}");
+        }
+        // SQLite: CONSTRAINT_UNIQUE (2067), MISMATCH (20), ERROR (1).
+        for code in ["2067", "20", "1"] {
+            assert!(!is_transient_sqlite_code(code), "{code}");
+        }
+        // Postgres: connection failure, serialization failure, deadlock,
+        // too many connections, admin shutdown.
+        for code in ["08006", "40001", "40P01", "53300", "57P01"] {
+            assert!(is_transient_sqlstate(code), "{code}");
+        }
+        // Postgres: NUL in text, unique violation, undefined table.
+        for code in ["22021", "23505", "42P01"] {
+            assert!(!is_transient_sqlstate(code), "{code}");
+        }
+        assert!(DbError::Sqlx(sqlx::Error::PoolTimedOut)
+            .into_delivery()
+            .is_transient());
+        assert!(!DbError::Corrupt("x".into()).into_delivery().is_transient());
+    }
 
     #[test]
     fn values_clause_per_backend() {

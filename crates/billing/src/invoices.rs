@@ -9,15 +9,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use paygate_core::period::{Period, PeriodName};
+use paygate_core::records::CustomerRecord;
 use paygate_core::Micros;
-use paygate_store::CustomerRecord;
 use serde::Serialize;
 use sqlx::Row;
 
 use crate::aggregate::{Dimension, Filter};
 use crate::audit::{self, Actor, Change};
+use crate::db::ts;
+use crate::paging::{page, Page};
 use crate::rating::{self, Amount, Charge, ChargeKey, Line, LineKind, PlanSpan};
-use crate::records::{page, ts, Page};
 use crate::{Database, DbError};
 
 /// Plans are priced in US dollars (SPEC §4: 1 USD = 1,000,000 micros).

@@ -1,277 +1,37 @@
-//! Usage events from the gateway to the ledger, and counters back from it.
+//! The usage ledger: events in (a batch per transaction, with
+//! `ON CONFLICT (request_id) DO NOTHING`, so a replayed event is counted
+//! once), and the store's counters back out of it.
 //!
-//! The gateway hands each event to a [`UsageSink`]: a shared buffer that
-//! costs a push under a short lock and no thread wake-up per event (waking
-//! another thread per call cost more than the rest of metering together).
-//! The writer is woken when the buffer goes from empty to non-empty and when
-//! a batch is full; otherwise it lets `flush_interval` fill the batch. When
-//! the buffer holds `buffer` events the gateway waits rather than drops. The
-//! [`UsageWriter`] writes batches in one transaction with
-//! `ON CONFLICT (request_id) DO NOTHING`, so a replayed event is counted once,
-//! and retries a failed batch until it lands.
+//! The ledger is a [`BatchTarget`] of the usage pipeline (`paygate-usage`):
+//! embedded, the gateway's usage writer delivers to it directly; in Redis
+//! mode the stream consumer does.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use parking_lot::Mutex;
+use paygate_core::metering::Counters;
 use paygate_core::period::Period;
+use paygate_core::records::CustomerRecord;
 use paygate_core::{Micros, UsageEvent};
-use paygate_metrics::Metrics;
-use paygate_store::{Counters, CustomerRecord};
+use paygate_usage::{BatchTarget, DeliveryError, Written};
 use sqlx::Row;
-use tokio::sync::{Notify, Semaphore};
 
 use crate::db::values_clause;
 use crate::rollup;
-use crate::spill::SpillFile;
 use crate::{Backend, Database, DbError};
 
 /// Rows per INSERT statement (15 binds each, far below either database's limit).
 const ROWS_PER_STATEMENT: usize = 64;
 
-struct Shared {
-    queue: Mutex<Vec<UsageEvent>>,
-    wake: Notify,
-    /// One permit per free buffer slot: the bound that makes the gateway wait.
-    space: Semaphore,
-    closed: AtomicBool,
-    batch_size: usize,
-}
-
-/// Closes the pipeline when the last [`UsageSink`] clone is dropped.
-struct SinkHandle(Arc<Shared>);
-
-impl Drop for SinkHandle {
-    fn drop(&mut self) {
-        self.0.closed.store(true, Ordering::Release);
-        self.0.wake.notify_one();
-    }
-}
-
-/// The gateway's end of the usage pipeline. Cheap to clone.
-#[derive(Clone)]
-pub struct UsageSink {
-    handle: Arc<SinkHandle>,
-    /// `paygate_usage_events_total{state="emitted"}`, resolved once.
-    emitted: prometheus::IntCounter,
-    backlog: prometheus::IntGauge,
-}
-
-impl UsageSink {
-    /// Queues one event; waits when the buffer is full so no event is dropped.
-    pub async fn emit(&self, event: UsageEvent) {
-        let shared = &self.handle.0;
-        self.emitted.inc();
-        self.backlog.inc();
-        let permit = match shared.space.try_acquire() {
-            Ok(p) => Ok(p),
-            Err(_) => shared.space.acquire().await,
-        };
-        match permit {
-            Ok(p) => p.forget(),
-            // The semaphore is never closed; should that change, say so loudly.
-            Err(_) => tracing::error!("usage buffer closed; an event could not be queued"),
-        }
-        let len = {
-            let mut q = shared.queue.lock();
-            q.push(event);
-            q.len()
-        };
-        if len == 1 || len == shared.batch_size {
-            shared.wake.notify_one();
-        }
-    }
-}
-
-/// What a batch write did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Written {
-    /// Inserted into the ledger: this many were new, the rest duplicates.
-    Ledger(u64),
-    /// Handed to the usage stream; the billing consumer puts them in the ledger.
-    Streamed(u64),
-}
-
-/// Where the usage writer puts batches: the ledger itself (embedded) or the
-/// Redis usage stream (production).
-#[async_trait::async_trait]
-pub trait BatchTarget: Send + Sync + 'static {
-    async fn write(&self, batch: &[UsageEvent]) -> Result<Written, String>;
-}
-
+/// The ledger as the embedded usage writer's target. Replays are safe:
+/// `insert_events` skips `request_id`s already present.
 #[async_trait::async_trait]
 impl BatchTarget for Database {
-    async fn write(&self, batch: &[UsageEvent]) -> Result<Written, String> {
+    async fn write(&self, batch: &[UsageEvent]) -> Result<Written, DeliveryError> {
         self.insert_events(batch)
             .await
             .map(Written::Ledger)
-            .map_err(|e| e.to_string())
-    }
-}
-
-/// Drains the buffer into its target until every sink is dropped.
-pub struct UsageWriter {
-    shared: Arc<Shared>,
-    target: Arc<dyn BatchTarget>,
-    metrics: Metrics,
-    flush_interval: Duration,
-    spill: Option<SpillFile>,
-}
-
-/// How often a writer with spilled events tries to deliver them while idle.
-const SPILL_RETRY: Duration = Duration::from_secs(1);
-
-/// A connected sink/writer pair.
-pub fn pipeline(
-    target: Arc<dyn BatchTarget>,
-    metrics: Metrics,
-    buffer: usize,
-    batch_size: usize,
-    flush_interval: Duration,
-) -> (UsageSink, UsageWriter) {
-    let batch_size = batch_size.max(1);
-    let shared = Arc::new(Shared {
-        queue: Mutex::new(Vec::with_capacity(batch_size)),
-        wake: Notify::new(),
-        space: Semaphore::new(buffer.max(batch_size)),
-        closed: AtomicBool::new(false),
-        batch_size,
-    });
-    (
-        UsageSink {
-            handle: Arc::new(SinkHandle(Arc::clone(&shared))),
-            emitted: metrics.usage_events.with_label_values(&["emitted"]),
-            backlog: metrics.usage_backlog.clone(),
-        },
-        UsageWriter {
-            shared,
-            target,
-            metrics,
-            flush_interval,
-            spill: None,
-        },
-    )
-}
-
-impl UsageWriter {
-    /// With a spill file, a batch the target refuses goes to the file and the
-    /// gateway keeps serving; without one, the writer retries and the gateway
-    /// waits once the buffer is full.
-    pub fn with_spill(mut self, spill: SpillFile) -> Self {
-        self.spill = Some(spill);
-        self
-    }
-
-    pub async fn run(self) {
-        let s = &self.shared;
-        // Events spilled before a restart go first.
-        self.drain_spill().await;
-        loop {
-            if s.queue.lock().is_empty() {
-                if s.closed.load(Ordering::Acquire) {
-                    return;
-                }
-                match &self.spill {
-                    // Come back now and then to deliver the spill file.
-                    Some(spill) if !spill.is_empty().await => {
-                        tokio::select! {
-                            () = tokio::time::sleep(SPILL_RETRY) => {}
-                            () = s.wake.notified() => {}
-                        }
-                    }
-                    _ => s.wake.notified().await,
-                }
-            }
-            // Let the batch fill for one interval unless it is already full.
-            if s.queue.lock().len() < s.batch_size && !s.closed.load(Ordering::Acquire) {
-                tokio::select! {
-                    () = tokio::time::sleep(self.flush_interval) => {}
-                    () = s.wake.notified() => {}
-                }
-            }
-            let events = std::mem::take(&mut *s.queue.lock());
-            for batch in events.chunks(s.batch_size) {
-                self.deliver(batch).await;
-            }
-            s.space.add_permits(events.len());
-            self.drain_spill().await;
-        }
-    }
-
-    async fn deliver(&self, batch: &[UsageEvent]) {
-        let Some(spill) = &self.spill else {
-            return self.write_until_done(batch).await;
-        };
-        let Err(e) = self.write_once(batch).await else {
-            return;
-        };
-        match spill.append(batch).await {
-            Ok(()) => {
-                tracing::warn!(error = %e, events = batch.len(), "usage target unreachable; events spilled to file");
-            }
-            Err(io) => {
-                tracing::error!(error = %io, "usage spill file unwritable; retrying the target instead");
-                self.write_until_done(batch).await;
-            }
-        }
-    }
-
-    /// Delivers the spill file if there is one and the target takes it.
-    async fn drain_spill(&self) {
-        let Some(spill) = &self.spill else {
-            return;
-        };
-        if spill.is_empty().await {
-            return;
-        }
-        let events = match spill.read_all().await {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(error = %e, "usage spill file unreadable");
-                return;
-            }
-        };
-        for batch in events.chunks(self.shared.batch_size) {
-            if self.write_once(batch).await.is_err() {
-                // Still down: keep the file; what was delivered is deduplicated later.
-                return;
-            }
-        }
-        if let Err(e) = spill.clear().await {
-            tracing::error!(error = %e, "usage spill file not cleared; its events will be sent again");
-        }
-        tracing::info!(events = events.len(), "spilled usage events delivered");
-    }
-
-    async fn write_once(&self, batch: &[UsageEvent]) -> Result<(), String> {
-        let written = self.target.write(batch).await?;
-        let n = batch.len() as u64;
-        let events = &self.metrics.usage_events;
-        match written {
-            Written::Ledger(inserted) => {
-                events.with_label_values(&["persisted"]).inc_by(inserted);
-                events
-                    .with_label_values(&["duplicate"])
-                    .inc_by(n - inserted);
-            }
-            Written::Streamed(sent) => {
-                events.with_label_values(&["streamed"]).inc_by(sent);
-            }
-        }
-        self.metrics.usage_backlog.sub(n as i64);
-        Ok(())
-    }
-
-    async fn write_until_done(&self, batch: &[UsageEvent]) {
-        let mut backoff = Duration::from_millis(50);
-        while let Err(e) = self.write_once(batch).await {
-            tracing::warn!(error = %e, events = batch.len(), "usage write failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+            .map_err(DbError::into_delivery)
     }
 }
 
@@ -508,32 +268,6 @@ mod tests {
         let counts = db.event_counts("c").await.unwrap();
         assert_eq!(counts.get(&true), Some(&1));
         assert_eq!(counts.get(&false), Some(&1));
-    }
-
-    #[tokio::test]
-    async fn writer_drains_everything_before_exiting() {
-        let (_d, db) = db().await;
-        let metrics = Metrics::new().unwrap();
-        let (sink, writer) = pipeline(
-            Arc::new(db.clone()),
-            metrics.clone(),
-            8,
-            3,
-            Duration::from_millis(5),
-        );
-        let task = tokio::spawn(writer.run());
-        for i in 0..20 {
-            sink.emit(event(&format!("e{i}"), true, 2, 0)).await;
-        }
-        sink.emit(event("e0", true, 2, 0)).await;
-        drop(sink);
-        task.await.unwrap();
-        assert_eq!(db.event_counts("c").await.unwrap().get(&true), Some(&20));
-        assert_eq!(metrics.usage_backlog.get(), 0);
-        assert_eq!(
-            metrics.usage_events.with_label_values(&["duplicate"]).get(),
-            1
-        );
     }
 
     #[tokio::test]

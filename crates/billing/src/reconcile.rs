@@ -8,10 +8,20 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
+use paygate_core::metering::Snapshot;
 use paygate_core::period::{Period, PeriodName};
-use paygate_store::{CustomerRecord, Limits, Store, StoreError};
+use paygate_core::records::CustomerRecord;
 
 use crate::{Database, DbError};
+
+/// What the store answered when asked for one customer's counters (the
+/// caller asks: this crate talks to no store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreReading {
+    Counters(Snapshot),
+    /// The store holds no counters for the customer.
+    NotSeeded,
+}
 
 /// The quota side of one customer's check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,29 +101,27 @@ impl DriftTotal {
     }
 }
 
-/// Compares one customer. `limits` are the customer's limits now (for the
-/// store's peek); `has_quota` whether the plan counts a quota.
+/// Compares one customer's store counters, read by the caller just before,
+/// with the ledger; `has_quota` whether the plan counts a quota.
 pub async fn check(
     db: &Database,
-    store: &dyn Store,
     c: &CustomerRecord,
-    limits: &Limits,
+    store: StoreReading,
     has_quota: bool,
     period: PeriodName,
     now: DateTime<Utc>,
-) -> Result<Drift, ReconcileError> {
+) -> Result<Drift, DbError> {
     let cid = c.id.as_str();
     let credits_ledger = db.credit_balance(cid).await?;
-    let snapshot = match store.peek(cid, limits).await {
-        Ok(s) => s,
-        Err(StoreError::NotSeeded) => {
+    let snapshot = match store {
+        StoreReading::Counters(s) => s,
+        StoreReading::NotSeeded => {
             return Ok(Drift {
                 customer_id: cid.to_owned(),
                 store: StoreSide::NotSeeded,
                 credits_ledger,
             })
         }
-        Err(e) => return Err(ReconcileError::Store(e)),
     };
     let current = PeriodName::of(Period::containing(c.anchor_day, now).start);
     let quota = if !has_quota {
@@ -134,14 +142,6 @@ pub async fn check(
         },
         credits_ledger,
     })
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error("ledger: {0}")]
-    Db(#[from] DbError),
-    #[error("store: {0}")]
-    Store(StoreError),
 }
 
 /// The table `paygate billing reconcile` prints: one line per customer.

@@ -2,20 +2,15 @@
 
 use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use paygate_core::apikey::KeyHash;
+use paygate_core::records::{CustomerRecord, KeyRecord};
 use paygate_core::{CustomerId, KeyId, Micros, Plan, PlanId};
-use paygate_store::{CustomerRecord, KeyRecord};
 use serde::Serialize;
 use sqlx::Row;
 
 use crate::audit::{self, Actor, Change};
+use crate::db::{now_text, ts};
+use crate::paging::{page, Page};
 use crate::{Database, DbError};
-
-/// One page of a list endpoint.
-#[derive(Debug, Clone, Serialize)]
-pub struct Page<T> {
-    pub data: Vec<T>,
-    pub has_more: bool,
-}
 
 /// A key as listed: never the secret, never the hash.
 #[derive(Debug, Clone, Serialize)]
@@ -47,25 +42,6 @@ pub struct CustomerPatch {
     pub name: Option<String>,
     pub email: Option<String>,
     pub plan_id: Option<PlanId>,
-}
-
-pub(crate) fn ts(s: &str) -> Result<DateTime<Utc>, DbError> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| DbError::Corrupt(format!("timestamp {s:?}: {e}")))
-}
-
-pub(crate) fn now_text() -> String {
-    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-pub(crate) fn page<T>(mut rows: Vec<T>, limit: u32) -> Page<T> {
-    let has_more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
-    Page {
-        data: rows,
-        has_more,
-    }
 }
 
 fn plan_from_body(body: &str) -> Result<Plan, DbError> {

@@ -170,6 +170,12 @@ pub struct UsageConfig {
     /// restart. One file per process. Unset: the gateway waits once `buffer`
     /// events are queued.
     pub spill_path: Option<std::path::PathBuf>,
+    /// Where events that the ledger or the usage stream refuses for good
+    /// are kept (JSON lines with the reason), so that they neither block the
+    /// pipeline nor get lost; `paygate billing replay-dead-letters` sends
+    /// them again once the cause is fixed. A relative path is taken from the
+    /// working directory.
+    pub dead_letter_path: std::path::PathBuf,
 }
 
 impl Default for UsageConfig {
@@ -181,6 +187,7 @@ impl Default for UsageConfig {
             claim_idle_ms: 30_000,
             drift_interval_ms: 60_000,
             spill_path: None,
+            dead_letter_path: std::path::PathBuf::from("paygate-dead-letter.jsonl"),
         }
     }
 }

@@ -1,41 +1,11 @@
-//! From a plan and a route to the store's [`Limits`], and from the store's
-//! answer (or failure) to a verdict.
+//! From the store's answer to a call's [`Limits`] (or its failure) to a verdict.
 
-use chrono::{DateTime, Utc};
 use paygate_config::OnUnavailable;
-use paygate_core::period::Period;
-use paygate_core::{ErrorCode, Overage, Plan};
-use paygate_store::{CustomerRecord, Decision, Limits, QuotaLimit, Reservation, Snapshot, Store};
+use paygate_core::ErrorCode;
+use paygate_store::{Decision, Limits, Reservation, Snapshot, Store};
 
 use crate::refusal::Refusal;
-
-/// What one call asks of the store, and the billing period it falls in.
-pub fn limits_for(
-    plan: &Plan,
-    cost: u32,
-    customer: &CustomerRecord,
-    now: DateTime<Utc>,
-) -> (Limits, Period) {
-    let period = Period::containing(customer.anchor_day, now);
-    let units = u64::from(cost);
-    let limits = Limits {
-        emission_interval_ns: plan.rate_limit.emission_interval_ns(),
-        capacity: plan.rate_limit.capacity(),
-        units,
-        quota: plan.quota.map(|q| QuotaLimit {
-            limit: q.calls,
-            period_start: period.start.timestamp(),
-            overage_price_micros: match plan.overage {
-                Overage::Block => None,
-                Overage::Price { price_micros } => Some(price_micros),
-            },
-        }),
-        credit_price_micros: plan
-            .price_per_call_micros
-            .map(|p| p.saturating_mul(i64::from(cost))),
-    };
-    (limits, period)
-}
+use crate::store::StoreHandle;
 
 /// Where an admitted call's reservation lives, so it is given back to the same place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,77 +17,65 @@ pub enum ReservedIn {
     Nowhere,
 }
 
-#[derive(Debug, Clone)]
-pub enum Verdict {
-    Admit {
-        reservation: Reservation,
-        reserved_in: ReservedIn,
-        snapshot: Option<Snapshot>,
-    },
-    Refuse {
-        refusal: Refusal,
-        snapshot: Option<Snapshot>,
-    },
+/// An admitted call: what it reserved, and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admit {
+    pub reservation: Reservation,
+    pub reserved_in: ReservedIn,
 }
 
-/// Asks the store; when it fails, `on_unavailable` decides.
+/// The rate limit, quota and credits step: one store call, all or nothing.
+/// When the store fails, `on_unavailable` decides. The counters the store
+/// answered go to `snapshot`, for the caller's headers on a refusal too.
 pub async fn admit(
-    store: &dyn Store,
+    store: &StoreHandle,
     fallback: &dyn Store,
     on_unavailable: OnUnavailable,
     customer: &str,
     limits: &Limits,
-) -> Verdict {
+    snapshot: &mut Option<Snapshot>,
+) -> Result<Admit, Refusal> {
     let (answer, reserved_in) = match store.admit(customer, limits).await {
         Ok(a) => (a, ReservedIn::Store),
         Err(e) => match on_unavailable {
-            OnUnavailable::Deny => {
-                return Verdict::Refuse {
-                    refusal: Refusal::store_unavailable(e),
-                    snapshot: None,
-                }
-            }
+            OnUnavailable::Deny => return Err(Refusal::store_unavailable(e)),
             OnUnavailable::Allow => {
-                return Verdict::Admit {
+                return Ok(Admit {
                     reservation: Reservation::default(),
                     reserved_in: ReservedIn::Nowhere,
-                    snapshot: None,
-                }
+                })
             }
             OnUnavailable::Local => match fallback.admit(customer, limits).await {
                 Ok(a) => (a, ReservedIn::Fallback),
-                Err(e) => {
-                    return Verdict::Refuse {
-                        refusal: Refusal::store_unavailable(e),
-                        snapshot: None,
-                    }
-                }
+                Err(e) => return Err(Refusal::store_unavailable(e)),
             },
         },
     };
-    let snapshot = Some(answer.snapshot);
-    let refusal = match answer.decision {
-        Decision::Admitted(reservation) => {
-            return Verdict::Admit {
-                reservation,
-                reserved_in,
-                snapshot,
-            }
-        }
-        Decision::RateLimited { retry_after_ms } => {
-            Refusal::new(ErrorCode::RateLimited, "rate limit exceeded; retry later")
-                .retry_after_ms(retry_after_ms)
-        }
-        Decision::QuotaExhausted => Refusal::new(
+    *snapshot = Some(answer.snapshot);
+    decide(answer.decision).map(|reservation| Admit {
+        reservation,
+        reserved_in,
+    })
+}
+
+/// The store's decision as the caller hears it.
+pub fn decide(decision: Decision) -> Result<Reservation, Refusal> {
+    match decision {
+        Decision::Admitted(reservation) => Ok(reservation),
+        Decision::RateLimited { retry_after_ms } => Err(Refusal::new(
+            ErrorCode::RateLimited,
+            "rate limit exceeded; retry later",
+        )
+        .retry_after_ms(retry_after_ms)),
+        Decision::QuotaExhausted => Err(Refusal::new(
             ErrorCode::QuotaExhausted,
             "the monthly quota of this plan is used up",
-        ),
-        Decision::InsufficientCredits => Refusal::new(
+        )),
+        Decision::InsufficientCredits => Err(Refusal::new(
             ErrorCode::InsufficientCredits,
             "the prepaid credit balance is below the price of this call",
-        ),
-    };
-    Verdict::Refuse { refusal, snapshot }
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -168,40 +126,85 @@ mod tests {
         }
     }
 
+    async fn verdict(
+        store: &StoreHandle,
+        fallback: &MemoryStore,
+        on_unavailable: OnUnavailable,
+    ) -> Result<ReservedIn, ErrorCode> {
+        let mut snapshot = None;
+        admit(
+            store,
+            fallback,
+            on_unavailable,
+            "c",
+            &limits(),
+            &mut snapshot,
+        )
+        .await
+        .map(|a| a.reserved_in)
+        .map_err(|r| r.code)
+    }
+
     #[tokio::test]
     async fn store_down_follows_on_unavailable() {
+        let errors = prometheus::IntCounter::new("e", "e").unwrap();
+        let down = StoreHandle::new(std::sync::Arc::new(DownStore), errors.clone());
         let fallback = MemoryStore::new();
-        let l = limits();
-        match admit(&DownStore, &fallback, OnUnavailable::Deny, "c", &l).await {
-            Verdict::Refuse { refusal, .. } => {
-                assert_eq!(refusal.code, ErrorCode::LimiterUnavailable);
-                assert_eq!(refusal.code.status(), 503);
-                assert_eq!(refusal.retry_after_secs, Some(1));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            admit(&DownStore, &fallback, OnUnavailable::Allow, "c", &l).await,
-            Verdict::Admit {
-                reserved_in: ReservedIn::Nowhere,
-                ..
-            }
-        ));
+        let mut snapshot = None;
+        let refusal = admit(
+            &down,
+            &fallback,
+            OnUnavailable::Deny,
+            "c",
+            &limits(),
+            &mut snapshot,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::LimiterUnavailable);
+        assert_eq!(refusal.code.status(), 503);
+        assert_eq!(refusal.retry_after_secs, Some(1));
+        assert_eq!(
+            verdict(&down, &fallback, OnUnavailable::Allow).await,
+            Ok(ReservedIn::Nowhere)
+        );
         // `local`: the per-node limiter still enforces the plan's burst.
         let mut verdicts = Vec::new();
         for _ in 0..3 {
-            verdicts.push(admit(&DownStore, &fallback, OnUnavailable::Local, "c", &l).await);
+            verdicts.push(verdict(&down, &fallback, OnUnavailable::Local).await);
         }
-        assert!(matches!(
-            verdicts[0],
-            Verdict::Admit {
-                reserved_in: ReservedIn::Fallback,
-                ..
-            }
-        ));
-        assert!(matches!(verdicts[1], Verdict::Admit { .. }));
-        assert!(
-            matches!(&verdicts[2], Verdict::Refuse { refusal, .. } if refusal.code == ErrorCode::RateLimited)
+        assert_eq!(
+            verdicts,
+            [
+                Ok(ReservedIn::Fallback),
+                Ok(ReservedIn::Fallback),
+                Err(ErrorCode::RateLimited)
+            ]
+        );
+        // Every failed store call is counted once, whatever followed.
+        assert_eq!(errors.get(), 5);
+    }
+
+    #[test]
+    fn decisions_become_refusals_with_retry_after() {
+        assert!(decide(Decision::Admitted(Reservation::default())).is_ok());
+        let r = decide(Decision::RateLimited {
+            retry_after_ms: 1_500,
+        })
+        .unwrap_err();
+        assert_eq!(
+            (r.code, r.retry_after_secs),
+            (ErrorCode::RateLimited, Some(2))
+        );
+        let r = decide(Decision::RateLimited { retry_after_ms: 1 }).unwrap_err();
+        assert_eq!(r.retry_after_secs, Some(1), "never Retry-After: 0");
+        assert_eq!(
+            decide(Decision::QuotaExhausted).unwrap_err().code.status(),
+            402
+        );
+        assert_eq!(
+            decide(Decision::InsufficientCredits).unwrap_err().code,
+            ErrorCode::InsufficientCredits
         );
     }
 }

@@ -1,15 +1,28 @@
 //! The gateway: a Pingora `ProxyHttp` that authenticates, authorizes, limits
 //! and meters every call, then forwards it to an upstream pool.
 //!
-//! `proxy.rs` is glue: each phase calls one module that does one job.
+//! `proxy.rs` is glue: each phase calls the modules that do one job each.
+//! The admission steps, in order: `sizes`, `routing`, `auth`,
+//! `entitlement`, `websocket`, `admission`; each returns
+//! `Result<_, Refusal>`. `outcome` holds the plain rules for how a call
+//! ended (the answer to a failed attempt, whether it is billed).
+//! This crate never touches the database: it reads the catalog and makes
+//! one store call per admitted call.
 
 pub mod admission;
 pub mod auth;
+mod ctx;
+pub mod entitlement;
 mod headers;
 pub mod me;
+pub mod outcome;
 mod proxy;
 pub mod refusal;
+mod respond;
 pub mod routing;
+pub mod sizes;
+pub mod store;
 pub mod upstream;
+pub mod websocket;
 
 pub use proxy::{Gateway, GatewayDeps};

@@ -1,38 +1,37 @@
-//! The balance view shared by `GET /paygate/v1/me` and the admin API's
-//! `GET /admin/v1/customers/{id}/balance`.
+//! `GET /paygate/v1/me`: the caller's own balance, with its own credentials,
+//! never billed.
 
-use chrono::SecondsFormat;
+use chrono::{DateTime, Utc};
+use paygate_core::balance::Balance;
+use paygate_core::metering::limits_for;
 use paygate_core::period::Period;
-use paygate_core::Plan;
-use paygate_store::{CustomerRecord, Snapshot};
-use serde_json::{json, Value};
+use paygate_store::{Catalog, Principal, Snapshot};
+use pingora::http::RequestHeader;
+
+use crate::auth;
+use crate::refusal::Refusal;
+use crate::store::StoreHandle;
 
 pub const ME_PATH: &str = "/paygate/v1/me";
 
-pub fn balance_json(
-    customer: &CustomerRecord,
-    plan: &Plan,
-    snap: &Snapshot,
-    period: &Period,
-) -> Value {
-    let quota = plan.quota.map(|q| {
-        json!({
-            "limit": q.calls,
-            "used": snap.quota_used,
-            "remaining": q.calls.saturating_sub(snap.quota_used),
-            "resets_at": period.end.to_rfc3339_opts(SecondsFormat::Secs, true),
-        })
-    });
-    json!({
-        "customer_id": customer.id,
-        "plan_id": plan.id,
-        "credits_micros": snap.credits_micros,
-        "quota": quota,
-        "rate_limit": {
-            "requests": plan.rate_limit.requests,
-            "per": plan.rate_limit.per,
-            "burst": plan.rate_limit.capacity(),
-        },
-        "period": period.name(),
-    })
+pub fn is_me(req: &RequestHeader) -> bool {
+    req.uri.path() == ME_PATH
+}
+
+/// Who the caller is and where it stands, as of now: a peek at the store,
+/// nothing reserved.
+pub async fn balance(
+    req: &RequestHeader,
+    catalog: &Catalog,
+    store: &StoreHandle,
+    now: DateTime<Utc>,
+) -> Result<(Principal, Period, Snapshot, Balance), Refusal> {
+    let principal = auth::authenticate(catalog, &req.headers)?;
+    let (limits, period) = limits_for(&principal.plan, 1, &principal.customer, now);
+    let snap = store
+        .peek(principal.customer.id.as_str(), &limits)
+        .await
+        .map_err(Refusal::store_unavailable)?;
+    let balance = Balance::new(&principal.customer, &principal.plan, &snap, &period);
+    Ok((principal, period, snap, balance))
 }

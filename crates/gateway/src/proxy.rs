@@ -1,12 +1,15 @@
-//! The Pingora phases, in the order a call meets them. Each phase is glue:
+//! The Pingora phases, in the order a call meets them. Each phase is glue
+//! around the modules that do the work:
 //!
-//! - `request_filter`: size limits → route → credentials → entitlement →
-//!   WebSocket slot → one store call (rate limit + quota + credits). Refusals
-//!   are answered here and never reach an upstream.
+//! - `request_filter`: the admission steps, in the documented order
+//!   (sizes → route → credentials → entitlement → WebSocket slot → rate
+//!   limit, quota and credits in one store call). A step's refusal is
+//!   answered in one place and never reaches an upstream.
 //! - `upstream_peer` / `fail_to_connect`: pick a healthy target; a failed
 //!   connect of an idempotent call is retried on another one.
 //! - `upstream_request_filter`: header hygiene, then identity headers.
 //! - `response_filter`: where-you-stand headers.
+//! - `fail_to_proxy`: the JSON answer for a failed attempt (`outcome`).
 //! - `logging`: one usage event per admitted call; a non-billable outcome
 //!   gives its reservation back.
 
@@ -16,33 +19,34 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use paygate_billing::UsageSink;
 use paygate_config::OnUnavailable;
-use paygate_core::period::Period;
-use paygate_core::{ErrorCode, UsageEvent};
+use paygate_core::metering::limits_for;
+use paygate_core::UsageEvent;
 use paygate_metrics::Metrics;
-use paygate_store::{MemoryStore, Principal, Reservation, Snapshot, Store, WebsocketSlot};
+use paygate_store::{Catalog, MemoryStore, Reservation, Store};
+use paygate_usage::UsageSink;
 use pingora::http::ResponseHeader;
-use pingora::lb::Backend;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
 
-use crate::admission::{self, ReservedIn, Verdict};
-use crate::auth;
-use crate::headers::{self, HeaderSink};
-use crate::me;
+use crate::admission::{self, ReservedIn};
+use crate::ctx::{Admitted, CallCtx};
+use crate::outcome::{self, Billing};
 use crate::refusal::Refusal;
-use crate::routing::{Route, RouteMatch, RouteTable};
+use crate::routing::RouteTable;
+use crate::sizes::{self, SizeLimits};
+use crate::store::StoreHandle;
 use crate::upstream::Upstreams;
+use crate::websocket::{self, Exchange};
+use crate::{auth, entitlement, headers, me, respond};
 
 /// Everything the gateway needs, built once at start.
 pub struct GatewayDeps {
     pub routes: RouteTable,
     pub upstreams: Upstreams,
-    pub catalog: Arc<paygate_store::Catalog>,
+    pub catalog: Arc<Catalog>,
     pub store: Arc<dyn Store>,
     pub on_unavailable: OnUnavailable,
     pub usage: UsageSink,
@@ -54,234 +58,154 @@ pub struct GatewayDeps {
 }
 
 pub struct Gateway {
-    deps: GatewayDeps,
+    routes: RouteTable,
+    upstreams: Upstreams,
+    catalog: Arc<Catalog>,
+    store: StoreHandle,
     /// Per-node limiter for `on_unavailable = "local"`.
     fallback: MemoryStore,
+    on_unavailable: OnUnavailable,
+    usage: UsageSink,
+    metrics: Metrics,
+    trusted_proxies: Vec<IpNet>,
+    sizes: SizeLimits,
     /// `paygate_decisions_total{decision="admitted"}`, resolved once: it is
     /// counted on every call.
     admitted: prometheus::IntCounter,
 }
 
+/// What admission decided, when it did not refuse.
+enum Next {
+    /// Forward the call upstream.
+    Proxy,
+    /// `/paygate/v1/me`: answer it here with this body.
+    Answer(String),
+}
+
 impl Gateway {
-    pub fn new(deps: GatewayDeps) -> Self {
-        let admitted = deps.metrics.decisions.with_label_values(&["admitted"]);
+    pub fn new(d: GatewayDeps) -> Self {
         Self {
-            deps,
+            admitted: d.metrics.decisions.with_label_values(&["admitted"]),
+            store: StoreHandle::new(d.store, d.metrics.store_errors.clone()),
             fallback: MemoryStore::new(),
-            admitted,
-        }
-    }
-}
-
-/// An admitted call's state, carried to `logging`.
-pub struct Admitted {
-    principal: Principal,
-    route: Arc<Route>,
-    period: Period,
-    reservation: Reservation,
-    reserved_in: ReservedIn,
-    websocket: bool,
-}
-
-/// Per-call state.
-pub struct CallCtx {
-    started: Instant,
-    now: DateTime<Utc>,
-    request_id: String,
-    /// Set once credentials resolved, for headers on refusals too.
-    principal: Option<Principal>,
-    period: Option<Period>,
-    snapshot: Option<Snapshot>,
-    admitted: Option<Admitted>,
-    decided: Option<Instant>,
-    upstream_status: Option<u16>,
-    tried: Vec<Backend>,
-    body_bytes: u64,
-    route_label: Option<Arc<str>>,
-}
-
-impl Gateway {
-    fn store_for(&self, at: ReservedIn) -> Option<&dyn Store> {
-        match at {
-            ReservedIn::Store => Some(self.deps.store.as_ref()),
-            ReservedIn::Fallback => Some(&self.fallback),
-            ReservedIn::Nowhere => None,
+            sizes: SizeLimits {
+                max_uri_bytes: d.max_uri_bytes,
+                max_header_bytes: d.max_header_bytes,
+                max_body_bytes: d.max_body_bytes,
+            },
+            routes: d.routes,
+            upstreams: d.upstreams,
+            catalog: d.catalog,
+            on_unavailable: d.on_unavailable,
+            usage: d.usage,
+            metrics: d.metrics,
+            trusted_proxies: d.trusted_proxies,
         }
     }
 
-    /// The request-size checks that come before anything else.
-    fn check_sizes(&self, req: &RequestHeader) -> Option<Refusal> {
-        if req.raw_path().len() > self.deps.max_uri_bytes {
-            return Some(Refusal::new(
-                ErrorCode::UriTooLong,
-                "the request target is too long",
-            ));
+    /// The admission steps, in the order the caller is told about them;
+    /// each either passes what the next needs or refuses.
+    async fn admit(&self, req: &RequestHeader, ctx: &mut CallCtx) -> Result<Next, Refusal> {
+        sizes::check(req, &self.sizes)?;
+        if me::is_me(req) {
+            return self.me(req, ctx).await;
         }
-        let header_bytes: usize = req
-            .headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
-            .sum();
-        if header_bytes > self.deps.max_header_bytes {
-            return Some(Refusal::new(
-                ErrorCode::HeadersTooLarge,
-                "the request headers are too large",
-            ));
-        }
-        let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
-        let (first, second) = (lengths.next(), lengths.next());
-        if second.is_some() {
-            return Some(Refusal::new(
-                ErrorCode::BadRequest,
-                "more than one Content-Length",
-            ));
-        }
-        let len = first?;
-        if req.headers.contains_key(http::header::TRANSFER_ENCODING) {
-            return Some(Refusal::new(
-                ErrorCode::BadRequest,
-                "Content-Length and Transfer-Encoding together",
-            ));
-        }
-        match len.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
-            Some(n) if n > self.deps.max_body_bytes => Some(Refusal::new(
-                ErrorCode::BodyTooLarge,
-                "the request body is too large",
-            )),
-            Some(_) => None,
-            None => Some(Refusal::new(
-                ErrorCode::BadRequest,
-                "invalid Content-Length",
-            )),
-        }
+        let route = crate::routing::route(
+            &self.routes,
+            req.uri.path(),
+            &req.method,
+            &mut ctx.route_label,
+        )?;
+        let principal = ctx
+            .principal
+            .insert(auth::authenticate(&self.catalog, &req.headers)?);
+        let (limits, period) =
+            limits_for(&principal.plan, route.cost, &principal.customer, ctx.now);
+        ctx.period = Some(period);
+        entitlement::check(principal, &route, &self.store, &limits, &mut ctx.snapshot).await?;
+        ctx.exchange = websocket::take_slot(req, principal, &self.store).await?;
+        let customer = principal.customer.id.as_str();
+        let admit = admission::admit(
+            &self.store,
+            &self.fallback,
+            self.on_unavailable,
+            customer,
+            &limits,
+            &mut ctx.snapshot,
+        )
+        .await?;
+        ctx.admitted = Some(Admitted {
+            route,
+            reservation: admit.reservation,
+            reserved_in: admit.reserved_in,
+        });
+        Ok(Next::Proxy)
     }
 
-    /// Answers the call ourselves with the JSON error body and every header we know.
+    async fn me(&self, req: &RequestHeader, ctx: &mut CallCtx) -> Result<Next, Refusal> {
+        let (principal, period, snap, balance) =
+            me::balance(req, &self.catalog, &self.store, ctx.now).await?;
+        ctx.principal = Some(principal);
+        ctx.period = Some(period);
+        ctx.snapshot = Some(snap);
+        Ok(Next::Answer(
+            serde_json::to_string(&balance).unwrap_or_default(),
+        ))
+    }
+
+    /// The one place a refusal is answered: the JSON error body and every
+    /// header known by then. Whatever an earlier step took (a WebSocket
+    /// slot) is given back.
     async fn refuse(
         &self,
         session: &mut Session,
         ctx: &mut CallCtx,
         refusal: Refusal,
     ) -> Result<bool> {
-        self.deps
-            .metrics
+        self.metrics
             .decisions
             .with_label_values(&[refusal.decision()])
             .inc();
-        let body = refusal.code.body(&refusal.message, &ctx.request_id);
-        let mut resp = ResponseHeader::build(refusal.code.status(), Some(8))?;
-        resp.insert_header("content-type", "application/json")?;
-        resp.insert_header("content-length", body.len().to_string())?;
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if matches!(
-            refusal.code,
-            ErrorCode::MissingCredentials | ErrorCode::InvalidCredentials
-        ) {
-            resp.insert_header("www-authenticate", "Bearer")?;
+        if let Some(p) = &ctx.principal {
+            self.release_websocket(&mut ctx.exchange, p.customer.id.as_str())
+                .await;
         }
-        if let Some(secs) = refusal.retry_after_secs {
-            resp.insert_header("retry-after", secs.to_string())?;
-        }
-        self.where_you_stand(&mut resp, ctx);
-        if has_body(session.req_header()) {
+        if sizes::has_body(session.req_header()) {
             // The unread body would be taken for the next request.
             session.set_keepalive(None);
         }
-        session.write_response_header(Box::new(resp), false).await?;
-        session
-            .write_response_body(Some(Bytes::from(body)), true)
-            .await?;
+        let body = refusal.code.body(&refusal.message, &ctx.request_id);
+        respond::json(
+            session,
+            ctx,
+            refusal.code.status(),
+            body,
+            &refusal.headers(),
+        )
+        .await?;
         Ok(true)
     }
 
-    fn where_you_stand(&self, out: &mut impl HeaderSink, ctx: &CallCtx) {
-        if let (Some(p), Some(snap), Some(period)) = (&ctx.principal, &ctx.snapshot, &ctx.period) {
-            headers::limit_headers(out, &p.plan, snap, period, ctx.now);
+    /// Frees the WebSocket slot a call took, in the store it was taken from.
+    async fn release_websocket(&self, exchange: &mut Exchange, customer: &str) {
+        if std::mem::take(exchange) == Exchange::WebSocket {
+            // A failure is counted in `paygate_store_errors_total`.
+            let _ = self.store.close_websocket(customer).await;
         }
     }
 
-    async fn serve_me(&self, session: &mut Session, ctx: &mut CallCtx) -> Result<bool> {
-        let principal = match auth::authenticate(&self.deps.catalog, &session.req_header().headers)
-        {
-            Ok(p) => p,
-            Err(r) => return self.refuse(session, ctx, r).await,
-        };
-        let (limits, period) =
-            admission::limits_for(&principal.plan, 1, &principal.customer, ctx.now);
-        let snap = match self
-            .deps
-            .store
-            .peek(principal.customer.id.as_str(), &limits)
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                self.deps.metrics.store_errors.inc();
-                let r = Refusal::store_unavailable(e);
-                return self.refuse(session, ctx, r).await;
+    /// Gives back what a non-billable call reserved, where it reserved it.
+    async fn give_back(&self, customer: &str, a: &Admitted) {
+        match a.reserved_in {
+            ReservedIn::Store => {
+                let _ = self.store.give_back(customer, &a.reservation).await;
             }
-        };
-        let body =
-            me::balance_json(&principal.customer, &principal.plan, &snap, &period).to_string();
-        ctx.snapshot = Some(snap);
-        ctx.period = Some(period);
-        ctx.principal = Some(principal);
-        let mut resp = ResponseHeader::build(200, Some(8))?;
-        resp.insert_header("content-type", "application/json")?;
-        resp.insert_header("content-length", body.len().to_string())?;
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        self.where_you_stand(&mut resp, ctx);
-        session.write_response_header(Box::new(resp), false).await?;
-        session
-            .write_response_body(Some(Bytes::from(body)), true)
-            .await?;
-        Ok(true)
-    }
-
-    /// Answers a failure after admission (no target, connect error, timeout).
-    async fn answer_failure(
-        &self,
-        session: &mut Session,
-        ctx: &CallCtx,
-        code: ErrorCode,
-        message: &str,
-    ) {
-        let body = code.body(message, &ctx.request_id);
-        let Ok(mut resp) = ResponseHeader::build(code.status(), Some(6)) else {
-            return;
-        };
-        resp.set("content-type", "application/json".into());
-        resp.set("content-length", body.len().to_string());
-        resp.set("x-request-id", ctx.request_id.clone());
-        self.where_you_stand(&mut resp, ctx);
-        // Pingora closes the connection after a failed proxy attempt; say so
-        // (`Connection: close`), so clients do not reuse a dead socket.
-        session.set_keepalive(None);
-        if session
-            .write_response_header(Box::new(resp), false)
-            .await
-            .is_ok()
-        {
-            let _ = session
-                .write_response_body(Some(Bytes::from(body)), true)
-                .await;
+            ReservedIn::Fallback => {
+                let _ = self.fallback.give_back(customer, &a.reservation).await;
+            }
+            ReservedIn::Nowhere => {}
         }
     }
-}
-
-fn has_body(req: &RequestHeader) -> bool {
-    req.headers.contains_key(http::header::TRANSFER_ENCODING)
-        || req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0")
-}
-
-fn is_websocket(req: &RequestHeader) -> bool {
-    req.headers
-        .get(http::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -296,134 +220,21 @@ impl ProxyHttp for Gateway {
     type CTX = CallCtx;
 
     fn new_ctx(&self) -> CallCtx {
-        CallCtx {
-            started: Instant::now(),
-            now: Utc::now(),
-            request_id: uuid::Uuid::now_v7().to_string(),
-            principal: None,
-            period: None,
-            snapshot: None,
-            admitted: None,
-            decided: None,
-            upstream_status: None,
-            tried: Vec::new(),
-            body_bytes: 0,
-            route_label: None,
-        }
+        CallCtx::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut CallCtx) -> Result<bool> {
-        if let Some(r) = self.check_sizes(session.req_header()) {
-            return self.refuse(session, ctx, r).await;
-        }
-        if session.req_header().uri.path() == me::ME_PATH {
-            return self.serve_me(session, ctx).await;
-        }
-        let route = {
-            let req = session.req_header();
-            match self.deps.routes.find(req.uri.path(), &req.method) {
-                RouteMatch::Found(r) => Arc::clone(r),
-                RouteMatch::NoRoute => {
-                    let r = Refusal::new(ErrorCode::NoRoute, "no route matches this path");
-                    return self.refuse(session, ctx, r).await;
-                }
-                RouteMatch::MethodNotAllowed(r) => {
-                    ctx.route_label = Some(Arc::clone(&r.id));
-                    let r = Refusal::new(
-                        ErrorCode::MethodNotAllowed,
-                        "this route does not take this method",
-                    );
-                    return self.refuse(session, ctx, r).await;
-                }
-            }
-        };
-        ctx.route_label = Some(Arc::clone(&route.id));
-
-        let principal = match auth::authenticate(&self.deps.catalog, &session.req_header().headers)
-        {
-            Ok(p) => p,
-            Err(r) => return self.refuse(session, ctx, r).await,
-        };
-        let customer_rec = Arc::clone(&principal.customer);
-        let customer = customer_rec.id.as_str();
-        let (limits, period) =
-            admission::limits_for(&principal.plan, route.cost, &principal.customer, ctx.now);
-        ctx.period = Some(period);
-        ctx.principal = Some(principal.clone());
-
-        if !principal.plan.allows_route(&route.id) {
-            // Still tell the caller where it stands.
-            if let Ok(s) = self.deps.store.peek(customer, &limits).await {
-                ctx.snapshot = Some(s);
-            }
-            let r = Refusal::new(
-                ErrorCode::RouteNotInPlan,
-                "your plan does not include this route",
-            );
-            return self.refuse(session, ctx, r).await;
-        }
-
-        let websocket = is_websocket(session.req_header());
-        if websocket {
-            let max = principal.plan.max_websockets;
-            match self.deps.store.open_websocket(customer, max).await {
-                Ok(WebsocketSlot::Granted) => {}
-                Ok(WebsocketSlot::Full) => {
-                    let r = Refusal::new(
-                        ErrorCode::TooManyWebsockets,
-                        format!("your plan allows {max} concurrent WebSocket connection(s)"),
-                    )
-                    .retry_after_ms(1000);
-                    return self.refuse(session, ctx, r).await;
-                }
-                Err(e) => {
-                    self.deps.metrics.store_errors.inc();
-                    let r = Refusal::store_unavailable(e);
-                    return self.refuse(session, ctx, r).await;
-                }
-            }
-        }
-
-        let verdict = admission::admit(
-            self.deps.store.as_ref(),
-            &self.fallback,
-            self.deps.on_unavailable,
-            customer,
-            &limits,
-        )
-        .await;
-        match verdict {
-            Verdict::Admit {
-                reservation,
-                reserved_in,
-                snapshot,
-            } => {
-                if reserved_in != ReservedIn::Store {
-                    self.deps.metrics.store_errors.inc();
-                }
-                ctx.snapshot = snapshot;
+        match self.admit(session.req_header(), ctx).await {
+            Ok(Next::Proxy) => {
                 ctx.decided = Some(Instant::now());
-                ctx.admitted = Some(Admitted {
-                    principal,
-                    route,
-                    period,
-                    reservation,
-                    reserved_in,
-                    websocket,
-                });
                 self.admitted.inc();
                 Ok(false)
             }
-            Verdict::Refuse { refusal, snapshot } => {
-                if refusal.code == ErrorCode::LimiterUnavailable {
-                    self.deps.metrics.store_errors.inc();
-                }
-                if websocket {
-                    let _ = self.deps.store.close_websocket(customer).await;
-                }
-                ctx.snapshot = snapshot;
-                self.refuse(session, ctx, refusal).await
+            Ok(Next::Answer(body)) => {
+                respond::json(session, ctx, 200, body, &[]).await?;
+                Ok(true)
             }
+            Err(refusal) => self.refuse(session, ctx, refusal).await,
         }
     }
 
@@ -436,7 +247,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         if let Some(b) = body {
             ctx.body_bytes += b.len() as u64;
-            if ctx.body_bytes > self.deps.max_body_bytes {
+            if ctx.body_bytes > self.sizes.max_body_bytes {
                 return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
             }
         }
@@ -451,7 +262,7 @@ impl ProxyHttp for Gateway {
         let pool = ctx
             .admitted
             .as_ref()
-            .and_then(|a| self.deps.upstreams.get(a.route.upstream));
+            .and_then(|a| self.upstreams.get(a.route.upstream));
         let Some(pool) = pool else {
             return Error::e_explain(
                 ErrorType::InternalError,
@@ -482,7 +293,7 @@ impl ProxyHttp for Gateway {
         let pool_size = ctx
             .admitted
             .as_ref()
-            .and_then(|a| self.deps.upstreams.get(a.route.upstream))
+            .and_then(|a| self.upstreams.get(a.route.upstream))
             .map_or(0, |p| p.size());
         // A request that never reached a target is safe to send elsewhere only
         // when repeating it is harmless.
@@ -498,22 +309,15 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut CallCtx,
     ) -> Result<()> {
-        let websocket = ctx.admitted.as_ref().is_some_and(|a| a.websocket);
-        headers::sanitize_for_upstream(upstream_request, websocket);
-        headers::forwarded_for(
-            upstream_request,
-            client_ip(session),
-            &self.deps.trusted_proxies,
-        );
+        headers::sanitize_for_upstream(upstream_request, ctx.exchange == Exchange::WebSocket);
+        headers::forwarded_for(upstream_request, client_ip(session), &self.trusted_proxies);
         upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if let Some(a) = &ctx.admitted {
-            upstream_request
-                .insert_header("x-paygate-customer", a.principal.customer.id.as_str())?;
-            upstream_request.insert_header("x-paygate-plan", a.principal.plan.id.as_str())?;
+        if let Some(p) = &ctx.principal {
+            upstream_request.insert_header("x-paygate-customer", p.customer.id.as_str())?;
+            upstream_request.insert_header("x-paygate-plan", p.plan.id.as_str())?;
         }
         if let Some(d) = ctx.decided {
-            self.deps
-                .metrics
+            self.metrics
                 .gateway_overhead
                 .observe((d - ctx.started).as_secs_f64());
         }
@@ -537,7 +341,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut CallCtx,
     ) -> Result<()> {
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
-        self.where_you_stand(upstream_response, ctx);
+        ctx.where_you_stand(upstream_response);
         Ok(())
     }
 
@@ -547,41 +351,15 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut CallCtx,
     ) -> FailToProxy {
-        let code = match e.etype() {
-            ErrorType::HTTPStatus(413) => Some(ErrorCode::BodyTooLarge),
-            ErrorType::HTTPStatus(s) if *s >= 500 => Some(ErrorCode::UpstreamUnavailable),
-            ErrorType::HTTPStatus(_) => Some(ErrorCode::BadRequest),
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout
-                if *e.esource() == ErrorSource::Upstream =>
-            {
-                Some(ErrorCode::UpstreamTimeout)
-            }
-            ErrorType::ConnectTimedout => Some(ErrorCode::UpstreamUnavailable),
-            _ => match e.esource() {
-                ErrorSource::Upstream => Some(ErrorCode::UpstreamUnavailable),
-                ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
-                        None
-                    }
-                    _ => Some(ErrorCode::BadRequest),
-                },
-                ErrorSource::Internal | ErrorSource::Unset => Some(ErrorCode::Internal),
-            },
-        };
-        let error_code = match code {
+        let error_code = match outcome::failure_code(e.etype(), e.esource()) {
             // The response already started: nothing more can be said.
             Some(_) if session.response_written().is_some() => 0,
             Some(code) => {
-                let message = match code {
-                    ErrorCode::UpstreamTimeout => "the upstream did not answer in time",
-                    ErrorCode::UpstreamUnavailable => {
-                        "no healthy upstream target could take the call"
-                    }
-                    ErrorCode::BodyTooLarge => "the request body is too large",
-                    ErrorCode::BadRequest => "the request is malformed",
-                    _ => "internal error",
-                };
-                self.answer_failure(session, ctx, code, message).await;
+                // Pingora closes the connection after a failed proxy attempt;
+                // say so (`Connection: close`), so clients do not reuse a dead socket.
+                session.set_keepalive(None);
+                let body = code.body(outcome::failure_message(code), &ctx.request_id);
+                let _ = respond::json(session, ctx, code.status(), body, &[]).await;
                 code.status()
             }
             None => 0,
@@ -594,7 +372,7 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut CallCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let m = &self.deps.metrics;
+        let m = &self.metrics;
         let plan_label = ctx.principal.as_ref().map_or("", |p| p.plan.id.as_str());
         let route_label = ctx.route_label.as_deref().unwrap_or("");
         m.requests
@@ -606,32 +384,26 @@ impl ProxyHttp for Gateway {
         let Some(a) = ctx.admitted.take() else {
             return;
         };
-        let customer = a.principal.customer.id.as_str();
-        // Billable: the upstream answered below 500 and the exchange completed;
-        // only the client walking away afterwards is still the client's call.
-        let completed = e.is_none_or(|e| *e.esource() == ErrorSource::Downstream);
-        let billable = ctx.upstream_status.is_some_and(|s| s < 500) && completed;
-        if let Some(store) = self.store_for(a.reserved_in) {
-            if !billable && store.give_back(customer, &a.reservation).await.is_err() {
-                m.store_errors.inc();
-            }
-            if a.websocket && store.close_websocket(customer).await.is_err() {
-                m.store_errors.inc();
-            }
-        }
-        let r = if billable {
-            a.reservation
-        } else {
-            Reservation::default()
+        let Some(p) = &ctx.principal else {
+            return;
         };
-        self.deps
-            .usage
+        let customer = p.customer.id.as_str();
+        let billing = outcome::billing(ctx.upstream_status, e.map(|e| e.esource()));
+        if billing == Billing::NotBillable {
+            self.give_back(customer, &a).await;
+        }
+        self.release_websocket(&mut ctx.exchange, customer).await;
+        let (billable, r) = match billing {
+            Billing::Billable => (true, a.reservation),
+            Billing::NotBillable => (false, Reservation::default()),
+        };
+        self.usage
             .emit(UsageEvent {
                 request_id: std::mem::take(&mut ctx.request_id),
                 ts: ctx.now,
                 customer_id: customer.to_owned(),
-                key_id: a.principal.key.id.as_str().to_owned(),
-                plan_id: a.principal.plan.id.as_str().to_owned(),
+                key_id: p.key.id.as_str().to_owned(),
+                plan_id: p.plan.id.as_str().to_owned(),
                 route: a.route.id.to_string(),
                 method: session.req_header().method.as_str().to_owned(),
                 status,
@@ -640,7 +412,7 @@ impl ProxyHttp for Gateway {
                 overage_units: r.overage_units,
                 amount_micros: r.amount_micros(),
                 credits_micros: r.credits_micros,
-                period: a.period.name(),
+                period: ctx.period.as_ref().map(|t| t.name()).unwrap_or_default(),
                 latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
             })
             .await;

@@ -36,6 +36,22 @@ impl Refusal {
         self
     }
 
+    /// Headers this refusal adds to the error body: `WWW-Authenticate` on
+    /// a 401, `Retry-After` when the caller may come back.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = Vec::new();
+        if matches!(
+            self.code,
+            ErrorCode::MissingCredentials | ErrorCode::InvalidCredentials
+        ) {
+            h.push(("www-authenticate", "Bearer".to_owned()));
+        }
+        if let Some(secs) = self.retry_after_secs {
+            h.push(("retry-after", secs.to_string()));
+        }
+        h
+    }
+
     /// The `paygate_decisions_total` label for this refusal.
     pub fn decision(&self) -> &'static str {
         self.code.as_str()

@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use http::Method;
 use paygate_config::RouteConfig;
+use paygate_core::ErrorCode;
+
+use crate::refusal::Refusal;
 
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -62,6 +65,33 @@ impl RouteTable {
         match &route.methods {
             Some(ms) if !ms.contains(method) => RouteMatch::MethodNotAllowed(route),
             _ => RouteMatch::Found(route),
+        }
+    }
+}
+
+/// The route step: 404 `no_route`, 405 `method_not_allowed`. The route's
+/// id becomes the `route` label of the call's metrics, a 405's included.
+pub fn route(
+    table: &RouteTable,
+    path: &str,
+    method: &Method,
+    label: &mut Option<Arc<str>>,
+) -> Result<Arc<Route>, Refusal> {
+    match table.find(path, method) {
+        RouteMatch::Found(r) => {
+            *label = Some(Arc::clone(&r.id));
+            Ok(Arc::clone(r))
+        }
+        RouteMatch::NoRoute => Err(Refusal::new(
+            ErrorCode::NoRoute,
+            "no route matches this path",
+        )),
+        RouteMatch::MethodNotAllowed(r) => {
+            *label = Some(Arc::clone(&r.id));
+            Err(Refusal::new(
+                ErrorCode::MethodNotAllowed,
+                "this route does not take this method",
+            ))
         }
     }
 }

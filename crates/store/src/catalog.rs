@@ -6,29 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use chrono::{DateTime, Utc};
-use paygate_core::apikey::{self, KeyHash};
-use paygate_core::{CustomerId, KeyId, Plan, PlanId};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CustomerRecord {
-    pub id: CustomerId,
-    pub name: String,
-    pub email: String,
-    pub plan_id: PlanId,
-    /// Day of month (UTC) on which the customer's billing period starts.
-    pub anchor_day: u32,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRecord {
-    pub id: KeyId,
-    pub customer_id: CustomerId,
-    pub prefix: String,
-    pub hash: KeyHash,
-    pub created_at: DateTime<Utc>,
-}
+use paygate_core::apikey;
+pub use paygate_core::records::{CustomerRecord, KeyRecord};
+use paygate_core::{CustomerId, Plan, PlanId};
 
 /// Who is calling: the key, its customer and the customer's plan, as of now.
 #[derive(Debug, Clone)]
@@ -209,6 +189,8 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
+    use paygate_core::KeyId;
 
     fn plan() -> Plan {
         serde_json::from_value(

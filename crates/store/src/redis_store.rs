@@ -432,7 +432,7 @@ impl RedisStore {
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::Redis(e)
 }
 
 /// Reads the `{code, retry_us, remaining, reset_us, used, credits, …}` reply.

@@ -7,6 +7,28 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A billable one-unit call `req-<i>` of customer `c`, now, in period
+/// 2026-11: the usage event tests start from (`..usage_event(i)`).
+pub fn usage_event(i: usize) -> paygate_core::UsageEvent {
+    paygate_core::UsageEvent {
+        request_id: format!("req-{i}"),
+        ts: chrono::Utc::now(),
+        customer_id: "c".into(),
+        key_id: "k".into(),
+        plan_id: "p".into(),
+        route: "r".into(),
+        method: "GET".into(),
+        status: 200,
+        billable: true,
+        units: 1,
+        overage_units: 0,
+        amount_micros: 0,
+        credits_micros: 0,
+        period: "2026-11".into(),
+        latency_us: 5,
+    }
+}
+
 /// A free port whose cluster-bus port (+10000) is free too.
 pub fn cluster_port() -> u16 {
     loop {

@@ -7,8 +7,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
 use paygate_billing::records::Grant;
+use paygate_core::balance::Balance;
+use paygate_core::metering::limits_for;
 use paygate_core::Micros;
-use paygate_gateway::{admission, me};
 use paygate_store::{CustomerRecord, SeedMode, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -95,7 +96,7 @@ async fn live_balance(s: &AdminState, customer: &CustomerRecord) -> Result<Micro
 pub async fn balance(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Balance>, ApiError> {
     let customer = customers::load(&s, &id).await?;
     let plan = s.catalog.plan(customer.plan_id.as_str()).ok_or_else(|| {
         ApiError::Internal(format!(
@@ -103,7 +104,7 @@ pub async fn balance(
             customer.plan_id
         ))
     })?;
-    let (limits, period) = admission::limits_for(&plan, 1, &customer, Utc::now());
+    let (limits, period) = limits_for(&plan, 1, &customer, Utc::now());
     let snap = match s.store.peek(&id, &limits).await {
         Err(StoreError::NotSeeded) => {
             live_balance(&s, &customer).await?;
@@ -111,5 +112,5 @@ pub async fn balance(
         }
         other => other?,
     };
-    Ok(Json(me::balance_json(&customer, &plan, &snap, &period)))
+    Ok(Json(Balance::new(&customer, &plan, &snap, &period)))
 }

@@ -1,29 +1,76 @@
 //! Usage events through a Redis Stream (production mode).
 //!
 //! Gateways `XADD` events in batches (one pipelined round trip per batch) to
-//! `{<prefix>:usage}`. The billing consumer reads them with a consumer group
-//! (`XREADGROUP`), inserts them into the ledger with
-//! `ON CONFLICT (request_id) DO NOTHING`, and acknowledges (`XACK`) only after
-//! the commit. Entries left pending by a dead consumer are taken over with
-//! `XAUTOCLAIM`. Only acknowledged entries are trimmed. In transit an event
-//! is at least once; in the ledger it is exactly once.
+//! `{<prefix>:usage}`: [`UsageStream`] is their usage writer's target. The
+//! billing consumer ([`StreamConsumer`]) reads them with a consumer group
+//! (`XREADGROUP`), hands them to the ledger (any [`BatchTarget`]: the
+//! consumer knows no database), and acknowledges (`XACK`) only after the
+//! ledger took them. Entries left pending by a dead consumer are taken over
+//! with `XAUTOCLAIM`. Only acknowledged entries are trimmed. In transit an
+//! event is at least once; in the ledger it is exactly once.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use paygate_core::UsageEvent;
 use paygate_metrics::Metrics;
-use paygate_store::RedisConn;
+use paygate_usage::{
+    keep_dead_letters, send_isolating, BatchTarget, DeadLetter, DeadLetterFile, DeliveryError,
+    Sent, Written,
+};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::RedisError;
 
-use crate::ledger::{BatchTarget, Written};
-use crate::Database;
+use crate::{RedisConn, StoreError};
 
 pub const GROUP: &str = "billing";
 const FIELD: &str = "e";
 
 pub fn stream_key(prefix: &str) -> String {
     format!("{{{prefix}:usage}}")
+}
+
+/// Redis error codes that name a passing condition: a server still loading
+/// its data, a cluster resharding or failing over, a busy script, memory
+/// that may be freed. Everything else Redis refuses (a key of the wrong
+/// type, a missing permission) will be refused again.
+const TRANSIENT_CODES: [&str; 9] = [
+    "LOADING",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MASTERDOWN",
+    "READONLY",
+    "MOVED",
+    "ASK",
+    "BUSY",
+    "OOM",
+];
+
+/// Whether retrying what failed may succeed.
+pub fn is_transient(e: &RedisError) -> bool {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => TRANSIENT_CODES.contains(&code),
+        // No server code: a client-side failure. The connection layer's own
+        // failures (no connection to a cluster node yet) pass.
+        None => matches!(
+            e.kind(),
+            redis::ErrorKind::ClusterConnectionNotFound
+                | redis::ErrorKind::Io
+                | redis::ErrorKind::Parse
+        ),
+    }
+}
+
+fn delivery_error(e: StoreError) -> DeliveryError {
+    match e {
+        StoreError::Redis(r) if !is_transient(&r) => DeliveryError::permanent(r),
+        other => DeliveryError::transient(other),
+    }
 }
 
 /// The gateway's side: where the usage writer sends batches.
@@ -36,6 +83,22 @@ pub struct UsageStream {
 }
 
 const COOL_DOWN: Duration = Duration::from_millis(500);
+const XADD_DEADLINE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("usage stream unreachable (cooling down after a failure)")]
+    CoolingDown,
+    #[error("usage stream: {0} timed out")]
+    Timeout(&'static str),
+    #[error("usage event not encodable: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("usage stream: {0}")]
+    Store(#[from] StoreError),
+    /// The ledger did not take what was read (the entries stay pending).
+    #[error("ledger: {0}")]
+    Ledger(DeliveryError),
+}
 
 impl UsageStream {
     pub fn new(conn: RedisConn, prefix: &str) -> Self {
@@ -49,13 +112,14 @@ impl UsageStream {
 
 #[async_trait]
 impl BatchTarget for UsageStream {
-    async fn write(&self, batch: &[UsageEvent]) -> Result<Written, String> {
+    async fn write(&self, batch: &[UsageEvent]) -> Result<Written, DeliveryError> {
         if self.down_until.lock().is_some_and(|t| Instant::now() < t) {
-            return Err("usage stream unreachable (cooling down)".into());
+            return Err(DeliveryError::transient(StreamError::CoolingDown));
         }
         let mut pipe = redis::pipe();
         for e in batch {
-            let json = serde_json::to_string(e).map_err(|e| e.to_string())?;
+            let json = serde_json::to_string(e)
+                .map_err(|e| DeliveryError::permanent(StreamError::Encode(e)))?;
             pipe.cmd("XADD")
                 .arg(&self.key)
                 .arg("*")
@@ -63,14 +127,16 @@ impl BatchTarget for UsageStream {
                 .arg(json)
                 .ignore();
         }
-        let sent =
-            tokio::time::timeout(Duration::from_secs(1), self.conn.pipeline::<()>(&pipe)).await;
+        let sent = tokio::time::timeout(XADD_DEADLINE, self.conn.pipeline::<()>(&pipe)).await;
         let result = match sent {
             Ok(Ok(())) => Ok(Written::Streamed(batch.len() as u64)),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("XADD timed out".into()),
+            Ok(Err(e)) => Err(delivery_error(e)),
+            Err(_) => Err(DeliveryError::transient(StreamError::Timeout("XADD"))),
         };
-        *self.down_until.lock() = result.is_err().then(|| Instant::now() + COOL_DOWN);
+        // Cool down only for an unreachable Redis: a refused batch says
+        // nothing about the next one.
+        let unreachable = matches!(&result, Err(e) if e.is_transient());
+        *self.down_until.lock() = unreachable.then(|| Instant::now() + COOL_DOWN);
         result
     }
 }
@@ -82,12 +148,13 @@ pub struct StreamConsumer {
     conn: RedisConn,
     key: String,
     name: String,
-    db: Database,
+    ledger: Arc<dyn BatchTarget>,
+    dead_letters: Option<DeadLetterFile>,
     metrics: Metrics,
     batch: usize,
     claim_idle: Duration,
     /// The group exists (checked once, again after Redis answers NOGROUP).
-    group_ready: std::sync::atomic::AtomicBool,
+    group_ready: AtomicBool,
     /// Trimming is housekeeping: at most once per `TRIM_EVERY`.
     last_trim: parking_lot::Mutex<Option<Instant>>,
 }
@@ -100,6 +167,9 @@ pub struct Round {
     pub read: usize,
     pub inserted: u64,
     pub acked: usize,
+    /// Entries the ledger refused for good (or that were unreadable), kept
+    /// in the dead-letter file and acknowledged.
+    pub dead_lettered: usize,
 }
 
 /// Whether to acknowledge what was committed (tests simulate a crash between
@@ -114,7 +184,7 @@ impl StreamConsumer {
     pub fn new(
         conn: RedisConn,
         prefix: &str,
-        db: Database,
+        ledger: Arc<dyn BatchTarget>,
         metrics: Metrics,
         claim_idle: Duration,
     ) -> Self {
@@ -123,13 +193,22 @@ impl StreamConsumer {
             conn,
             key: stream_key(prefix),
             name,
-            db,
+            ledger,
+            dead_letters: None,
             metrics,
             batch: 512,
             claim_idle,
-            group_ready: std::sync::atomic::AtomicBool::new(false),
+            group_ready: AtomicBool::new(false),
             last_trim: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// Where entries the ledger refuses for good go; without a file they are
+    /// written to the log (and acknowledged all the same, so that one bad
+    /// entry cannot stop the stream).
+    pub fn with_dead_letters(mut self, file: DeadLetterFile) -> Self {
+        self.dead_letters = Some(file);
+        self
     }
 
     /// Consumes forever, surviving Redis and database outages.
@@ -150,8 +229,7 @@ impl StreamConsumer {
         }
     }
 
-    async fn ensure_group(&self) -> Result<(), String> {
-        use std::sync::atomic::Ordering;
+    async fn ensure_group(&self) -> Result<(), StreamError> {
         if self.group_ready.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -162,33 +240,28 @@ impl StreamConsumer {
             .arg("0")
             .arg("MKSTREAM");
         match self.conn.query::<()>(&cmd).await {
-            Err(e) if !e.to_string().contains("BUSYGROUP") => Err(e.to_string()),
-            _ => {
-                self.group_ready.store(true, Ordering::Relaxed);
-                Ok(())
-            }
+            Err(StoreError::Redis(e)) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(e.into()),
+            Ok(()) => {}
         }
-    }
-
-    /// A Redis that lost its data has no group any more: create it again.
-    fn note_error(&self, e: &str) {
-        if e.contains("NOGROUP") {
-            self.group_ready
-                .store(false, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.group_ready.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Takes over entries idle longer than `claim_idle` (a dead consumer's),
     /// then reads new ones, blocking up to `block`.
-    pub async fn round(&self, ack: Ack, block: Duration) -> Result<Round, String> {
+    pub async fn round(&self, ack: Ack, block: Duration) -> Result<Round, StreamError> {
         let r = self.round_inner(ack, block).await;
-        if let Err(e) = &r {
-            self.note_error(e);
+        // A Redis that lost its data has no group any more: create it again.
+        if let Err(StreamError::Store(StoreError::Redis(e))) = &r {
+            if e.code() == Some("NOGROUP") {
+                self.group_ready.store(false, Ordering::Relaxed);
+            }
         }
         r
     }
 
-    async fn round_inner(&self, ack: Ack, block: Duration) -> Result<Round, String> {
+    async fn round_inner(&self, ack: Ack, block: Duration) -> Result<Round, StreamError> {
         self.ensure_group().await?;
         let mut claim = redis::cmd("XAUTOCLAIM");
         claim
@@ -199,8 +272,7 @@ impl StreamConsumer {
             .arg("0-0")
             .arg("COUNT")
             .arg(self.batch);
-        let claimed: StreamAutoClaimReply =
-            self.conn.query(&claim).await.map_err(|e| e.to_string())?;
+        let claimed: StreamAutoClaimReply = self.conn.query(&claim).await?;
         let mut round = self.process(claimed.claimed, ack).await?;
 
         let mut read = redis::cmd("XREADGROUP");
@@ -214,8 +286,7 @@ impl StreamConsumer {
             .arg("STREAMS")
             .arg(&self.key)
             .arg(">");
-        let reply: Option<StreamReadReply> =
-            self.conn.query(&read).await.map_err(|e| e.to_string())?;
+        let reply: Option<StreamReadReply> = self.conn.query(&read).await?;
         let entries = reply
             .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
             .unwrap_or_default();
@@ -223,39 +294,38 @@ impl StreamConsumer {
         round.read += fresh.read;
         round.inserted += fresh.inserted;
         round.acked += fresh.acked;
+        round.dead_lettered += fresh.dead_lettered;
         Ok(round)
     }
 
-    async fn process(&self, entries: Vec<StreamId>, ack: Ack) -> Result<Round, String> {
+    async fn process(&self, entries: Vec<StreamId>, ack: Ack) -> Result<Round, StreamError> {
         if entries.is_empty() {
             return Ok(Round::default());
         }
         let mut events = Vec::with_capacity(entries.len());
+        let mut letters = Vec::new();
         for entry in &entries {
-            match entry
-                .get::<String>(FIELD)
-                .map(|s| serde_json::from_str::<UsageEvent>(&s))
-            {
+            let raw = entry.get::<String>(FIELD);
+            match raw.as_deref().map(serde_json::from_str::<UsageEvent>) {
                 Some(Ok(e)) => events.push(e),
-                // Unreadable entries are acknowledged below so they do not
-                // block the group forever; say so loudly.
-                _ => tracing::error!(id = %entry.id, "unreadable usage entry skipped"),
+                Some(Err(e)) => letters.push(DeadLetter::raw(
+                    raw.unwrap_or_default(),
+                    format!("stream entry {} unreadable: {e}", entry.id),
+                )),
+                None => letters.push(DeadLetter::raw(
+                    format!("{:?}", entry.map),
+                    format!("stream entry {} has no field {FIELD:?}", entry.id),
+                )),
             }
         }
-        let inserted = self
-            .db
-            .insert_events(&events)
-            .await
-            .map_err(|e| e.to_string())?;
-        let m = &self.metrics.usage_events;
-        m.with_label_values(&["persisted"]).inc_by(inserted);
-        m.with_label_values(&["duplicate"])
-            .inc_by(events.len() as u64 - inserted);
+        let inserted = self.deliver(&events, &mut letters).await?;
         let mut round = Round {
             read: entries.len(),
             inserted,
             acked: 0,
+            dead_lettered: letters.len(),
         };
+        keep_dead_letters(self.dead_letters.as_ref(), &letters, &self.metrics).await;
         if ack == Ack::Skip {
             return Ok(round);
         }
@@ -264,10 +334,41 @@ impl StreamConsumer {
         for e in &entries {
             xack.arg(&e.id);
         }
-        let acked: usize = self.conn.query(&xack).await.map_err(|e| e.to_string())?;
-        round.acked = acked;
+        round.acked = self.conn.query(&xack).await?;
         self.trim().await;
         Ok(round)
+    }
+
+    /// Hands `events` to the ledger; events it refuses for good join
+    /// `letters`. An unavailable ledger fails the round: nothing is
+    /// acknowledged and the entries are read again (what did land is
+    /// deduplicated by the ledger).
+    async fn deliver(
+        &self,
+        events: &[UsageEvent],
+        letters: &mut Vec<DeadLetter>,
+    ) -> Result<u64, StreamError> {
+        let mut inserted = 0;
+        let m = &self.metrics.usage_events;
+        let sent = send_isolating(
+            self.ledger.as_ref(),
+            events,
+            self.batch,
+            &mut |w, n| {
+                if let Written::Ledger(new) = w {
+                    inserted += new;
+                    m.with_label_values(&["persisted"]).inc_by(new);
+                    m.with_label_values(&["duplicate"])
+                        .inc_by((n as u64).saturating_sub(new));
+                }
+            },
+            &mut |e, why| letters.push(DeadLetter::event(e.clone(), why.to_string())),
+        )
+        .await;
+        match sent {
+            Sent::All => Ok(inserted),
+            Sent::UnavailableFrom(_, e) => Err(StreamError::Ledger(e)),
+        }
     }
 
     /// Drops entries every consumer has acknowledged: those below the oldest

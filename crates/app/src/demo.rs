@@ -1,45 +1,51 @@
 //! `paygate serve --demo`: a sample market-data upstream inside the process,
-//! the four plans of SPEC §4 seeded through the admin API, one customer and
+//! the four demo plans (config/demo-plans.json) seeded through the admin API, one customer and
 //! one key per plan, printed at start. State lives in a temporary database
 //! that is removed on exit.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use anyhow::{bail, Context};
 use axum::body::Body;
 use axum::extract::Path;
 use axum::routing::get;
 use axum::{Json, Router};
 use http::Request;
-use paygate_admin::AdminState;
 use paygate_config::Config;
 use serde_json::{json, Value};
 use tower::ServiceExt;
+
+use crate::AppError;
+
+fn demo_error(e: impl std::fmt::Display) -> AppError {
+    AppError::Demo(e.to_string())
+}
 
 pub struct DemoUpstream {
     addr: SocketAddr,
     dir: tempfile::TempDir,
 }
 
-/// Starts the sample upstream on a free loopback port, on the current runtime.
-pub async fn start_upstream() -> anyhow::Result<DemoUpstream> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, market_data()).await {
-            tracing::error!(error = %e, "demo upstream stopped");
-        }
-    });
-    Ok(DemoUpstream {
-        addr,
-        dir: tempfile::tempdir().context("creating the demo's temporary directory")?,
-    })
-}
-
 impl DemoUpstream {
+    /// Starts the sample upstream on a free loopback port, on the current runtime.
+    pub async fn start() -> Result<Self, AppError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(demo_error)?;
+        let addr = listener.local_addr().map_err(demo_error)?;
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, market_data()).await {
+                tracing::error!(error = %e, "demo upstream stopped");
+            }
+        });
+        Ok(Self {
+            addr,
+            dir: tempfile::tempdir()
+                .map_err(|e| demo_error(format!("creating a temporary directory: {e}")))?,
+        })
+    }
+
     /// The demo configuration; `PAYGATE_<SECTION>__<KEY>` variables still apply.
-    pub fn config(&self) -> anyhow::Result<Config> {
+    pub fn config(&self) -> Result<Config, AppError> {
         let db = self.dir.path().join("demo.db");
         let text = format!(
             r#"
@@ -72,35 +78,35 @@ methods = ["GET"]
             db = db.display(),
             addr = self.addr,
         );
-        paygate_config::parse(&text, std::env::vars()).map_err(|errs| {
-            let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
-            anyhow::anyhow!("demo configuration: {}", lines.join("; "))
-        })
+        paygate_config::parse(&text, std::env::vars()).map_err(AppError::Config)
     }
 
-    /// Seeds plans, customers, keys and credits through the admin API and prints them.
-    pub async fn seed(&self, state: &Arc<AdminState>, config: &Config) -> anyhow::Result<()> {
-        let api = paygate_admin::router(Arc::clone(state));
+    /// Seeds plans, customers, keys and credits through the admin API `api`
+    /// (called without a socket) and prints them.
+    pub async fn seed(&self, api: Router, token: &str, config: &Config) -> Result<(), AppError> {
         let call = |method: &'static str, path: String, body: Value| {
             let api = api.clone();
-            let token = state.token.clone();
+            let token = token.to_owned();
             async move {
                 let req = Request::builder()
                     .method(method)
                     .uri(path.clone())
                     .header("authorization", format!("Bearer {token}"))
                     .header("content-type", "application/json")
-                    .body(Body::from(body.to_string()))?;
-                let resp = api.oneshot(req).await?;
+                    .body(Body::from(body.to_string()))
+                    .map_err(demo_error)?;
+                let resp = api.oneshot(req).await.map_err(demo_error)?;
                 let status = resp.status();
-                let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await?;
+                let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                    .await
+                    .map_err(demo_error)?;
                 if !status.is_success() {
-                    bail!(
+                    return Err(demo_error(format!(
                         "seeding {path}: {status} {}",
                         String::from_utf8_lossy(&bytes)
-                    );
+                    )));
                 }
-                Ok::<Value, anyhow::Error>(serde_json::from_slice(&bytes)?)
+                serde_json::from_slice::<Value>(&bytes).map_err(demo_error)
             }
         };
         for plan in plans()? {
@@ -129,7 +135,7 @@ methods = ["GET"]
         println!("paygate demo");
         println!("  gateway      http://{}", config.gateway.listen);
         println!("  admin        http://{}", config.admin.listen);
-        println!("  admin token  {}", state.token);
+        println!("  admin token  {token}");
         for (plan, key) in keys {
             println!("  key {plan:<9}{key}");
         }
@@ -141,11 +147,11 @@ methods = ["GET"]
     }
 }
 
-/// The four plans of SPEC §4; the billing tests script a month on the same file.
-const PLANS: &str = include_str!("../config/demo-plans.json");
+/// The four demo plans; the billing tests script a month on the same file.
+const PLANS: &str = include_str!("../../../config/demo-plans.json");
 
-fn plans() -> anyhow::Result<Vec<Value>> {
-    Ok(serde_json::from_str(PLANS)?)
+fn plans() -> Result<Vec<Value>, AppError> {
+    serde_json::from_str(PLANS).map_err(demo_error)
 }
 
 // ---- the sample upstream ----

@@ -1,12 +1,14 @@
-//! An append-only file of usage events the writer could not deliver (Redis
-//! or the database unreachable). The gateway keeps serving instead of waiting
-//! on a full buffer; the writer delivers the file when the target is back,
-//! including after a restart. One file per process.
+//! An append-only file of usage events the writer could not deliver because
+//! the target was unreachable (Redis or the database down). The gateway
+//! keeps serving instead of waiting on a full buffer; the writer delivers the
+//! file when the target is back, including after a restart. One file per
+//! process.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use paygate_core::UsageEvent;
-use tokio::io::AsyncWriteExt;
+
+use crate::dead_letter::append_lines;
 
 pub struct SpillFile {
     path: PathBuf,
@@ -17,20 +19,13 @@ impl SpillFile {
         Self { path: path.into() }
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Appends as JSON lines and syncs, so a crash after this loses nothing.
     pub async fn append(&self, batch: &[UsageEvent]) -> std::io::Result<()> {
-        let mut buf = Vec::with_capacity(batch.len() * 256);
-        for e in batch {
-            serde_json::to_writer(&mut buf, e)?;
-            buf.push(b'\n');
-        }
-        let mut f = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .await?;
-        f.write_all(&buf).await?;
-        f.sync_data().await
+        append_lines(&self.path, batch).await
     }
 
     pub async fn is_empty(&self) -> bool {
@@ -56,6 +51,15 @@ impl SpillFile {
                 }
             })
             .collect())
+    }
+
+    /// Replaces the file's content with `events` (what is left to deliver).
+    /// Only the writer that owns the file calls this, between its own appends.
+    pub async fn replace(&self, events: &[UsageEvent]) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("replacing");
+        let _ = tokio::fs::remove_file(&tmp).await;
+        append_lines(&tmp, events).await?;
+        tokio::fs::rename(&tmp, &self.path).await
     }
 
     pub async fn clear(&self) -> std::io::Result<()> {

@@ -1,0 +1,237 @@
+//! What each `paygate` subcommand does. The binary parses arguments and
+//! calls one of these; each returns the process's exit status.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use chrono::Utc;
+use paygate_billing::reconcile::{self, Drift};
+use paygate_billing::Database;
+use paygate_config::{Config, StoreBackend};
+use paygate_core::period::PeriodName;
+use paygate_metrics::Metrics;
+use paygate_store::SeedMode;
+use paygate_usage::DeadLetterFile;
+
+use crate::{control_runtime, drift, shutdown, store, usage, App, AppError, Role, Shutdown};
+
+/// Logs go to stderr; `PAYGATE_LOG` takes a tracing filter (default
+/// `info,pingora=warn`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PAYGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, AppError> {
+    paygate_config::load(path).map_err(AppError::Config)
+}
+
+/// Exit status 0, or 1 with the error on stderr.
+fn exit(result: Result<(), AppError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("paygate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `paygate serve [--config FILE | --demo]`: every role in one process.
+pub fn serve(config: Option<&Path>, demo: bool) -> ExitCode {
+    exit(match (config, demo) {
+        (Some(_), true) => Err(AppError::Setting {
+            key: "--demo",
+            message: "--demo brings its own configuration; leave out --config".into(),
+        }),
+        (Some(p), false) => load(p).and_then(|c| App::build(c, Role::All)?.run(Shutdown::Signals)),
+        (None, true) => App::demo().and_then(|app| app.run(Shutdown::Signals)),
+        (None, false) => Err(AppError::Setting {
+            key: "--config",
+            message: "--config FILE is required (or --demo)".into(),
+        }),
+    })
+}
+
+/// `paygate gateway` / `paygate admin`: one role of a scaled-out
+/// deployment. Both need the shared Redis: a memory store would keep quota,
+/// credits and record changes inside this one process.
+pub fn serve_role(path: &Path, role: Role) -> ExitCode {
+    exit(load(path).and_then(|config| {
+        if config.store.backend != StoreBackend::Redis {
+            return Err(AppError::Setting {
+                key: "store.backend",
+                message: format!(
+                    "`paygate {}` runs beside other paygate processes that share the \
+                     store; set backend = \"redis\" (for one node, use `paygate serve`)",
+                    role.command()
+                ),
+            });
+        }
+        App::build(config, role)?.run(Shutdown::Signals)
+    }))
+}
+
+/// `paygate check-config`: exit 0, or every problem with its key and exit 2.
+pub fn check_config(path: &Path) -> ExitCode {
+    match paygate_config::load(path) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            for e in errs {
+                println!("{e}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Opens the configured database (applying migrations).
+async fn database(config: &Config) -> Result<Database, AppError> {
+    Database::connect(&config.database.url)
+        .await
+        .map_err(|source| AppError::Database {
+            url: config.database.url.clone(),
+            source,
+        })
+}
+
+/// `paygate migrate`: apply database migrations and exit.
+pub fn migrate(path: &Path) -> ExitCode {
+    exit(load(path).and_then(|config| {
+        control_runtime()?.block_on(async {
+            database(&config).await?;
+            println!("migrations applied to {}", config.database.url);
+            Ok(())
+        })
+    }))
+}
+
+/// `paygate billing rebuild-counters`: every customer's store counters
+/// replaced by the ledger's values. Calls in flight while it runs may be
+/// counted again by their own give-back or usage event, so run it when Redis
+/// lost its data, not as routine.
+pub fn rebuild_counters(path: &Path) -> ExitCode {
+    exit(load(path).and_then(|config| {
+        control_runtime()?.block_on(async {
+            let db = database(&config).await?;
+            let (store, _) = store::build(&config)?;
+            store.ping().await?;
+            let (_, customers, _) = db.load_catalog().await?;
+            let now = Utc::now();
+            for c in &customers {
+                let counters = db.counters(c, now).await?;
+                store
+                    .seed(c.id.as_str(), counters, SeedMode::Overwrite)
+                    .await?;
+                println!(
+                    "{}: quota used {}, credits {} micros",
+                    c.id, counters.quota_used, counters.credits_micros
+                );
+            }
+            println!("rebuilt {} customer(s) from the ledger", customers.len());
+            Ok(())
+        })
+    }))
+}
+
+/// `paygate billing run`: only the usage-stream consumer, for scaling
+/// billing apart from the gateways.
+pub fn billing_run(path: &Path) -> ExitCode {
+    exit(load(path).and_then(|config| {
+        if config.store.backend != StoreBackend::Redis {
+            return Err(AppError::Setting {
+                key: "store.backend",
+                message:
+                    "`paygate billing run` consumes the Redis usage stream; set backend = \"redis\""
+                        .into(),
+            });
+        }
+        control_runtime()?.block_on(async {
+            let db = database(&config).await?;
+            let consumer = usage::consumer(&config, db, Metrics::new()?)?;
+            tracing::info!("billing consumer running");
+            tokio::select! {
+                () = consumer.run() => {}
+                () = shutdown::signal() => {}
+            }
+            Ok(())
+        })
+    }))
+}
+
+/// `paygate billing reconcile --period YYYY-MM`: prints the drift per
+/// customer; exit 0 without drift, 1 with drift, 2 when it cannot compare.
+pub fn reconcile(path: &Path, period: &str) -> ExitCode {
+    let period: PeriodName = match period.parse() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("paygate: --period: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = load(path).and_then(|config| {
+        if config.store.backend == StoreBackend::Memory {
+            return Err(AppError::Setting {
+                key: "store.backend",
+                message: "\"memory\": the counters live inside the serving process; \
+                          watch its paygate_usage_drift gauge instead"
+                    .into(),
+            });
+        }
+        control_runtime()?.block_on(async {
+            let db = database(&config).await?;
+            let (store, _) = store::build(&config)?;
+            store.ping().await?;
+            let (plans, customers, _) = db.load_catalog().await?;
+            let plan_of = |id: &str| plans.iter().find(|p| p.id.as_str() == id).cloned();
+            let rows = drift::drifts(&db, store.as_ref(), &customers, plan_of, period).await?;
+            print!("{}", reconcile::table(period, &rows));
+            Ok(rows.iter().all(Drift::is_clean))
+        })
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("paygate: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `paygate billing replay-dead-letters`: sends the events of
+/// `usage.dead_letter_path` (or `file`) to the ledger again, once the cause
+/// that made it refuse them is fixed. What it still refuses stays in the
+/// file; exit 0 when nothing is left, 1 otherwise.
+pub fn replay_dead_letters(path: &Path, file: Option<&Path>) -> ExitCode {
+    let result = load(path).and_then(|config| {
+        let file = DeadLetterFile::new(file.unwrap_or(&config.usage.dead_letter_path));
+        control_runtime()?.block_on(async {
+            let db = database(&config).await?;
+            let replayed = file.replay(&db, config.usage.batch_size).await?;
+            println!(
+                "{}: {} event(s) delivered to the ledger, {} line(s) kept",
+                file.path().display(),
+                replayed.delivered,
+                replayed.kept
+            );
+            Ok(replayed.kept == 0)
+        })
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("paygate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The gateway's Pingora server: the proxy service on `gateway.listen` and
+//! the upstream health checks, run on the calling thread until shutdown.
+
+use std::sync::Arc;
+
+use paygate_config::Config;
+use paygate_gateway::routing::RouteTable;
+use paygate_gateway::upstream::Upstreams;
+use paygate_gateway::{Gateway, GatewayDeps};
+use paygate_metrics::Metrics;
+use paygate_store::{Catalog, Store};
+use paygate_usage::UsageSink;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+
+use crate::{AppError, Shutdown};
+
+/// Runs Pingora on this thread until `shutdown`; in-flight calls get
+/// `gateway.shutdown_grace_seconds` to finish. Pingora must not be started
+/// inside a tokio runtime: it builds its own.
+pub fn run(
+    config: &Config,
+    catalog: Arc<Catalog>,
+    store: Arc<dyn Store>,
+    usage: UsageSink,
+    metrics: Metrics,
+    shutdown: Shutdown,
+) -> Result<(), AppError> {
+    let g = &config.gateway;
+    let conf = ServerConf {
+        threads: g.threads,
+        grace_period_seconds: Some(g.shutdown_grace_seconds),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let (upstreams, health) = Upstreams::new(&config.upstreams)?;
+    let routes = RouteTable::new(&config.routes, |name| upstreams.index_of(name));
+    let gateway = Gateway::new(GatewayDeps {
+        routes,
+        upstreams,
+        catalog,
+        store,
+        on_unavailable: config.store.on_unavailable,
+        usage,
+        metrics,
+        trusted_proxies: g.trusted_proxies.clone(),
+        max_body_bytes: g.max_body_bytes,
+        max_uri_bytes: g.max_uri_bytes,
+        max_header_bytes: g.max_header_bytes,
+    });
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "paygate gateway",
+    );
+    proxy.add_tcp(&g.listen.to_string());
+    server.add_service(proxy);
+    for h in health {
+        server.add_service(h);
+    }
+    server.run(shutdown.into_pingora());
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! What the gateway knows about one call, from `new_ctx` to `logging`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use paygate_core::period::Period;
+use paygate_store::{Principal, Reservation, Snapshot};
+use pingora::lb::Backend;
+
+use crate::admission::ReservedIn;
+use crate::headers::{self, HeaderSink};
+use crate::routing::Route;
+use crate::websocket::Exchange;
+
+/// An admitted call's state, carried to `logging`.
+pub struct Admitted {
+    pub route: Arc<Route>,
+    pub reservation: Reservation,
+    pub reserved_in: ReservedIn,
+}
+
+/// Per-call state. Fields fill in as the call goes through the steps; a
+/// refusal answers with whatever is known by then.
+pub struct CallCtx {
+    pub started: Instant,
+    /// The clock, read once per call.
+    pub now: DateTime<Utc>,
+    /// UUIDv7, minted before anything else; keys the usage event.
+    pub request_id: String,
+    /// Set once credentials resolved, for headers on refusals too.
+    pub principal: Option<Principal>,
+    pub period: Option<Period>,
+    pub snapshot: Option<Snapshot>,
+    /// A WebSocket slot taken for this call, released when it ends.
+    pub exchange: Exchange,
+    pub admitted: Option<Admitted>,
+    /// When admission finished, for `paygate_gateway_overhead_seconds`.
+    pub decided: Option<Instant>,
+    pub upstream_status: Option<u16>,
+    /// Targets tried so far, so a retry goes elsewhere.
+    pub tried: Vec<Backend>,
+    pub body_bytes: u64,
+    /// The matched route's id, the `route` label of the call's metrics.
+    pub route_label: Option<Arc<str>>,
+}
+
+impl CallCtx {
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            now: Utc::now(),
+            request_id: uuid::Uuid::now_v7().to_string(),
+            principal: None,
+            period: None,
+            snapshot: None,
+            exchange: Exchange::Http,
+            admitted: None,
+            decided: None,
+            upstream_status: None,
+            tried: Vec::new(),
+            body_bytes: 0,
+            route_label: None,
+        }
+    }
+
+    /// `RateLimit-*`, `X-Quota-*`, `X-Credits-Remaining`, once the caller
+    /// and its counters are known.
+    pub(crate) fn where_you_stand(&self, out: &mut impl HeaderSink) {
+        if let (Some(p), Some(snap), Some(period)) = (&self.principal, &self.snapshot, &self.period)
+        {
+            headers::limit_headers(out, &p.plan, snap, period, self.now);
+        }
+    }
+}
+
+impl Default for CallCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,48 @@
+//! The store as the request path uses it: every failed call is counted in
+//! `paygate_store_errors_total` here, in one place, whatever step made it.
+
+use std::sync::Arc;
+
+use paygate_store::{Admission, Limits, Reservation, Snapshot, Store, StoreError, WebsocketSlot};
+
+pub struct StoreHandle {
+    store: Arc<dyn Store>,
+    errors: prometheus::IntCounter,
+}
+
+impl StoreHandle {
+    pub fn new(store: Arc<dyn Store>, errors: prometheus::IntCounter) -> Self {
+        Self { store, errors }
+    }
+
+    fn counted<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if r.is_err() {
+            self.errors.inc();
+        }
+        r
+    }
+
+    pub async fn admit(&self, customer: &str, limits: &Limits) -> Result<Admission, StoreError> {
+        self.counted(self.store.admit(customer, limits).await)
+    }
+
+    pub async fn give_back(&self, customer: &str, r: &Reservation) -> Result<(), StoreError> {
+        self.counted(self.store.give_back(customer, r).await)
+    }
+
+    pub async fn peek(&self, customer: &str, limits: &Limits) -> Result<Snapshot, StoreError> {
+        self.counted(self.store.peek(customer, limits).await)
+    }
+
+    pub async fn open_websocket(
+        &self,
+        customer: &str,
+        max: u32,
+    ) -> Result<WebsocketSlot, StoreError> {
+        self.counted(self.store.open_websocket(customer, max).await)
+    }
+
+    pub async fn close_websocket(&self, customer: &str) -> Result<(), StoreError> {
+        self.counted(self.store.close_websocket(customer).await)
+    }
+}
