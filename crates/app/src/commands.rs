@@ -15,8 +15,8 @@ use paygate_usage::DeadLetterFile;
 
 use crate::{control_runtime, drift, shutdown, store, usage, App, AppError, Role, Shutdown};
 
-/// Logs go to stderr; `PAYGATE_LOG` takes a tracing filter (default
-/// `info,pingora=warn`).
+/// Logs go to standard output; `PAYGATE_LOG` takes a tracing filter
+/// (default `info,pingora=warn`).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PAYGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn"));
