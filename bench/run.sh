@@ -12,7 +12,9 @@
 #   PROXY_CPUS=1 LOAD_CPUS=0      taskset CPU lists used when PIN=auto and nproc >= 2
 #   PAYGATE_STORE=memory|redis    store backend of the "paygate" target
 #   PAYGATE_REDIS_URL=redis://... use this Redis instead of starting a redis-server
-#   PAYGATE_RUST_LOG=warn         RUST_LOG for paygate
+#   PAYGATE_RUST_LOG=warn         log filter for paygate (passed as PAYGATE_LOG)
+#   PAYGATE_BASELINE_BIN=path     a second paygate binary (e.g. a build of main before a change)
+#                                 for the "paygate-baseline" target, memory store
 #   SKIP_BUILD=1                  use the binaries already in target/release
 #   READY_TIMEOUT=60 BUILD_TIMEOUT=1800   deadlines in seconds
 #   RESULTS_DIR=bench/results/<timestamp>
@@ -48,6 +50,7 @@ TARGET_DEFS=(
   "bare           start_bare"
   "paygate        start_paygate $PAYGATE_STORE_MODE"
   "paygate-redis  start_paygate redis"
+  "paygate-baseline start_paygate memory baseline"
 )
 
 # ----------------------------------------------------------------- helpers ---
@@ -369,8 +372,12 @@ admin() {
 }
 
 start_paygate() {
-  local name="$1" store="$2" gw_port admin_port dir="$TMP/$1" logf="$RESULTS_DIR/$1.log"
+  local name="$1" store="$2" build="${3:-this}" gw_port admin_port dir="$TMP/$1" logf="$RESULTS_DIR/$1.log"
   local bin="$TARGET_DIR/release/paygate"
+  if [[ "$build" == baseline ]]; then
+    bin="${PAYGATE_BASELINE_BIN:-}"
+    [[ -n "$bin" ]] || die "target $name needs PAYGATE_BASELINE_BIN (a paygate binary to compare with)"
+  fi
   [[ -x "$bin" ]] || die "$bin not built"
   command -v jq >/dev/null || die "jq not found (needed to read the API key)"
   free_port gw_port; free_port admin_port
@@ -415,7 +422,7 @@ EOF
   for v in $(compgen -e | grep '^PAYGATE_' || true); do unset_env+=(-u "$v"); done
   env "${unset_env[@]}" PAYGATE_ADMIN_TOKEN="$ADMIN_TOKEN" \
     PAYGATE_KEY_SECRET="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" \
-    RUST_LOG="$PAYGATE_RUST_LOG" \
+    PAYGATE_LOG="$PAYGATE_RUST_LOG" \
     "${PIN_PROXY[@]}" "$bin" serve --config "$dir/paygate.toml" >"$logf" 2>&1 &
   PIDS+=("$!")
   local pid=$!
@@ -561,7 +568,8 @@ SUMMARY="$RESULTS_DIR/summary.md"
     function ms(u) { return sprintf("%.2f ms", u / 1000) }
     BEGIN { while ((getline line < srcfile) > 0) { split(line, f, " "); scli[f[1], f[2]] = f[3]; slua[f[1], f[2]] = f[4] } }
     NR == 1 { next }
-    { rps[$2] = rps[$2] " " $3; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $6
+    { rr[$1, $2] = $3; rounds[$1] = 1
+      rps[$2] = rps[$2] " " $3; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $6
       req[$2] += $4; bad[$2] += $7; se[$2] += $8; ticks[$2] += $9; wall[$2] += $10
       # Redis columns: "-" = not known for this run; a target has a Redis figure
       # only when every one of its runs has one
@@ -575,6 +583,14 @@ SUMMARY="$RESULTS_DIR/summary.md"
     END {
       n = split(order, T, " ")
       for (i = 1; i <= n; i++) m[T[i]] = median(rps[T[i]])
+      # Ratios: the median over rounds of (this target / the reference in the
+      # same round), so drift of the machine between rounds cancels out.
+      for (i = 1; i <= n; i++) {
+        for (r in rounds) {
+          if (rr[r, "bare"] > 0) qb[T[i]] = qb[T[i]] " " rr[r, T[i]] / rr[r, "bare"]
+          if (rr[r, "nginx"] > 0) qn[T[i]] = qn[T[i]] " " rr[r, T[i]] / rr[r, "nginx"]
+        }
+      }
       print "| target | req/s (median) | p50 | p99 | CPU µs/call | vs bare pingora | vs nginx | proxy CPU use | errors |"
       print "|---|---:|---:|---:|---:|---:|---:|---:|---|"
       flagged = 0
@@ -582,8 +598,8 @@ SUMMARY="$RESULTS_DIR/summary.md"
         t = T[i]
         cpu = req[t] > 0 ? ticks[t] * 1e6 / tck / req[t] : 0
         util = wall[t] > 0 ? 100 * (ticks[t] * 1000 / tck) / wall[t] / ncpu : 0
-        vb = ("bare" in m && m["bare"] > 0) ? sprintf("%.2f", m[t] / m["bare"]) : "n/a"
-        vn = ("nginx" in m && m["nginx"] > 0) ? sprintf("%.2f", m[t] / m["nginx"]) : "n/a"
+        vb = (t in qb) ? sprintf("%.2f", median(qb[t])) : "n/a"
+        vn = (t in qn) ? sprintf("%.2f", median(qn[t])) : "n/a"
         err = "none"
         if (bad[t] + se[t] > 0) { err = sprintf("**FLAG: %d non-2xx, %d socket errors**", bad[t], se[t]); flagged = 1 }
         printf "| %s | %.0f | %s | %s | %.1f | %s | %s | %.0f%% | %s |\n", t, m[t], ms(median(p50[t])), ms(median(p99[t])), cpu, vb, vn, util, err
