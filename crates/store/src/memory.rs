@@ -38,10 +38,13 @@ impl CustomerState {
     fn snapshot(&self, now: u64, l: &Limits) -> Snapshot {
         let (rate_remaining, reset_ns) =
             gcra::state(self.tat_ns, now, l.emission_interval_ns, l.capacity);
+        // A call dated in a newer period than the counter sees nothing used
+        // yet; the counter itself moves on only when a call is admitted.
+        let newer_period = l.quota.is_some_and(|q| q.period_start > self.period_start);
         Snapshot {
             rate_remaining,
             rate_reset_ms: reset_ns.div_ceil(1_000_000),
-            quota_used: self.quota_used,
+            quota_used: if newer_period { 0 } else { self.quota_used },
             credits_micros: self.credits_micros,
         }
     }
@@ -75,7 +78,9 @@ impl CustomerState {
                 }
             }
             r.quota_units = l.units;
-            r.period_start = q.period_start;
+            // The period the units are counted in: the counter's, which a
+            // call from a gateway whose clock lags does not move back.
+            r.period_start = self.period_start;
         }
         if let Some(price) = l.credit_price_micros {
             if self.credits_micros < price {
@@ -158,12 +163,7 @@ impl Store for MemoryStore {
 
     async fn peek(&self, customer: &str, limits: &Limits) -> Result<Snapshot, StoreError> {
         let now = self.now_ns();
-        let state = self.state(customer);
-        let mut s = state.lock();
-        if let Some(q) = limits.quota {
-            s.roll_period(q.period_start);
-        }
-        Ok(s.snapshot(now, limits))
+        Ok(self.state(customer).lock().snapshot(now, limits))
     }
 
     async fn add_credits(&self, customer: &str, micros: Micros) -> Result<Micros, StoreError> {

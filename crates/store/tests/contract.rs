@@ -182,6 +182,7 @@ contract_tests! {
         quota_is_exact_under_concurrency,
         overage_is_priced_past_the_quota,
         new_period_resets_the_quota,
+        a_lagging_clock_never_moves_the_period_back,
         credits_are_exact_and_never_negative,
         credits_are_exact_under_concurrency,
         quota_and_credits_together,
@@ -527,6 +528,42 @@ mod cases {
         let a = admit(b, &c, &next).await;
         assert_eq!(a.decision, Decision::QuotaExhausted);
         assert_eq!(a.snapshot.quota_used, 2);
+    }
+
+    /// Gateways' clocks differ: a peek dated in the next period changes
+    /// nothing, and a call dated in the previous period, once the counter
+    /// moved on, counts in the counter's period and is given back there.
+    pub async fn a_lagging_clock_never_moves_the_period_back(b: &Backend, case: &str) {
+        let c = format!("{case}-c");
+        seed(b, &c, 0, 0).await;
+        let this = Limits {
+            quota: quota(5, P, None),
+            ..open()
+        };
+        let next = Limits {
+            quota: quota(5, NEXT_P, None),
+            ..open()
+        };
+        reservation(&admit(b, &c, &this).await);
+        // A peek from a gateway already in the next period: nothing used
+        // there yet, and nothing written.
+        assert_eq!(peek(b, &c, &next).await.quota_used, 0);
+        assert_eq!(peek(b, &c, &this).await.quota_used, 1);
+        // The counter moves on with the first call of the next period...
+        let a = admit(b, &c, &next).await;
+        assert_eq!(reservation(&a).period_start, NEXT_P);
+        assert_eq!(a.snapshot.quota_used, 1);
+        // ...and a call from a gateway still in the last one counts there too.
+        let late = admit(b, &c, &this).await;
+        let r = reservation(&late);
+        assert_eq!(r.period_start, NEXT_P, "reported in the counter's period");
+        assert_eq!(late.snapshot.quota_used, 2);
+        b.store.give_back(&c, &r).await.unwrap();
+        assert_eq!(
+            peek(b, &c, &next).await.quota_used,
+            1,
+            "given back where counted"
+        );
     }
 
     pub async fn credits_are_exact_and_never_negative(b: &Backend, case: &str) {
