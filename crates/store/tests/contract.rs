@@ -660,80 +660,82 @@ mod cases {
     }
 
     pub async fn refusals_reserve_nothing(b: &Backend, case: &str) {
-        // Rate limited: neither quota nor credits are taken.
-        let c = format!("{case}-rate");
-        seed(b, &c, 100, 0).await;
-        let l = Limits {
-            quota: quota(10, P, None),
-            credit_price_micros: Some(10),
-            ..slow_bucket(1)
-        };
-        reservation(&admit(b, &c, &l).await);
-        let before = peek(b, &c, &l).await;
-        assert_eq!(
-            (
-                before.rate_remaining,
-                before.quota_used,
-                before.credits_micros
-            ),
-            (0, 1, 90)
-        );
-        let a = admit(b, &c, &l).await;
-        assert!(
-            matches!(a.decision, Decision::RateLimited { retry_after_ms } if retry_after_ms > 0 && retry_after_ms <= 1_000_000),
-            "{a:?}"
-        );
-        let after = peek(b, &c, &l).await;
-        for s in [a.snapshot, after] {
-            assert_eq!(
-                (s.rate_remaining, s.quota_used, s.credits_micros),
-                (0, 1, 90)
-            );
+        /// One kind of refusal: how the customer gets there, and what every
+        /// refused call and a peek after it must show (rate remaining,
+        /// quota used, credits): exactly what the admitted calls took.
+        struct Scenario {
+            name: &'static str,
+            credits: Micros,
+            quota: u64,
+            bucket: u32,
+            admitted_first: usize,
+            refused: fn(&Decision) -> bool,
+            stands: (u32, u64, Micros),
         }
-
-        // Out of quota: the rate limit and the credits are not taken.
-        let c = format!("{case}-quota");
-        seed(b, &c, 100, 0).await;
-        let l = Limits {
-            quota: quota(1, P, None),
+        let scenarios = [
+            // Rate limited: neither quota nor credits are taken.
+            Scenario {
+                name: "rate",
+                credits: 100,
+                quota: 10,
+                bucket: 1,
+                admitted_first: 1,
+                refused: |d| {
+                    matches!(d, Decision::RateLimited { retry_after_ms }
+                        if *retry_after_ms > 0 && *retry_after_ms <= 1_000_000)
+                },
+                stands: (0, 1, 90),
+            },
+            // Out of quota: the rate limit and the credits are not taken.
+            Scenario {
+                name: "quota",
+                credits: 100,
+                quota: 1,
+                bucket: 100,
+                admitted_first: 1,
+                refused: |d| *d == Decision::QuotaExhausted,
+                stands: (99, 1, 90),
+            },
+            // Out of credits: the rate limit and the quota are not taken.
+            Scenario {
+                name: "credits",
+                credits: 5,
+                quota: 10,
+                bucket: 100,
+                admitted_first: 0,
+                refused: |d| *d == Decision::InsufficientCredits,
+                stands: (100, 0, 5),
+            },
+        ];
+        let limits = |s: &Scenario| Limits {
+            quota: quota(s.quota, P, None),
             credit_price_micros: Some(10),
-            ..slow_bucket(100)
+            ..slow_bucket(s.bucket)
         };
-        reservation(&admit(b, &c, &l).await);
-        for _ in 0..3 {
-            let a = admit(b, &c, &l).await;
-            assert_eq!(a.decision, Decision::QuotaExhausted);
-            let s = peek(b, &c, &l).await;
-            for s in [a.snapshot, s] {
-                assert_eq!(
-                    (s.rate_remaining, s.quota_used, s.credits_micros),
-                    (99, 1, 90)
-                );
+        for s in &scenarios {
+            let c = format!("{case}-{}", s.name);
+            seed(b, &c, s.credits, 0).await;
+            let l = limits(s);
+            for _ in 0..s.admitted_first {
+                reservation(&admit(b, &c, &l).await);
             }
-        }
-
-        // Out of credits: the rate limit and the quota are not taken.
-        let c = format!("{case}-credits");
-        seed(b, &c, 5, 0).await;
-        let l = Limits {
-            quota: quota(10, P, None),
-            credit_price_micros: Some(10),
-            ..slow_bucket(100)
-        };
-        for _ in 0..3 {
-            let a = admit(b, &c, &l).await;
-            assert_eq!(a.decision, Decision::InsufficientCredits);
-            let s = peek(b, &c, &l).await;
-            for s in [a.snapshot, s] {
-                assert_eq!(
-                    (s.rate_remaining, s.quota_used, s.credits_micros),
-                    (100, 0, 5)
-                );
+            for _ in 0..3 {
+                let a = admit(b, &c, &l).await;
+                assert!((s.refused)(&a.decision), "{}: {a:?}", s.name);
+                for snap in [a.snapshot, peek(b, &c, &l).await] {
+                    assert_eq!(
+                        (snap.rate_remaining, snap.quota_used, snap.credits_micros),
+                        s.stands,
+                        "{}",
+                        s.name
+                    );
+                }
             }
         }
         // Once paid for, the call goes through on an untouched bucket and quota.
+        let c = format!("{case}-credits");
         b.store.add_credits(&c, 5).await.unwrap();
-        let a = admit(b, &c, &l).await;
+        let a = admit(b, &c, &limits(&scenarios[2])).await;
         reservation(&a);
         assert_eq!(
             (

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use paygate_core::UsageEvent;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 use crate::isolate::{send_isolating, Sent};
+use crate::jsonl;
 use crate::{BatchTarget, DeliveryError};
 
 /// One line of the dead-letter file.
@@ -72,25 +72,6 @@ pub struct DeadLetterFile {
     path: PathBuf,
 }
 
-/// Appends `items` as JSON lines and syncs, so a crash after this loses nothing.
-pub(crate) async fn append_lines<T: Serialize>(path: &Path, items: &[T]) -> std::io::Result<()> {
-    if items.is_empty() {
-        return Ok(());
-    }
-    let mut buf = Vec::with_capacity(items.len() * 256);
-    for item in items {
-        serde_json::to_writer(&mut buf, item)?;
-        buf.push(b'\n');
-    }
-    let mut f = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .await?;
-    f.write_all(&buf).await?;
-    f.sync_data().await
-}
-
 impl DeadLetterFile {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self { path: path.into() }
@@ -101,12 +82,12 @@ impl DeadLetterFile {
     }
 
     pub async fn append(&self, letters: &[DeadLetter]) -> std::io::Result<()> {
-        append_lines(&self.path, letters).await
+        jsonl::append(&self.path, letters).await
     }
 
     /// Every line; a torn last line (crash mid-append) is skipped.
     pub async fn read_all(&self) -> std::io::Result<Vec<DeadLetter>> {
-        read_letters(&self.path).await
+        jsonl::read(&self.path, "dead-letter").await
     }
 
     /// Sends every dead-lettered event to `target` again (after the cause was
@@ -130,7 +111,7 @@ impl DeadLetterFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replayed::default()),
             Err(e) => return Err(io(e)),
         }
-        let letters = read_letters(&taken).await.map_err(io)?;
+        let letters: Vec<DeadLetter> = jsonl::read(&taken, "dead-letter").await.map_err(io)?;
         let (with_event, mut keep): (Vec<DeadLetter>, Vec<DeadLetter>) =
             letters.into_iter().partition(|l| l.event.is_some());
         let events: Vec<UsageEvent> = with_event.iter().filter_map(|l| l.event.clone()).collect();
@@ -153,7 +134,7 @@ impl DeadLetterFile {
             }
         };
         report.kept = keep.len() as u64;
-        append_lines(&self.path, &keep).await.map_err(io)?;
+        jsonl::append(&self.path, &keep).await.map_err(io)?;
         tokio::fs::remove_file(&taken).await.map_err(io)?;
         match unavailable {
             Some(e) => Err(ReplayError::Unavailable(e, report.kept)),
@@ -197,23 +178,4 @@ pub async fn keep_dead_letters(
             }
         }
     }
-}
-
-async fn read_letters(path: &Path) -> std::io::Result<Vec<DeadLetter>> {
-    let text = match tokio::fs::read_to_string(path).await {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    Ok(text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|l| match serde_json::from_str(l) {
-            Ok(d) => Some(d),
-            Err(err) => {
-                tracing::error!(error = %err, "unreadable line in the dead-letter file skipped");
-                None
-            }
-        })
-        .collect())
 }

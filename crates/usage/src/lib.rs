@@ -18,6 +18,7 @@
 mod dead_letter;
 mod error;
 mod isolate;
+mod jsonl;
 mod sink;
 mod spill;
 mod target;

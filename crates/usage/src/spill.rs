@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use paygate_core::UsageEvent;
 
-use crate::dead_letter::append_lines;
+use crate::jsonl;
 
 pub struct SpillFile {
     path: PathBuf,
@@ -25,7 +25,7 @@ impl SpillFile {
 
     /// Appends as JSON lines and syncs, so a crash after this loses nothing.
     pub async fn append(&self, batch: &[UsageEvent]) -> std::io::Result<()> {
-        append_lines(&self.path, batch).await
+        jsonl::append(&self.path, batch).await
     }
 
     pub async fn is_empty(&self) -> bool {
@@ -36,21 +36,7 @@ impl SpillFile {
 
     /// Everything spilled so far. A torn last line (crash mid-append) is skipped.
     pub async fn read_all(&self) -> std::io::Result<Vec<UsageEvent>> {
-        let text = match tokio::fs::read_to_string(&self.path).await {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        Ok(text
-            .lines()
-            .filter_map(|l| match serde_json::from_str(l) {
-                Ok(e) => Some(e),
-                Err(err) => {
-                    tracing::error!(error = %err, "unreadable line in the usage spill file skipped");
-                    None
-                }
-            })
-            .collect())
+        jsonl::read(&self.path, "usage spill").await
     }
 
     /// Replaces the file's content with `events` (what is left to deliver).
@@ -58,7 +44,7 @@ impl SpillFile {
     pub async fn replace(&self, events: &[UsageEvent]) -> std::io::Result<()> {
         let tmp = self.path.with_extension("replacing");
         let _ = tokio::fs::remove_file(&tmp).await;
-        append_lines(&tmp, events).await?;
+        jsonl::append(&tmp, events).await?;
         tokio::fs::rename(&tmp, &self.path).await
     }
 
