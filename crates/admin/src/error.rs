@@ -1,10 +1,16 @@
 //! Admin errors map to 400/401/404/409/422 with the SPEC §3 error body; a
 //! 500 only for faults of paygate itself, never for bad input.
 
+use std::collections::BTreeMap;
+
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use paygate_billing::DbError;
 use paygate_core::{ErrorCode, ValidationError};
+use utoipa::openapi::{self, ContentBuilder, RefOr, ResponseBuilder};
+use utoipa::{IntoResponses, ToSchema};
+
+use crate::views::ErrorBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -76,10 +82,10 @@ impl IntoResponse for ApiError {
         }
         let code = self.code();
         let request_id = uuid::Uuid::now_v7().to_string();
-        let body = code.body(&self.to_string(), &request_id);
+        let body = ErrorBody::new(code, &self.to_string(), &request_id);
         let status =
             StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        let mut resp = (status, axum::Json(body)).into_response();
         if matches!(self, Self::Unauthorized) {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -94,5 +100,43 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert("x-request-id", v);
         }
         resp
+    }
+}
+
+/// The error answers every admin operation documents, each with the error body.
+impl IntoResponses for ApiError {
+    fn responses() -> BTreeMap<String, RefOr<openapi::response::Response>> {
+        [
+            (
+                ErrorCode::BadRequest,
+                "Malformed request: JSON, query parameter, paging or header",
+            ),
+            (ErrorCode::Unauthorized, "No valid admin bearer token"),
+            (ErrorCode::NotFound, "No such record (or endpoint)"),
+            (
+                ErrorCode::Conflict,
+                "Conflicts with a stored record, or an `Idempotency-Key` reused for another request",
+            ),
+            (
+                ErrorCode::InvalidRequest,
+                "Well-formed, but a field is invalid (the message names it)",
+            ),
+        ]
+        .into_iter()
+        .map(|(code, description)| {
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(RefOr::Ref(openapi::Ref::from_schema_name(
+                            ErrorBody::name(),
+                        ))))
+                        .build(),
+                )
+                .build();
+            (code.status().to_string(), response.into())
+        })
+        .collect()
     }
 }

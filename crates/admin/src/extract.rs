@@ -5,6 +5,9 @@ use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::{ObjectBuilder, Required, Type};
+use utoipa::IntoParams;
 
 use crate::ApiError;
 
@@ -50,16 +53,29 @@ pub struct Paging {
     pub starting_after: Option<String>,
 }
 
+/// The query of a list endpoint, as sent; [`Paging`] checks it.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PagingQuery {
+    /// Items per page.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<String>,
+    /// The id of the last item of the previous page: this page starts after it.
+    starting_after: Option<String>,
+}
+
+/// Documents the query parameters `Paging` reads.
+impl IntoParams for Paging {
+    fn into_params(parameter_in: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        PagingQuery::into_params(parameter_in)
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Paging {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        #[derive(Deserialize)]
-        struct Raw {
-            limit: Option<String>,
-            starting_after: Option<String>,
-        }
-        let Params(raw) = Params::<Raw>::from_request_parts(parts, state).await?;
+        let Params(raw) = Params::<PagingQuery>::from_request_parts(parts, state).await?;
         let limit = match raw.limit {
             None => 100,
             Some(s) => match s.parse::<u32>() {
@@ -82,6 +98,26 @@ impl<S: Send + Sync> FromRequestParts<S> for Paging {
 /// name the caller gives itself, at most 100 printable characters) or
 /// `admin`, and the peer address when the listener knows it.
 pub struct Audited(pub paygate_billing::audit::Actor);
+
+/// Documents the header `Audited` reads.
+impl IntoParams for Audited {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![ParameterBuilder::new()
+            .name("X-Paygate-Actor")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "Who makes the change, for the audit log (default `admin`): 1 to 100 printable characters",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(100)),
+            ))
+            .build()]
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for Audited {
     type Rejection = ApiError;

@@ -45,7 +45,7 @@ pub(crate) struct Change<'a> {
     pub after: Option<Value>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: String,
     pub at: DateTime<Utc>,
@@ -53,7 +53,9 @@ pub struct AuditEntry {
     pub action: String,
     pub resource: String,
     pub resource_id: String,
+    #[schema(required = true)]
     pub before: Option<Value>,
+    #[schema(required = true)]
     pub after: Option<Value>,
 }
 

@@ -24,35 +24,41 @@ use crate::{Database, DbError};
 /// Plans are priced in US dollars (SPEC §4: 1 USD = 1,000,000 micros).
 pub const CURRENCY: &str = "USD";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Draft,
     Finalized,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Invoice {
     pub id: String,
     /// Sequential over all invoices, given at finalization; none for a draft.
+    #[schema(required = true)]
     pub number: Option<i64>,
     pub customer_id: String,
+    #[schema(pattern = "^[0-9]{4}-[0-9]{2}$")]
     pub period: String,
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
     pub status: Status,
     pub currency: &'static str,
     pub lines: Vec<Line>,
+    #[schema(value_type = i64)]
     pub total_micros: Micros,
     /// The part of the total already paid from prepaid credits (the payg lines).
+    #[schema(value_type = i64)]
     pub credits_applied_micros: Micros,
     /// `total_micros - credits_applied_micros`.
+    #[schema(value_type = i64)]
     pub amount_due_micros: Micros,
+    #[schema(required = true)]
     pub finalized_at: Option<DateTime<Utc>>,
 }
 
 /// What closing a period did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Closed {
     pub period: String,
     /// The invoices finalized by this call (none when called again).

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::aggregate::Sums;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LineKind {
     Fee,
@@ -91,7 +91,7 @@ impl Charge {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Line {
     pub kind: LineKind,
     #[serde(skip)]
@@ -99,9 +99,12 @@ pub struct Line {
     /// The period whose fee or usage the line bills (another one for adjustments).
     pub source_period: String,
     pub description: String,
+    #[schema(required = true)]
     pub route: Option<String>,
     pub quantity: i64,
+    #[schema(value_type = i64)]
     pub unit_price_micros: Micros,
+    #[schema(value_type = i64)]
     pub amount_micros: Micros,
 }
 

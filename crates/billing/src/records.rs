@@ -13,12 +13,13 @@ use crate::paging::{page, Page};
 use crate::{Database, DbError};
 
 /// A key as listed: never the secret, never the hash.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyRow {
     pub id: String,
     pub customer_id: String,
     pub prefix: String,
     pub created_at: DateTime<Utc>,
+    #[schema(required = true)]
     pub revoked_at: Option<DateTime<Utc>>,
 }
 

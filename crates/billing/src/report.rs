@@ -7,13 +7,16 @@ use crate::aggregate::{Dimension, Filter, Sums};
 use crate::{Database, DbError};
 
 /// One report row; only the grouped-by fields are present.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UsageRow {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = Date)]
     pub day: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub route: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub key_id: Option<String>,
     pub calls: i64,
     pub billable_calls: i64,
@@ -21,7 +24,7 @@ pub struct UsageRow {
     pub amount_micros: i64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Totals {
     pub calls: i64,
     pub billable_calls: i64,
@@ -29,7 +32,7 @@ pub struct Totals {
     pub amount_micros: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UsageReport {
     pub data: Vec<UsageRow>,
     /// Always false: a report is answered whole (rows are days × routes × keys).

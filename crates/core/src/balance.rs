@@ -9,28 +9,31 @@ use crate::period::Period;
 use crate::records::CustomerRecord;
 use crate::{CustomerId, Micros, Per, Plan, PlanId};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Balance {
     pub customer_id: CustomerId,
     pub plan_id: PlanId,
+    #[schema(value_type = i64)]
     pub credits_micros: Micros,
     /// `None` on plans without a quota (serialized as `null`).
+    #[schema(required = true)]
     pub quota: Option<QuotaBalance>,
     pub rate_limit: RateLimitView,
     /// The billing period (`YYYY-MM`) the quota counts in.
     pub period: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct QuotaBalance {
     pub limit: u64,
     pub used: u64,
     pub remaining: u64,
     /// RFC 3339, the end of the current period.
+    #[schema(format = DateTime)]
     pub resets_at: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RateLimitView {
     pub requests: u32,
     pub per: Per,

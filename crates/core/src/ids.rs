@@ -30,8 +30,11 @@ fn check_id(field: &str, s: &str) -> Result<(), ValidationError> {
 
 macro_rules! id_type {
     ($name:ident, $field:literal) => {
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[derive(
+            Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema,
+        )]
         #[serde(transparent)]
+        #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
         pub struct $name(String);
 
         impl $name {

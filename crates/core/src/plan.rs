@@ -4,7 +4,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{Micros, PlanId, ValidationError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Per {
     Second,
@@ -22,13 +22,15 @@ impl Per {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
+    #[schema(minimum = 1)]
     pub requests: u32,
     pub per: Per,
     /// Calls that may be sent at once after a quiet period. Defaults to `requests`.
     #[serde(default)]
+    #[schema(maximum = 10_000_000)]
     pub burst: u32,
 }
 
@@ -47,15 +49,16 @@ impl RateLimit {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum QuotaPeriod {
     Month,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
+    #[schema(minimum = 1)]
     pub calls: u64,
     #[serde(default = "default_period")]
     pub period: QuotaPeriod,
@@ -66,13 +69,17 @@ fn default_period() -> QuotaPeriod {
 }
 
 /// What happens once the quota is used up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, utoipa::ToSchema)]
 pub enum Overage {
     /// Refuse with 402 `quota_exhausted`.
     #[default]
+    #[schema(rename = "block")]
     Block,
     /// Keep serving, billing each unit past the quota at this price.
-    Price { price_micros: Micros },
+    Price {
+        #[schema(value_type = i64)]
+        price_micros: Micros,
+    },
 }
 
 impl Serialize for Overage {
@@ -111,7 +118,7 @@ impl<'de> Deserialize<'de> for Overage {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     pub id: PlanId,
@@ -122,10 +129,13 @@ pub struct Plan {
     #[serde(default)]
     pub overage: Overage,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>, minimum = 1)]
     pub price_per_call_micros: Option<Micros>,
     #[serde(default)]
+    #[schema(value_type = i64, minimum = 0)]
     pub monthly_fee_micros: Micros,
     #[serde(default = "all_routes")]
+    #[schema(min_items = 1)]
     pub routes: Vec<String>,
     #[serde(default)]
     pub max_websockets: u32,

@@ -9,17 +9,22 @@ use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
 use paygate_billing::aggregate::{Dimension, Filter};
 use paygate_billing::audit::AuditFilter;
-use paygate_billing::invoices::Invoice;
+use paygate_billing::invoices::{Closed, Invoice};
+use paygate_billing::report::UsageReport;
 use paygate_billing::DbError;
 use paygate_core::period::PeriodName;
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::extract::{Audited, JsonBody, Paging, Params};
 use crate::handlers::customers;
+use crate::handlers::idempotency::IdempotencyKey;
+use crate::views::{AuditList, InvoiceList};
 use crate::{AdminState, ApiError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// JSON (the default) or CSV (RFC 4180, header row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[schema(rename_all = "lowercase")]
 enum Format {
     Json,
     Csv,
@@ -91,17 +96,48 @@ async fn known_customer(s: &AdminState, id: Option<&str>) -> Result<(), ApiError
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageParams {
+    /// Only this customer's usage.
     customer_id: Option<String>,
+    /// From this UTC day (`YYYY-MM-DD`, its midnight) or RFC 3339 time, inclusive.
     from: Option<String>,
+    /// To this UTC day (`YYYY-MM-DD`, its midnight) or RFC 3339 time, exclusive.
     to: Option<String>,
+    /// Only this billing period.
+    #[param(pattern = "^[0-9]{4}-[0-9]{2}$", example = "2026-11")]
     period: Option<String>,
+    /// Comma-separated: any of `day`, `route`, `key` (default `day`; empty
+    /// for one row of totals).
+    #[param(example = "day,route")]
     group_by: Option<String>,
+    #[param(value_type = Option<Format>, inline)]
     format: Option<String>,
 }
 
-/// `GET /admin/v1/usage`: grouped by any of day, route, key (default day).
+/// Usage report from the ledger
+///
+/// Grouped by any of day, route and key (default day), with totals.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/usage",
+    operation_id = "usage_report",
+    tag = "billing",
+    params(UsageParams),
+    responses(
+        (
+            status = 200,
+            description = "The report; with `format=csv` its rows, without totals",
+            content(
+                (UsageReport = "application/json"),
+                (String = "text/csv", example = "day,calls,billable_calls,units,amount_micros\r\n2026-11-02,3,3,3,51000\r\n"),
+            ),
+            headers(("Content-Disposition" = String, description = "With `format=csv`: `attachment; filename=\"usage.csv\"`")),
+        ),
+        ApiError,
+    )
+)]
 pub async fn usage(
     State(s): State<Arc<AdminState>>,
     Params(q): Params<UsageParams>,
@@ -148,10 +184,15 @@ pub async fn usage(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InvoiceParams {
+    /// Only this customer's invoices.
     customer_id: Option<String>,
+    /// Only this billing period.
+    #[param(pattern = "^[0-9]{4}-[0-9]{2}$", example = "2026-11")]
     period: Option<String>,
+    #[param(value_type = Option<Format>, inline)]
     format: Option<String>,
 }
 
@@ -162,7 +203,11 @@ fn invoices_response(
     name: &str,
 ) -> Result<Response, ApiError> {
     Ok(match fmt {
-        Format::Json => Json(json!({"data": list, "has_more": has_more})).into_response(),
+        Format::Json => Json(InvoiceList {
+            data: list,
+            has_more,
+        })
+        .into_response(),
         Format::Csv => csv_response(
             Invoice::write_csv(&list, Vec::new()).map_err(csv_failed)?,
             name,
@@ -170,7 +215,25 @@ fn invoices_response(
     })
 }
 
-/// `GET /admin/v1/invoices`: finalized invoices and the current drafts.
+/// Invoices, finalized and draft
+///
+/// Finalized invoices and the current drafts (computed from the ledger when read).
+#[utoipa::path(
+    get,
+    path = "/admin/v1/invoices",
+    operation_id = "list_invoices",
+    tag = "billing",
+    params(InvoiceParams, Paging),
+    responses(
+        (
+            status = 200,
+            description = "One page of invoices; with `format=csv` one row per invoice line",
+            content((InvoiceList = "application/json"), (String = "text/csv")),
+            headers(("Content-Disposition" = String, description = "With `format=csv`: `attachment; filename=\"invoices.csv\"`")),
+        ),
+        ApiError,
+    )
+)]
 pub async fn list_invoices(
     State(s): State<Arc<AdminState>>,
     Params(q): Params<InvoiceParams>,
@@ -192,12 +255,30 @@ pub async fn list_invoices(
     invoices_response(p.data, p.has_more, fmt, "invoices.csv")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FormatParam {
+    #[param(value_type = Option<Format>, inline)]
     format: Option<String>,
 }
 
-/// `GET /admin/v1/invoices/{id}[?format=csv]`.
+/// One invoice
+#[utoipa::path(
+    get,
+    path = "/admin/v1/invoices/{id}",
+    operation_id = "get_invoice",
+    tag = "billing",
+    params(("id" = String, Path, description = "`inv_<YYYY-MM>_<customer id>`"), FormatParam),
+    responses(
+        (
+            status = 200,
+            description = "The invoice; with `format=csv` one row per line",
+            content((Invoice = "application/json"), (String = "text/csv")),
+            headers(("Content-Disposition" = String, description = "With `format=csv`: `attachment; filename=\"<id>.csv\"`")),
+        ),
+        ApiError,
+    )
+)]
 pub async fn get_invoice(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
@@ -214,35 +295,63 @@ pub async fn get_invoice(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ClosePeriod)]
 pub struct CloseBody {
+    /// The billing period to close.
+    #[schema(pattern = "^[0-9]{4}-[0-9]{2}$", example = "2026-11")]
     period: String,
 }
 
-/// `POST /admin/v1/invoices/close {period}`.
+/// Finalize a period's invoices
+///
+/// Numbers and stores the period's draft invoices; closing it again
+/// finalizes nothing more.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/invoices/close",
+    operation_id = "close_period",
+    tag = "billing",
+    params(IdempotencyKey, Audited),
+    request_body = CloseBody,
+    responses((status = 200, description = "The invoices this call finalized", body = Closed), ApiError)
+)]
 pub async fn close(
     State(s): State<Arc<AdminState>>,
     Audited(actor): Audited,
     JsonBody(b): JsonBody<CloseBody>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Closed>), ApiError> {
     let name: PeriodName = b.period.parse()?;
     let closed = s.db.close_period(name, &actor, Utc::now()).await?;
-    Ok((StatusCode::OK, Json(json!(closed))))
+    Ok((StatusCode::OK, Json(closed)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
+    /// Only changes to this kind of record: `plan`, `customer` (credits included), `key` or `period`.
     resource: Option<String>,
+    /// Only changes to the record with this id.
     resource_id: Option<String>,
 }
 
-/// `GET /admin/v1/audit`: newest first.
+/// Audit log
+///
+/// Every admin change, newest first.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/audit",
+    operation_id = "list_audit",
+    tag = "audit",
+    params(AuditParams, Paging),
+    responses((status = 200, description = "One page of the audit log", body = AuditList), ApiError)
+)]
 pub async fn audit(
     State(s): State<Arc<AdminState>>,
     Params(q): Params<AuditParams>,
     page: Paging,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AuditList>, ApiError> {
     let filter = AuditFilter {
         resource: q.resource.filter(|r| !r.is_empty()),
         resource_id: q.resource_id.filter(|r| !r.is_empty()),
@@ -250,5 +359,5 @@ pub async fn audit(
     let p =
         s.db.list_audit(&filter, page.limit, page.starting_after.as_deref())
             .await?;
-    Ok(Json(json!({"data": p.data, "has_more": p.has_more})))
+    Ok(Json(AuditList::from(p)))
 }

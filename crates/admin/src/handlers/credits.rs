@@ -12,27 +12,47 @@ use paygate_core::metering::limits_for;
 use paygate_core::Micros;
 use paygate_store::{CustomerRecord, SeedMode, StoreError};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use crate::extract::{Audited, JsonBody};
 use crate::handlers::customers;
+use crate::handlers::idempotency::IdempotencyKey;
+use crate::views::{CreditResult, ErrorBody};
 use crate::{AdminState, ApiError};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopUp {
+    #[schema(value_type = i64, minimum = 1)]
     amount_micros: Micros,
+    /// Your payment's reference: each is credited once.
+    #[schema(min_length = 1, max_length = 200)]
     reference: String,
 }
 
-/// Credits once per `reference`: a replay answers 200 with the balance and
-/// changes nothing.
+/// Add prepaid credits, once per reference
+///
+/// A replay of a reference answers 200 with the balance and changes nothing.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/customers/{id}/credits",
+    operation_id = "add_credits",
+    tag = "credits",
+    params(("id" = String, Path, description = "The customer's id"), IdempotencyKey, Audited),
+    request_body = TopUp,
+    responses(
+        (status = 201, description = "Credited", body = CreditResult),
+        (status = 200, description = "This reference was already credited: nothing changed", body = CreditResult),
+        ApiError,
+        (status = 503, description = "The store is unavailable: retry (see `Retry-After`)", body = ErrorBody),
+    )
+)]
 pub async fn top_up(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
     Audited(actor): Audited,
     JsonBody(b): JsonBody<TopUp>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CreditResult>), ApiError> {
     if b.amount_micros <= 0 {
         return Err(ApiError::Invalid(
             "amount_micros: must be a positive integer".into(),
@@ -69,13 +89,13 @@ pub async fn top_up(
     };
     Ok((
         status,
-        Json(json!({
-            "customer_id": id,
-            "amount_micros": b.amount_micros,
-            "reference": b.reference,
-            "credited": status == StatusCode::CREATED,
-            "credits_micros": balance,
-        })),
+        Json(CreditResult {
+            customer_id: id,
+            amount_micros: b.amount_micros,
+            reference: b.reference,
+            credited: status == StatusCode::CREATED,
+            credits_micros: balance,
+        }),
     ))
 }
 
@@ -93,6 +113,22 @@ async fn live_balance(s: &AdminState, customer: &CustomerRecord) -> Result<Micro
     }
 }
 
+/// Credits, quota and rate limit now
+///
+/// As the gateway counts them; the same body as the gateway's
+/// `GET /paygate/v1/me`.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/customers/{id}/balance",
+    operation_id = "get_balance",
+    tag = "credits",
+    params(("id" = String, Path, description = "The customer's id")),
+    responses(
+        (status = 200, description = "Where the customer stands now", body = Balance),
+        ApiError,
+        (status = 503, description = "The store is unavailable: retry (see `Retry-After`)", body = ErrorBody),
+    )
+)]
 pub async fn balance(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,

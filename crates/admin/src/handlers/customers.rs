@@ -10,12 +10,12 @@ use paygate_billing::DbError;
 use paygate_core::{CustomerId, PlanId, ValidationError};
 use paygate_store::{CustomerRecord, RecordChange};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use crate::extract::{Audited, JsonBody, Paging};
+use crate::handlers::idempotency::IdempotencyKey;
+use crate::views::{Customer, CustomerList};
 use crate::{AdminState, ApiError};
-
-pub use paygate_billing::records::customer_json;
 
 fn check_email(email: &str) -> Result<(), ValidationError> {
     match email.split_once('@') {
@@ -52,20 +52,37 @@ async fn existing_plan(s: &AdminState, id: PlanId) -> Result<PlanId, ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewCustomer)]
 pub struct CreateBody {
+    /// Chosen by paygate (`cus_…`) when left out.
     id: Option<CustomerId>,
+    #[schema(min_length = 1)]
     name: String,
+    #[schema(format = Email)]
     email: String,
+    /// An existing plan.
     plan_id: PlanId,
 }
 
+/// Create a customer
+///
+/// Its billing period starts on today's day of month (UTC).
+#[utoipa::path(
+    post,
+    path = "/admin/v1/customers",
+    operation_id = "create_customer",
+    tag = "customers",
+    params(IdempotencyKey, Audited),
+    request_body = CreateBody,
+    responses((status = 201, description = "The new customer", body = Customer), ApiError)
+)]
 pub async fn create(
     State(s): State<Arc<AdminState>>,
     Audited(actor): Audited,
     JsonBody(b): JsonBody<CreateBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Customer>), ApiError> {
     check_name(&b.name)?;
     check_email(&b.email)?;
     let plan_id = existing_plan(&s, b.plan_id).await?;
@@ -102,22 +119,47 @@ pub async fn create(
     {
         tracing::warn!(customer = %rec.id, error = %e, "counters of a new customer not stored yet");
     }
-    Ok((StatusCode::CREATED, Json(customer_json(&rec))))
+    Ok((StatusCode::CREATED, Json(Customer::from(&rec))))
 }
 
-pub async fn list(State(s): State<Arc<AdminState>>, page: Paging) -> Result<Json<Value>, ApiError> {
+/// List customers
+///
+/// In id order.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/customers",
+    operation_id = "list_customers",
+    tag = "customers",
+    params(Paging),
+    responses((status = 200, description = "One page of customers", body = CustomerList), ApiError)
+)]
+pub async fn list(
+    State(s): State<Arc<AdminState>>,
+    page: Paging,
+) -> Result<Json<CustomerList>, ApiError> {
     let p =
         s.db.list_customers(page.limit, page.starting_after.as_deref())
             .await?;
-    let data: Vec<Value> = p.data.iter().map(customer_json).collect();
-    Ok(Json(json!({"data": data, "has_more": p.has_more})))
+    Ok(Json(CustomerList {
+        data: p.data.iter().map(Customer::from).collect(),
+        has_more: p.has_more,
+    }))
 }
 
+/// Get a customer
+#[utoipa::path(
+    get,
+    path = "/admin/v1/customers/{id}",
+    operation_id = "get_customer",
+    tag = "customers",
+    params(("id" = String, Path, description = "The customer's id")),
+    responses((status = 200, description = "The customer", body = Customer), ApiError)
+)]
 pub async fn get(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(customer_json(&load(&s, &id).await?)))
+) -> Result<Json<Customer>, ApiError> {
+    Ok(Json(Customer::from(&load(&s, &id).await?)))
 }
 
 /// The customer or a 404 naming it.
@@ -128,22 +170,38 @@ pub async fn load(s: &AdminState, id: &str) -> Result<CustomerRecord, ApiError> 
     }
 }
 
-#[derive(Deserialize)]
+/// The fields to change; those left out keep their value.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CustomerPatch)]
 pub struct PatchBody {
+    #[schema(min_length = 1)]
     name: Option<String>,
+    #[schema(format = Email)]
     email: Option<String>,
+    /// An existing plan.
     plan_id: Option<PlanId>,
 }
 
-/// Changes name, email or plan; a plan change is in force for the next call
-/// and keeps the quota already used this period.
+/// Change name, email or plan
+///
+/// A plan change is in force for the next call and keeps the quota already
+/// used this period.
+#[utoipa::path(
+    patch,
+    path = "/admin/v1/customers/{id}",
+    operation_id = "update_customer",
+    tag = "customers",
+    params(("id" = String, Path, description = "The customer's id"), Audited),
+    request_body = PatchBody,
+    responses((status = 200, description = "The customer as changed", body = Customer), ApiError)
+)]
 pub async fn patch(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
     Audited(actor): Audited,
     JsonBody(b): JsonBody<PatchBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Customer>, ApiError> {
     load(&s, &id).await?;
     if let Some(n) = &b.name {
         check_name(n)?;
@@ -168,5 +226,5 @@ pub async fn patch(
         )
         .await?;
     apply(&s, &rec).await;
-    Ok(Json(customer_json(&rec)))
+    Ok(Json(Customer::from(&rec)))
 }

@@ -7,15 +7,62 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, Method};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use paygate_billing::idempotency::Claim;
 use sha2::{Digest, Sha256};
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::{ObjectBuilder, Required, Type};
+use utoipa::IntoParams;
 
 use crate::{AdminState, ApiError};
 
 const MAX_BODY: usize = 1 << 20;
+
+/// The `Idempotency-Key` header of a POST.
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    const HEADER: &'static str = "Idempotency-Key";
+    const MAX_LEN: usize = 255;
+
+    /// The request's key, if it sent one.
+    fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, ApiError> {
+        let Some(key) = headers.get(Self::HEADER) else {
+            return Ok(None);
+        };
+        match key.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= Self::MAX_LEN => Ok(Some(Self(k.to_owned()))),
+            _ => Err(ApiError::BadRequest(format!(
+                "{} must be 1 to {} visible ASCII characters",
+                Self::HEADER,
+                Self::MAX_LEN
+            ))),
+        }
+    }
+}
+
+/// Documents the header on every POST.
+impl IntoParams for IdempotencyKey {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![ParameterBuilder::new()
+            .name(Self::HEADER)
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "A retry with the same key and request gets the first response again; \
+                 the same key with another request is refused (409)",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(Self::MAX_LEN)),
+            ))
+            .build()]
+    }
+}
 
 /// Marks a response whose JSON field of this name is a secret shown once
 /// (a new API key): the response kept for replays has it as `null`, so the
@@ -56,16 +103,8 @@ pub async fn idempotent(
     if req.method() != Method::POST {
         return Ok(next.run(req).await);
     }
-    let Some(key) = req.headers().get("idempotency-key") else {
+    let Some(IdempotencyKey(key)) = IdempotencyKey::from_headers(req.headers())? else {
         return Ok(next.run(req).await);
-    };
-    let key = match key.to_str() {
-        Ok(k) if !k.is_empty() && k.len() <= 255 => k.to_string(),
-        _ => {
-            return Err(ApiError::BadRequest(
-                "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
-            ))
-        }
     };
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_BODY)

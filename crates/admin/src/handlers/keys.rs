@@ -5,22 +5,34 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use paygate_billing::records::KeyRow;
 use paygate_billing::DbError;
 use paygate_core::apikey;
 use paygate_store::RecordChange;
-use serde_json::{json, Value};
 
 use crate::extract::{Audited, Paging};
 use crate::handlers::customers;
-use crate::handlers::idempotency::ShownOnce;
+use crate::handlers::idempotency::{IdempotencyKey, ShownOnce};
+use crate::views::{KeyList, NewKey};
 use crate::{AdminState, ApiError};
 
-/// Mints a key; the response is the only place the full key ever appears.
+/// Create a key
+///
+/// The answer is the only place the full key ever appears: a replay (same
+/// `Idempotency-Key`) answers `"key": null`.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/customers/{id}/keys",
+    operation_id = "create_key",
+    tag = "keys",
+    params(("id" = String, Path, description = "The customer's id"), IdempotencyKey, Audited),
+    responses((status = 201, description = "The new key", body = NewKey), ApiError)
+)]
 pub async fn create(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
     Audited(actor): Audited,
-) -> Result<(StatusCode, Extension<ShownOnce>, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Extension<ShownOnce>, Json<NewKey>), ApiError> {
     let customer = customers::load(&s, &id).await?;
     let new = apikey::generate();
     let hash = apikey::hash(s.catalog.key_secret(), &new.secret);
@@ -35,34 +47,55 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Extension(ShownOnce("key")),
-        Json(json!({
-            "id": rec.id,
-            "key": new.secret,
-            "prefix": rec.prefix,
-            "customer_id": rec.customer_id,
-            "created_at": rec.created_at,
-        })),
+        Json(NewKey {
+            id: rec.id,
+            key: new.secret,
+            prefix: rec.prefix,
+            customer_id: rec.customer_id,
+            created_at: rec.created_at,
+        }),
     ))
 }
 
+/// List a customer's keys
+///
+/// Never the secrets. In id order (oldest first).
+#[utoipa::path(
+    get,
+    path = "/admin/v1/customers/{id}/keys",
+    operation_id = "list_keys",
+    tag = "keys",
+    params(("id" = String, Path, description = "The customer's id"), Paging),
+    responses((status = 200, description = "One page of keys", body = KeyList), ApiError)
+)]
 pub async fn list(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
     page: Paging,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeyList>, ApiError> {
     customers::load(&s, &id).await?;
     let p =
         s.db.list_keys(&id, page.limit, page.starting_after.as_deref())
             .await?;
-    Ok(Json(json!({"data": p.data, "has_more": p.has_more})))
+    Ok(Json(KeyList::from(p)))
 }
 
-/// Revokes a key: refused by the gateway from the next call on.
+/// Revoke a key
+///
+/// The gateway refuses it from the next call on.
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/keys/{key_id}",
+    operation_id = "revoke_key",
+    tag = "keys",
+    params(("key_id" = String, Path, description = "The key's id"), Audited),
+    responses((status = 200, description = "The key, now revoked", body = KeyRow), ApiError)
+)]
 pub async fn revoke(
     State(s): State<Arc<AdminState>>,
     Path(key_id): Path<String>,
     Audited(actor): Audited,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeyRow>, ApiError> {
     let row = match s.db.revoke_key(&key_id, &actor).await {
         Err(DbError::NotFound) => return Err(ApiError::not_found("key", &key_id)),
         other => other?,
@@ -70,5 +103,5 @@ pub async fn revoke(
     s.catalog.revoke_key(&key_id);
     s.changes.publish(RecordChange::Key(key_id.clone())).await;
     tracing::info!(prefix = %row.prefix, "api key revoked");
-    Ok(Json(json!(row)))
+    Ok(Json(row))
 }

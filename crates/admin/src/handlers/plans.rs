@@ -8,9 +8,11 @@ use axum::Json;
 use paygate_billing::DbError;
 use paygate_core::Plan;
 use paygate_store::RecordChange;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::extract::{parse_json, Audited, JsonBody, Paging};
+use crate::handlers::idempotency::IdempotencyKey;
+use crate::views::{Deleted, PlanList};
 use crate::{AdminState, ApiError};
 
 fn plan_from(mut v: Value, path_id: Option<&str>) -> Result<Plan, ApiError> {
@@ -32,13 +34,37 @@ fn plan_from(mut v: Value, path_id: Option<&str>) -> Result<Plan, ApiError> {
     Ok(plan)
 }
 
-pub async fn list(State(s): State<Arc<AdminState>>, page: Paging) -> Result<Json<Value>, ApiError> {
+/// List plans
+///
+/// In id order.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/plans",
+    operation_id = "list_plans",
+    tag = "plans",
+    params(Paging),
+    responses((status = 200, description = "One page of plans", body = PlanList), ApiError)
+)]
+pub async fn list(
+    State(s): State<Arc<AdminState>>,
+    page: Paging,
+) -> Result<Json<PlanList>, ApiError> {
     let p =
         s.db.list_plans(page.limit, page.starting_after.as_deref())
             .await?;
-    Ok(Json(json!({"data": p.data, "has_more": p.has_more})))
+    Ok(Json(PlanList::from(p)))
 }
 
+/// Create a plan
+#[utoipa::path(
+    post,
+    path = "/admin/v1/plans",
+    operation_id = "create_plan",
+    tag = "plans",
+    params(IdempotencyKey, Audited),
+    request_body = Plan,
+    responses((status = 201, description = "The plan as stored", body = Plan), ApiError)
+)]
 pub async fn create(
     State(s): State<Arc<AdminState>>,
     Audited(actor): Audited,
@@ -53,6 +79,15 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(plan)))
 }
 
+/// Get a plan
+#[utoipa::path(
+    get,
+    path = "/admin/v1/plans/{id}",
+    operation_id = "get_plan",
+    tag = "plans",
+    params(("id" = String, Path, description = "The plan's id")),
+    responses((status = 200, description = "The plan", body = Plan), ApiError)
+)]
 pub async fn get(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
@@ -63,6 +98,18 @@ pub async fn get(
     }
 }
 
+/// Replace a plan
+///
+/// In force for its customers' next call.
+#[utoipa::path(
+    put,
+    path = "/admin/v1/plans/{id}",
+    operation_id = "replace_plan",
+    tag = "plans",
+    params(("id" = String, Path, description = "The plan's id"), Audited),
+    request_body(content = ref("#/components/schemas/PlanReplacement")),
+    responses((status = 200, description = "The plan as stored", body = Plan), ApiError)
+)]
 pub async fn replace(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
@@ -81,16 +128,27 @@ pub async fn replace(
     Ok(Json(plan))
 }
 
+/// Delete a plan
+///
+/// Only a plan no customer is on (409 otherwise).
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/plans/{id}",
+    operation_id = "delete_plan",
+    tag = "plans",
+    params(("id" = String, Path, description = "The plan's id"), Audited),
+    responses((status = 200, description = "The plan is gone", body = Deleted), ApiError)
+)]
 pub async fn remove(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<String>,
     Audited(actor): Audited,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     match s.db.delete_plan(&id, &actor).await {
         Err(DbError::NotFound) => return Err(ApiError::not_found("plan", &id)),
         other => other?,
     }
     s.catalog.remove_plan(&id);
     s.changes.publish(RecordChange::Plan(id.clone())).await;
-    Ok(Json(json!({"id": id, "deleted": true})))
+    Ok(Json(Deleted { id, deleted: true }))
 }
