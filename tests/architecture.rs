@@ -82,6 +82,18 @@ const RULES: &[Rule] = &[
         why: "the admin API runs without the proxy (`paygate admin`)",
     },
     Rule {
+        krate: "paygate-jwt",
+        forbidden: &[
+            "redis",
+            "sqlx",
+            "pingora",
+            "axum",
+            "paygate-store",
+            "paygate-billing",
+        ],
+        why: "token checks and key sets only: an HTTP client for the JWKS, no store, no database",
+    },
+    Rule {
         krate: "paygate-config",
         forbidden: &["tokio", "redis", "sqlx", "axum", "pingora"],
         why: "config is parsing and validation only",

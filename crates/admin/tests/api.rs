@@ -819,7 +819,7 @@ async fn keys_create_list_revoke(kind: DbKind) {
     assert_eq!(body["prefix"].as_str().unwrap(), &key[..12]);
     let principal = app.catalog.authenticate(&key).unwrap();
     assert_eq!(principal.customer.id.as_str(), "acme");
-    assert_eq!(principal.key.id.as_str(), key_id);
+    assert_eq!(principal.key_id(), key_id);
     assert_eq!(principal.plan.id.as_str(), "q3");
 
     // A body is ignored, not required; a second key is different.

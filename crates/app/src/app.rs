@@ -20,7 +20,10 @@ use paygate_store::{Catalog, Store};
 use paygate_usage::UsageSink;
 
 use crate::demo::DemoUpstream;
+use crate::provision::JwtProvisioner;
 use crate::{catalog_sync, drift, server, store, usage, AppError, Role, Shutdown};
+use paygate_gateway::auth::Provisioner;
+use paygate_jwt::Issuers;
 
 /// How long a stopping gateway waits for its usage events to be written.
 const USAGE_DRAIN: Duration = Duration::from_secs(10);
@@ -34,6 +37,8 @@ pub struct App {
     store: Arc<dyn Store>,
     /// Present when this process proxies calls.
     sink: Option<UsageSink>,
+    issuers: Arc<Issuers>,
+    provisioner: Arc<dyn Provisioner>,
     metrics: Metrics,
     admin_addr: SocketAddr,
     admin_token: String,
@@ -116,6 +121,8 @@ impl App {
             catalog: started.catalog,
             store: started.store,
             sink: started.sink,
+            issuers: started.issuers,
+            provisioner: started.provisioner,
             metrics: started.metrics,
             admin_addr: started.admin_addr,
             admin_token,
@@ -152,6 +159,8 @@ impl App {
             catalog,
             store,
             sink,
+            issuers,
+            provisioner,
             metrics,
             ..
         } = self;
@@ -161,7 +170,15 @@ impl App {
             rt.shutdown_timeout(Duration::from_secs(1));
             return Ok(());
         };
-        server::run(&config, catalog, store, sink, metrics.clone(), shutdown)?;
+        let shared = server::Shared {
+            catalog,
+            store,
+            usage: sink,
+            metrics: metrics.clone(),
+            issuers,
+            provisioner,
+        };
+        server::run(&config, shared, shutdown)?;
 
         // Pingora has drained in-flight calls (and dropped the sink, which
         // closes the pipeline); let the writer put their events where usage
@@ -186,6 +203,8 @@ struct Started {
     catalog: Arc<Catalog>,
     store: Arc<dyn Store>,
     sink: Option<UsageSink>,
+    issuers: Arc<Issuers>,
+    provisioner: Arc<dyn Provisioner>,
     metrics: Metrics,
     admin_addr: SocketAddr,
     admin: Arc<AdminState>,
@@ -226,6 +245,24 @@ async fn start(config: &Config, role: Role, token: String) -> Result<Started, Ap
     } else {
         None
     };
+    let issuers = Arc::new(Issuers::from_config(&config.auth.jwt)?);
+    if role.proxies() {
+        let client = paygate_jwt::refresh::client();
+        for issuer in issuers.iter() {
+            tokio::spawn(paygate_jwt::refresh::run(
+                Arc::clone(issuer),
+                client.clone(),
+                metrics.jwks_refresh.clone(),
+            ));
+        }
+    }
+    let provisioner: Arc<dyn Provisioner> = Arc::new(JwtProvisioner {
+        db: db.clone(),
+        catalog: Arc::clone(&catalog),
+        store: Arc::clone(&store),
+        changes: changes.clone(),
+        serial: tokio::sync::Mutex::new(()),
+    });
     if role.serves_admin_api() {
         tokio::spawn(drift::watch(
             db.clone(),
@@ -271,6 +308,8 @@ async fn start(config: &Config, role: Role, token: String) -> Result<Started, Ap
         catalog,
         store,
         sink,
+        issuers,
+        provisioner,
         metrics,
         admin_addr,
         admin: state,

@@ -80,10 +80,18 @@ pub fn serve_role(path: &Path, role: Role) -> ExitCode {
 /// `paygate check-config`: exit 0, or every problem with its key and exit 2.
 pub fn check_config(path: &Path) -> ExitCode {
     match paygate_config::load(path) {
-        Ok(_) => {
-            println!("{}: ok", path.display());
-            ExitCode::SUCCESS
-        }
+        // Keys that parse but cannot be used (a PEM that is no key) are
+        // problems of the config too.
+        Ok(config) => match paygate_jwt::Issuers::from_config(&config.auth.jwt) {
+            Ok(_) => {
+                println!("{}: ok", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("{e}");
+                ExitCode::from(2)
+            }
+        },
         Err(errs) => {
             for e in errs {
                 println!("{e}");

@@ -35,6 +35,8 @@ pub enum AppError {
     Drift(#[from] crate::drift::DriftError),
     #[error("dead-letter replay: {0}")]
     Replay(#[from] paygate_usage::ReplayError),
+    #[error("{0}")]
+    Jwt(#[from] paygate_jwt::BuildError),
     #[error("demo: {0}")]
     Demo(String),
 }

@@ -15,6 +15,7 @@ pub mod commands;
 mod demo;
 pub mod drift;
 mod error;
+pub mod provision;
 mod role;
 mod server;
 mod shutdown;

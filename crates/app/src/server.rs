@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use paygate_config::Config;
+use paygate_gateway::auth::Provisioner;
 use paygate_gateway::routing::RouteTable;
 use paygate_gateway::upstream::Upstreams;
 use paygate_gateway::{Gateway, GatewayDeps};
+use paygate_jwt::Issuers;
 use paygate_metrics::Metrics;
 use paygate_store::{Catalog, Store};
 use paygate_usage::UsageSink;
@@ -15,17 +17,20 @@ use pingora::server::Server;
 
 use crate::{AppError, Shutdown};
 
+/// What the proxy shares with the control side.
+pub struct Shared {
+    pub catalog: Arc<Catalog>,
+    pub store: Arc<dyn Store>,
+    pub usage: UsageSink,
+    pub metrics: Metrics,
+    pub issuers: Arc<Issuers>,
+    pub provisioner: Arc<dyn Provisioner>,
+}
+
 /// Runs Pingora on this thread until `shutdown`; in-flight calls get
 /// `gateway.shutdown_grace_seconds` to finish. Pingora must not be started
 /// inside a tokio runtime: it builds its own.
-pub fn run(
-    config: &Config,
-    catalog: Arc<Catalog>,
-    store: Arc<dyn Store>,
-    usage: UsageSink,
-    metrics: Metrics,
-    shutdown: Shutdown,
-) -> Result<(), AppError> {
+pub fn run(config: &Config, shared: Shared, shutdown: Shutdown) -> Result<(), AppError> {
     let g = &config.gateway;
     let conf = ServerConf {
         threads: g.threads,
@@ -41,11 +46,13 @@ pub fn run(
     let gateway = Gateway::new(GatewayDeps {
         routes,
         upstreams,
-        catalog,
-        store,
+        catalog: shared.catalog,
+        issuers: shared.issuers,
+        provisioner: shared.provisioner,
+        store: shared.store,
         on_unavailable: config.store.on_unavailable,
-        usage,
-        metrics,
+        usage: shared.usage,
+        metrics: shared.metrics,
         trusted_proxies: g.trusted_proxies.clone(),
         max_body_bytes: g.max_body_bytes,
         max_uri_bytes: g.max_uri_bytes,

@@ -79,6 +79,8 @@ pub struct AuthConfig {
     /// Environment variable with the HMAC secret; unset -> generated on first
     /// start and kept in the database.
     pub key_secret_env: String,
+    /// JWT issuers whose tokens are accepted (`[[auth.jwt]]`).
+    pub jwt: Vec<JwtIssuerConfig>,
 }
 
 impl Default for AuthConfig {
@@ -86,7 +88,94 @@ impl Default for AuthConfig {
         Self {
             key_secret: None,
             key_secret_env: "PAYGATE_KEY_SECRET".into(),
+            jwt: Vec::new(),
         }
+    }
+}
+
+/// A JWT signing algorithm an issuer may use. `none` is not one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl JwtAlgorithm {
+    /// HMAC with a shared secret (as opposed to a public key).
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
+    }
+}
+
+/// One `[[auth.jwt]]` issuer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct JwtIssuerConfig {
+    /// The token's `iss` must equal this; it also picks the issuer.
+    pub issuer: String,
+    /// The token's `aud` must hold one of these (left empty: not checked).
+    #[serde(default)]
+    pub audience: Vec<String>,
+    /// Allowlist; the token's `alg` header is never trusted beyond it.
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// Where the issuer publishes its keys (JWKS, RFC 7517).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// One public key (RSA, EC or Ed25519), PEM.
+    #[serde(default)]
+    pub public_key_pem: Option<String>,
+    /// Environment variable holding the HMAC secret (HS* algorithms).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// How long a fetched key set is used before it is fetched again.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_seconds: u64,
+    /// Clock skew allowed on `exp`, `nbf` and `iat` (at most 60).
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    /// The claim whose value is the customer id.
+    #[serde(default = "default_customer_claim")]
+    pub customer_claim: String,
+    /// A valid token for a customer that does not exist creates it on this
+    /// plan (empty: refused).
+    #[serde(default)]
+    pub default_plan: String,
+    /// A claim naming the customer's plan; taken only when listed in
+    /// `allowed_plans` (empty: plans are not taken from tokens).
+    #[serde(default)]
+    pub plan_claim: String,
+    #[serde(default)]
+    pub allowed_plans: Vec<String>,
+}
+
+fn default_jwks_refresh() -> u64 {
+    300
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+fn default_customer_claim() -> String {
+    "sub".into()
+}
+
+impl JwtIssuerConfig {
+    /// The HMAC secret from `secret_env`, when set and non-empty.
+    pub fn secret(&self) -> Option<String> {
+        self.secret_env
+            .as_deref()
+            .and_then(|v| std::env::var(v).ok())
+            .filter(|s| !s.is_empty())
     }
 }
 
@@ -245,6 +334,13 @@ pub struct RouteConfig {
     /// Absent: every method.
     #[serde(default)]
     pub methods: Option<Vec<String>>,
+    /// WebSocket: units charged for each started minute a connection stays
+    /// open, after the first.
+    #[serde(default)]
+    pub ws_minute_cost: u32,
+    /// WebSocket: units per data message the upstream sends to the client.
+    #[serde(default)]
+    pub ws_message_cost: u32,
 }
 
 fn default_cost() -> u32 {

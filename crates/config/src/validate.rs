@@ -56,6 +56,8 @@ pub(crate) fn validate(c: &Config) -> Vec<ConfigError> {
         err("usage.buffer".into(), "must be at least usage.batch_size");
     }
 
+    validate_jwt(c, &mut err);
+
     let mut upstreams = HashSet::new();
     for (i, u) in c.upstreams.iter().enumerate() {
         let k = |f: &str| format!("upstreams[{i}].{f}");
@@ -125,6 +127,75 @@ pub(crate) fn validate(c: &Config) -> Vec<ConfigError> {
         }
     }
     errs
+}
+
+fn validate_jwt(c: &Config, err: &mut impl FnMut(String, &str)) {
+    let mut issuers = HashSet::new();
+    for (i, j) in c.auth.jwt.iter().enumerate() {
+        let k = |f: &str| format!("auth.jwt[{i}].{f}");
+        if j.issuer.is_empty() {
+            err(k("issuer"), "must not be empty");
+        } else if !issuers.insert(j.issuer.as_str()) {
+            err(k("issuer"), "duplicate issuer: the token's `iss` picks one");
+        }
+        if j.algorithms.is_empty() {
+            err(k("algorithms"), "must list at least one algorithm");
+        }
+        let sources = [
+            j.jwks_url.is_some(),
+            j.public_key_pem.is_some(),
+            j.secret_env.is_some(),
+        ];
+        match sources.iter().filter(|s| **s).count() {
+            0 => err(
+                k("jwks_url"),
+                "one of jwks_url, public_key_pem or secret_env is required",
+            ),
+            1 => {}
+            _ => err(
+                k("jwks_url"),
+                "give only one of jwks_url, public_key_pem or secret_env",
+            ),
+        }
+        if let Some(url) = &j.jwks_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                err(k("jwks_url"), "must be an http:// or https:// URL");
+            }
+        }
+        let hmac = j.algorithms.iter().filter(|a| a.is_hmac()).count();
+        if j.secret_env.is_some() && hmac != j.algorithms.len() {
+            err(
+                k("algorithms"),
+                "a secret_env issuer signs with HMAC: only HS256, HS384 or HS512",
+            );
+        }
+        if j.public_key_pem.is_some() && hmac > 0 {
+            err(
+                k("algorithms"),
+                "a public key never verifies HS* tokens (that would use the public key as the HMAC secret)",
+            );
+        }
+        if let Some(var) = &j.secret_env {
+            if j.secret().is_none() {
+                err(
+                    k("secret_env"),
+                    &format!("environment variable {var} is not set"),
+                );
+            }
+        }
+        if j.leeway_seconds > 60 {
+            err(k("leeway_seconds"), "must be at most 60");
+        }
+        if j.jwks_refresh_seconds < 10 {
+            err(k("jwks_refresh_seconds"), "must be at least 10");
+        }
+        if j.customer_claim.is_empty() {
+            err(k("customer_claim"), "must name a claim");
+        }
+        if !j.allowed_plans.is_empty() && j.plan_claim.is_empty() {
+            err(k("plan_claim"), "allowed_plans needs plan_claim");
+        }
+    }
 }
 
 fn is_host_port(s: &str) -> bool {

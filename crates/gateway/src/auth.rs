@@ -1,7 +1,10 @@
 //! Credentials: `Authorization: Bearer <key or JWT>` or `X-API-Key: <key>`.
 
+use std::sync::Arc;
+
 use http::HeaderMap;
-use paygate_core::ErrorCode;
+use paygate_core::{CustomerId, ErrorCode};
+use paygate_jwt::{Issuers, Verified};
 use paygate_store::{Catalog, Principal};
 
 use crate::refusal::Refusal;
@@ -57,28 +60,155 @@ fn is_jwt(token: &str) -> bool {
     parts == 3
 }
 
-/// Resolves the caller, or the 401 to answer with.
-pub fn authenticate(catalog: &Catalog, headers: &HeaderMap) -> Result<Principal, Refusal> {
-    match credential(headers) {
-        Credential::Missing => Err(Refusal::new(
-            ErrorCode::MissingCredentials,
-            "send an API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`",
-        )),
-        Credential::Unusable => Err(Refusal::new(
-            ErrorCode::InvalidCredentials,
-            "the Authorization header must be `Bearer <key>`",
-        )),
-        Credential::Jwt(_) => Err(Refusal::new(
-            ErrorCode::InvalidCredentials,
-            "JWTs are not accepted: no JWT issuer is configured",
-        )),
-        Credential::ApiKey(k) => catalog.authenticate(k).ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::InvalidCredentials,
-                "the API key is unknown, revoked or malformed",
-            )
-        }),
+/// A customer a JWT names that paygate must create or move to another plan.
+/// The application implements it over the database (audited, and published
+/// to the other gateways); the gateway only calls it for a token whose
+/// customer does not exist yet or whose plan claim changed, never per call.
+#[async_trait::async_trait]
+pub trait Provisioner: Send + Sync {
+    /// Creates `customer` on `plan`; once this returns, the catalog has it.
+    async fn create_customer(&self, new: NewCustomer<'_>) -> Result<(), ProvisionError>;
+    /// Moves `customer` to `plan`; once this returns, the catalog has it.
+    async fn change_plan(
+        &self,
+        customer: &CustomerId,
+        plan: &str,
+        actor: &str,
+    ) -> Result<(), ProvisionError>;
+}
+
+/// A customer created on first sight of its token (`default_plan`).
+pub struct NewCustomer<'a> {
+    pub id: &'a CustomerId,
+    pub name: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub plan: &'a str,
+    /// The audit log's actor: `jwt:<issuer>`.
+    pub actor: &'a str,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ProvisionError(pub String);
+
+/// A process without JWT issuers (or a test) has nothing to provision.
+pub struct NoProvisioning;
+
+#[async_trait::async_trait]
+impl Provisioner for NoProvisioning {
+    async fn create_customer(&self, _: NewCustomer<'_>) -> Result<(), ProvisionError> {
+        Err(ProvisionError(
+            "customers are not created from tokens here".into(),
+        ))
     }
+    async fn change_plan(&self, _: &CustomerId, _: &str, _: &str) -> Result<(), ProvisionError> {
+        Err(ProvisionError(
+            "plans are not changed from tokens here".into(),
+        ))
+    }
+}
+
+/// Everything that turns credentials into a caller.
+pub struct Authenticator {
+    pub catalog: Arc<Catalog>,
+    pub issuers: Arc<Issuers>,
+    pub provisioner: Arc<dyn Provisioner>,
+}
+
+impl Authenticator {
+    /// Resolves the caller, or the refusal to answer with (401; 503 when a
+    /// JWT issuer's keys were never fetched).
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Refusal> {
+        match credential(headers) {
+            Credential::Missing => Err(Refusal::new(
+                ErrorCode::MissingCredentials,
+                "send an API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+            )),
+            Credential::Unusable => Err(Refusal::new(
+                ErrorCode::InvalidCredentials,
+                "the Authorization header must be `Bearer <key>`",
+            )),
+            Credential::Jwt(token) => self.jwt(token).await,
+            Credential::ApiKey(k) => self.catalog.authenticate(k).ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::InvalidCredentials,
+                    "the API key is unknown, revoked or malformed",
+                )
+            }),
+        }
+    }
+
+    async fn jwt(&self, token: &str) -> Result<Principal, Refusal> {
+        if self.issuers.is_empty() {
+            // Not evaluated as a token at all: the plain challenge.
+            return Err(Refusal::new(
+                ErrorCode::InvalidCredentials,
+                "JWTs are not accepted: no JWT issuer is configured",
+            ));
+        }
+        let v = self.issuers.verify(token).await.map_err(|e| {
+            if e.is_unavailable() {
+                Refusal::new(ErrorCode::IssuerUnavailable, format!("JWT issuer: {e}"))
+                    .retry_after_ms(1000)
+            } else {
+                Refusal::invalid_token(format!("invalid JWT: {e}"))
+            }
+        })?;
+        let id = &v.claims.customer_id;
+        let actor = v.issuer.key_label.as_ref();
+        match self.catalog.customer(id.as_str()) {
+            None => {
+                let Some(plan) = v.issuer.default_plan.as_deref() else {
+                    return Err(Refusal::invalid_token(
+                        "invalid JWT: the token's customer does not exist",
+                    ));
+                };
+                let plan = self.claimed_plan(&v).unwrap_or(plan);
+                let new = NewCustomer {
+                    id,
+                    name: v.claims.name.as_deref(),
+                    email: v.claims.email.as_deref(),
+                    plan,
+                    actor,
+                };
+                self.provisioner
+                    .create_customer(new)
+                    .await
+                    .map_err(unprovisioned)?;
+            }
+            Some(c) => {
+                if let Some(plan) = self.claimed_plan(&v) {
+                    if c.plan_id.as_str() != plan {
+                        self.provisioner
+                            .change_plan(id, plan, actor)
+                            .await
+                            .map_err(unprovisioned)?;
+                    }
+                }
+            }
+        }
+        let credential = paygate_store::Credential::Jwt(Arc::clone(&v.issuer.key_label));
+        self.catalog
+            .principal(id.as_str(), credential)
+            .ok_or_else(|| {
+                Refusal::invalid_token("invalid JWT: the token's customer does not exist")
+            })
+    }
+
+    /// The plan a token names through `plan_claim`, if the issuer allows it
+    /// and it exists; anything else is ignored.
+    fn claimed_plan<'v>(&self, v: &'v Verified) -> Option<&'v str> {
+        let plan = v.claims.plan.as_deref()?;
+        (v.issuer.plan_allowed(plan) && self.catalog.plan(plan).is_some()).then_some(plan)
+    }
+}
+
+fn unprovisioned(e: ProvisionError) -> Refusal {
+    Refusal::new(
+        ErrorCode::IssuerUnavailable,
+        format!("the customer of this token cannot be set up now: {e}"),
+    )
+    .retry_after_ms(1000)
 }
 
 #[cfg(test)]

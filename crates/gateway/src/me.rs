@@ -5,10 +5,10 @@ use chrono::{DateTime, Utc};
 use paygate_core::balance::Balance;
 use paygate_core::metering::limits_for;
 use paygate_core::period::Period;
-use paygate_store::{Catalog, Principal, Snapshot};
+use paygate_store::{Principal, Snapshot};
 use pingora::http::RequestHeader;
 
-use crate::auth;
+use crate::auth::Authenticator;
 use crate::refusal::Refusal;
 use crate::store::StoreHandle;
 
@@ -22,11 +22,11 @@ pub fn is_me(req: &RequestHeader) -> bool {
 /// nothing reserved.
 pub async fn balance(
     req: &RequestHeader,
-    catalog: &Catalog,
+    auth: &Authenticator,
     store: &StoreHandle,
     now: DateTime<Utc>,
 ) -> Result<(Principal, Period, Snapshot, Balance), Refusal> {
-    let principal = auth::authenticate(catalog, &req.headers)?;
+    let principal = auth.authenticate(&req.headers).await?;
     let (limits, period) = limits_for(&principal.plan, 1, &principal.customer, now);
     let snap = store
         .peek(principal.customer.id.as_str(), &limits)

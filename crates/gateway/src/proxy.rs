@@ -23,6 +23,7 @@ use ipnet::IpNet;
 use paygate_config::OnUnavailable;
 use paygate_core::metering::limits_for;
 use paygate_core::UsageEvent;
+use paygate_jwt::Issuers;
 use paygate_metrics::Metrics;
 use paygate_store::{Catalog, MemoryStore, Reservation, Store};
 use paygate_usage::UsageSink;
@@ -32,6 +33,7 @@ use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
 
 use crate::admission::{self, ReservedIn};
+use crate::auth::{Authenticator, Provisioner};
 use crate::ctx::{Admitted, CallCtx};
 use crate::outcome::{self, Billing};
 use crate::refusal::Refusal;
@@ -40,13 +42,17 @@ use crate::sizes::{self, SizeLimits};
 use crate::store::StoreHandle;
 use crate::upstream::Upstreams;
 use crate::websocket::{self, Exchange};
-use crate::{auth, entitlement, headers, me, respond};
+use crate::{entitlement, headers, me, respond};
 
 /// Everything the gateway needs, built once at start.
 pub struct GatewayDeps {
     pub routes: RouteTable,
     pub upstreams: Upstreams,
     pub catalog: Arc<Catalog>,
+    /// JWT issuers (empty: every JWT is refused).
+    pub issuers: Arc<Issuers>,
+    /// Creates or moves customers named by JWTs (`default_plan`, `plan_claim`).
+    pub provisioner: Arc<dyn Provisioner>,
     pub store: Arc<dyn Store>,
     pub on_unavailable: OnUnavailable,
     pub usage: UsageSink,
@@ -60,7 +66,7 @@ pub struct GatewayDeps {
 pub struct Gateway {
     routes: RouteTable,
     upstreams: Upstreams,
-    catalog: Arc<Catalog>,
+    auth: Authenticator,
     store: StoreHandle,
     /// Per-node limiter for `on_unavailable = "local"`.
     fallback: MemoryStore,
@@ -95,7 +101,11 @@ impl Gateway {
             },
             routes: d.routes,
             upstreams: d.upstreams,
-            catalog: d.catalog,
+            auth: Authenticator {
+                catalog: d.catalog,
+                issuers: d.issuers,
+                provisioner: d.provisioner,
+            },
             on_unavailable: d.on_unavailable,
             usage: d.usage,
             metrics: d.metrics,
@@ -118,7 +128,7 @@ impl Gateway {
         )?;
         let principal = ctx
             .principal
-            .insert(auth::authenticate(&self.catalog, &req.headers)?);
+            .insert(self.auth.authenticate(&req.headers).await?);
         let (limits, period) =
             limits_for(&principal.plan, route.cost, &principal.customer, ctx.now);
         ctx.period = Some(period);
@@ -144,7 +154,7 @@ impl Gateway {
 
     async fn me(&self, req: &RequestHeader, ctx: &mut CallCtx) -> Result<Next, Refusal> {
         let (principal, period, snap, balance) =
-            me::balance(req, &self.catalog, &self.store, ctx.now).await?;
+            me::balance(req, &self.auth, &self.store, ctx.now).await?;
         ctx.principal = Some(principal);
         ctx.period = Some(period);
         ctx.snapshot = Some(snap);
@@ -402,7 +412,7 @@ impl ProxyHttp for Gateway {
                 request_id: std::mem::take(&mut ctx.request_id),
                 ts: ctx.now,
                 customer_id: customer.to_owned(),
-                key_id: p.key.id.as_str().to_owned(),
+                key_id: p.key_id().to_owned(),
                 plan_id: p.plan.id.as_str().to_owned(),
                 route: a.route.id.to_string(),
                 method: session.req_header().method.as_str().to_owned(),

@@ -11,6 +11,8 @@ pub struct Refusal {
     pub message: Cow<'static, str>,
     /// Whole seconds for `Retry-After` (≥ 1).
     pub retry_after_secs: Option<u64>,
+    /// `WWW-Authenticate` of a 401, when more than the plain `Bearer`.
+    pub challenge: Option<&'static str>,
 }
 
 impl Refusal {
@@ -19,6 +21,15 @@ impl Refusal {
             code,
             message: message.into(),
             retry_after_secs: None,
+            challenge: None,
+        }
+    }
+
+    /// 401 for a bearer token that is not valid (RFC 6750 `invalid_token`).
+    pub fn invalid_token(message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            challenge: Some(r#"Bearer error="invalid_token""#),
+            ..Self::new(ErrorCode::InvalidCredentials, message)
         }
     }
 
@@ -44,7 +55,10 @@ impl Refusal {
             self.code,
             ErrorCode::MissingCredentials | ErrorCode::InvalidCredentials
         ) {
-            h.push(("www-authenticate", "Bearer".to_owned()));
+            h.push((
+                "www-authenticate",
+                self.challenge.unwrap_or("Bearer").to_owned(),
+            ));
         }
         if let Some(secs) = self.retry_after_secs {
             h.push(("retry-after", secs.to_string()));

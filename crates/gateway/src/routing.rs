@@ -114,6 +114,8 @@ mod tests {
             upstream: "u".into(),
             cost: 1,
             methods: methods.map(|m| m.iter().map(|s| s.to_string()).collect()),
+            ws_minute_cost: 0,
+            ws_message_cost: 0,
         }
     }
 

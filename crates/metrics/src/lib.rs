@@ -21,6 +21,8 @@ pub struct Metrics {
     pub usage_backlog: IntGauge,
     /// Store counters minus ledger, summed in absolute value over customers.
     pub usage_drift: IntGaugeVec,
+    /// JWKS fetches per JWT issuer (`outcome`: ok or error).
+    pub jwks_refresh: IntCounterVec,
 }
 
 impl Metrics {
@@ -73,6 +75,13 @@ impl Metrics {
                 ),
                 &["counter"],
             )?,
+            jwks_refresh: IntCounterVec::new(
+                Opts::new(
+                    "paygate_jwks_refresh_total",
+                    "JWKS fetches per JWT issuer, by outcome (ok, error)",
+                ),
+                &["issuer", "outcome"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -83,6 +92,7 @@ impl Metrics {
         m.registry.register(Box::new(m.usage_events.clone()))?;
         m.registry.register(Box::new(m.usage_backlog.clone()))?;
         m.registry.register(Box::new(m.usage_drift.clone()))?;
+        m.registry.register(Box::new(m.jwks_refresh.clone()))?;
         Ok(m)
     }
 

@@ -10,12 +10,32 @@ use paygate_core::apikey;
 pub use paygate_core::records::{CustomerRecord, KeyRecord};
 use paygate_core::{CustomerId, Plan, PlanId};
 
-/// Who is calling: the key, its customer and the customer's plan, as of now.
+/// Who is calling: the credential, its customer and the customer's plan, as
+/// of now.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub key: Arc<KeyRecord>,
+    pub credential: Credential,
     pub customer: Arc<CustomerRecord>,
     pub plan: Arc<Plan>,
+}
+
+/// What the caller proved its identity with.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    ApiKey(Arc<KeyRecord>),
+    /// A token of a JWT issuer; the value is the usage events' `key_id` for
+    /// that issuer (`jwt:<issuer>`).
+    Jwt(Arc<str>),
+}
+
+impl Principal {
+    /// The usage events' `key_id`: the API key's id, or `jwt:<issuer>`.
+    pub fn key_id(&self) -> &str {
+        match &self.credential {
+            Credential::ApiKey(k) => k.id.as_str(),
+            Credential::Jwt(label) => label,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -81,7 +101,20 @@ impl Catalog {
         let customer = snap.customers.get(&key.customer_id)?;
         let plan = snap.plans.get(&customer.plan_id)?;
         Some(Principal {
-            key: Arc::clone(key),
+            credential: Credential::ApiKey(Arc::clone(key)),
+            customer: Arc::clone(customer),
+            plan: Arc::clone(plan),
+        })
+    }
+
+    /// The caller `customer_id` with `credential` (a verified JWT), if the
+    /// customer and its plan exist.
+    pub fn principal(&self, customer_id: &str, credential: Credential) -> Option<Principal> {
+        let snap = self.snap.load();
+        let customer = snap.customers.get(customer_id)?;
+        let plan = snap.plans.get(&customer.plan_id)?;
+        Some(Principal {
+            credential,
             customer: Arc::clone(customer),
             plan: Arc::clone(plan),
         })

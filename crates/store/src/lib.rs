@@ -14,7 +14,7 @@ pub mod redis_store;
 pub mod reseed;
 pub mod usage_stream;
 
-pub use catalog::{Catalog, CustomerRecord, KeyRecord, Principal};
+pub use catalog::{Catalog, Credential, CustomerRecord, KeyRecord, Principal};
 pub use changes::{ChangeBus, RecordChange};
 pub use memory::MemoryStore;
 pub use redis_store::{RedisConn, RedisStore};

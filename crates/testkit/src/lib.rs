@@ -3,6 +3,8 @@
 //! database per test. Nothing here is mocked.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod jwt;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
