@@ -94,7 +94,9 @@ fn record(s: &MockState, h: &HeaderMap) {
 }
 
 /// An upstream with `/health`, `/v1/status/{code}`, `/v1/slow/{ms}`,
-/// `/v1/ws` (WebSocket echo) and a JSON 200 for everything else.
+/// `/v1/ws` (WebSocket echo), `/v1/ticks/{n}` (a WebSocket that sends `n`
+/// messages, text and binary, some in fragments, with pings between, then
+/// closes) and a JSON 200 for everything else.
 pub async fn mock_upstream() -> Mock {
     let state = MockState::default();
     state.healthy.store(true, Ordering::SeqCst);
@@ -142,6 +144,41 @@ pub async fn mock_upstream() -> Mock {
                                 break;
                             }
                             if socket.send(msg).await.is_err() {
+                                break;
+                            }
+                        }
+                    })
+                },
+            ),
+        )
+        .route(
+            "/v1/ticks/{n}",
+            get(
+                |State(s): State<MockState>,
+                 h: HeaderMap,
+                 Path(n): Path<u32>,
+                 ws: WebSocketUpgrade| async move {
+                    record(&s, &h);
+                    ws.on_upgrade(move |mut socket| async move {
+                        for i in 0..n {
+                            let msg = if i % 3 == 2 {
+                                Message::Binary(vec![i as u8; 200].into())
+                            } else {
+                                Message::Text(format!("tick {i}").into())
+                            };
+                            if socket.send(msg).await.is_err() {
+                                return;
+                            }
+                            if i % 5 == 0
+                                && socket.send(Message::Ping(vec![1].into())).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                        let _ = socket.send(Message::Close(None)).await;
+                        // Drain until the client's close (or the gateway's).
+                        while let Some(Ok(m)) = socket.recv().await {
+                            if let Message::Close(_) = m {
                                 break;
                             }
                         }
@@ -337,6 +374,14 @@ url = "{db_url}"
             }
         })
         .await;
+    }
+
+    /// SIGKILL: the process dies on the spot, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// SIGTERM, then wait for the process to exit (it flushes usage first).

@@ -178,7 +178,7 @@ impl App {
             issuers,
             provisioner,
         };
-        server::run(&config, shared, shutdown)?;
+        server::run(&config, shared, rt.handle().clone(), shutdown)?;
 
         // Pingora has drained in-flight calls (and dropped the sink, which
         // closes the pipeline); let the writer put their events where usage

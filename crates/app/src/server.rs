@@ -30,7 +30,12 @@ pub struct Shared {
 /// Runs Pingora on this thread until `shutdown`; in-flight calls get
 /// `gateway.shutdown_grace_seconds` to finish. Pingora must not be started
 /// inside a tokio runtime: it builds its own.
-pub fn run(config: &Config, shared: Shared, shutdown: Shutdown) -> Result<(), AppError> {
+pub fn run(
+    config: &Config,
+    shared: Shared,
+    background: tokio::runtime::Handle,
+    shutdown: Shutdown,
+) -> Result<(), AppError> {
     let g = &config.gateway;
     let conf = ServerConf {
         threads: g.threads,
@@ -57,6 +62,9 @@ pub fn run(config: &Config, shared: Shared, shutdown: Shutdown) -> Result<(), Ap
         max_body_bytes: g.max_body_bytes,
         max_uri_bytes: g.max_uri_bytes,
         max_header_bytes: g.max_header_bytes,
+        background,
+        // A few store round trips, however short the store's deadline.
+        ws_wait: std::time::Duration::from_millis((config.store.timeout_ms * 4).max(100)),
     });
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

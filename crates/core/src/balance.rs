@@ -21,6 +21,8 @@ pub struct Balance {
     pub rate_limit: RateLimitView,
     /// The billing period (`YYYY-MM`) the quota counts in.
     pub period: String,
+    /// WebSocket connections open now (unexpired leases in the store).
+    pub websockets_open: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -59,6 +61,14 @@ impl Balance {
                 burst: plan.rate_limit.capacity(),
             },
             period: period.name(),
+            websockets_open: 0,
+        }
+    }
+
+    pub fn with_websockets_open(self, n: u32) -> Self {
+        Self {
+            websockets_open: n,
+            ..self
         }
     }
 }

@@ -105,10 +105,22 @@ mod tests {
         async fn seed(&self, _: &str, _: Counters, _: SeedMode) -> Result<bool, StoreError> {
             Err(StoreError::Timeout)
         }
-        async fn open_websocket(&self, _: &str, _: u32) -> Result<WebsocketSlot, StoreError> {
+        async fn open_websocket(
+            &self,
+            _: &str,
+            _: &str,
+            _: u32,
+            _: u64,
+        ) -> Result<WebsocketSlot, StoreError> {
             Err(StoreError::Timeout)
         }
-        async fn close_websocket(&self, _: &str) -> Result<(), StoreError> {
+        async fn renew_websocket(&self, _: &str, _: &str, _: u64) -> Result<(), StoreError> {
+            Err(StoreError::Timeout)
+        }
+        async fn close_websocket(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            Err(StoreError::Timeout)
+        }
+        async fn websockets_open(&self, _: &str) -> Result<u32, StoreError> {
             Err(StoreError::Timeout)
         }
         async fn ping(&self) -> Result<(), StoreError> {

@@ -12,6 +12,8 @@ use crate::admission::ReservedIn;
 use crate::headers::{self, HeaderSink};
 use crate::routing::Route;
 use crate::websocket::Exchange;
+use crate::ws_frames::FrameReader;
+use crate::ws_meter::WsConnection;
 
 /// An admitted call's state, carried to `logging`.
 pub struct Admitted {
@@ -43,6 +45,10 @@ pub struct CallCtx {
     pub body_bytes: u64,
     /// The matched route's id, the `route` label of the call's metrics.
     pub route_label: Option<Arc<str>>,
+    /// An upgraded WebSocket: its lease and its units.
+    pub ws: Option<Arc<WsConnection>>,
+    /// Where its upstream's messages start.
+    pub frames: FrameReader,
 }
 
 impl CallCtx {
@@ -61,6 +67,8 @@ impl CallCtx {
             tried: Vec::new(),
             body_bytes: 0,
             route_label: None,
+            ws: None,
+            frames: FrameReader::default(),
         }
     }
 

@@ -24,5 +24,7 @@ pub mod sizes;
 pub mod store;
 pub mod upstream;
 pub mod websocket;
+pub mod ws_frames;
+pub mod ws_meter;
 
 pub use proxy::{Gateway, GatewayDeps};

@@ -32,6 +32,11 @@ pub async fn balance(
         .peek(principal.customer.id.as_str(), &limits)
         .await
         .map_err(Refusal::store_unavailable)?;
-    let balance = Balance::new(&principal.customer, &principal.plan, &snap, &period);
+    let websockets = store
+        .websockets_open(principal.customer.id.as_str())
+        .await
+        .map_err(Refusal::store_unavailable)?;
+    let balance = Balance::new(&principal.customer, &principal.plan, &snap, &period)
+        .with_websockets_open(websockets);
     Ok((principal, period, snap, balance))
 }

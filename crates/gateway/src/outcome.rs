@@ -55,6 +55,10 @@ pub enum Billing {
 /// client's call. `failure` is where the error that ended the call came
 /// from, if one did.
 pub fn billing(upstream_status: Option<u16>, failure: Option<&ErrorSource>) -> Billing {
+    // An upgraded WebSocket was served, however its stream ended later.
+    if upstream_status == Some(101) {
+        return Billing::Billable;
+    }
     let completed = failure.is_none_or(|s| *s == ErrorSource::Downstream);
     if upstream_status.is_some_and(|s| s < 500) && completed {
         Billing::Billable

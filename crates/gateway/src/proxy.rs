@@ -15,7 +15,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -42,6 +42,7 @@ use crate::sizes::{self, SizeLimits};
 use crate::store::StoreHandle;
 use crate::upstream::Upstreams;
 use crate::websocket::{self, Exchange};
+use crate::ws_meter::{self, WsConnection};
 use crate::{entitlement, headers, me, respond};
 
 /// Everything the gateway needs, built once at start.
@@ -61,6 +62,11 @@ pub struct GatewayDeps {
     pub max_body_bytes: u64,
     pub max_uri_bytes: usize,
     pub max_header_bytes: usize,
+    /// The control runtime: store calls made for open WebSockets, which the
+    /// (synchronous) body filter cannot await.
+    pub background: tokio::runtime::Handle,
+    /// How long a WebSocket message may wait for its units to be reserved.
+    pub ws_wait: Duration,
 }
 
 pub struct Gateway {
@@ -78,6 +84,8 @@ pub struct Gateway {
     /// `paygate_decisions_total{decision="admitted"}`, resolved once: it is
     /// counted on every call.
     admitted: prometheus::IntCounter,
+    background: tokio::runtime::Handle,
+    ws_wait: Duration,
 }
 
 /// What admission decided, when it did not refuse.
@@ -110,6 +118,8 @@ impl Gateway {
             usage: d.usage,
             metrics: d.metrics,
             trusted_proxies: d.trusted_proxies,
+            background: d.background,
+            ws_wait: d.ws_wait,
         }
     }
 
@@ -133,7 +143,7 @@ impl Gateway {
             limits_for(&principal.plan, route.cost, &principal.customer, ctx.now);
         ctx.period = Some(period);
         entitlement::check(principal, &route, &self.store, &limits, &mut ctx.snapshot).await?;
-        ctx.exchange = websocket::take_slot(req, principal, &self.store).await?;
+        ctx.exchange = websocket::take_slot(req, principal, &self.store, &ctx.request_id).await?;
         let customer = principal.customer.id.as_str();
         let admit = admission::admit(
             &self.store,
@@ -177,7 +187,7 @@ impl Gateway {
             .with_label_values(&[refusal.decision()])
             .inc();
         if let Some(p) = &ctx.principal {
-            self.release_websocket(&mut ctx.exchange, p.customer.id.as_str())
+            self.release_websocket(&mut ctx.exchange, p.customer.id.as_str(), &ctx.request_id)
                 .await;
         }
         if sizes::has_body(session.req_header()) {
@@ -196,12 +206,38 @@ impl Gateway {
         Ok(true)
     }
 
-    /// Frees the WebSocket slot a call took, in the store it was taken from.
-    async fn release_websocket(&self, exchange: &mut Exchange, customer: &str) {
+    /// Frees the WebSocket slot a call took (its lease is the request id),
+    /// in the store it was taken from.
+    async fn release_websocket(&self, exchange: &mut Exchange, customer: &str, lease: &str) {
         if std::mem::take(exchange) == Exchange::WebSocket {
-            // A failure is counted in `paygate_store_errors_total`.
-            let _ = self.store.close_websocket(customer).await;
+            // A failure is counted in `paygate_store_errors_total`; the lease
+            // then expires on its own.
+            let _ = self.store.close_websocket(customer, lease).await;
         }
+    }
+
+    /// An upgrade the upstream accepted: its lease is renewed and its
+    /// units metered from now on.
+    fn open_websocket(&self, ctx: &mut CallCtx) {
+        let (Some(p), Some(a)) = (&ctx.principal, &ctx.admitted) else {
+            return;
+        };
+        let (store, errors) = self.store.shared();
+        let terms = ws_meter::Terms {
+            principal: p.clone(),
+            request_id: ctx.request_id.clone(),
+            route: Arc::clone(&a.route.id),
+            message_cost: u64::from(a.route.ws_message_cost),
+            minute_cost: u64::from(a.route.ws_minute_cost),
+        };
+        let services = ws_meter::Services {
+            store,
+            errors,
+            usage: self.usage.clone(),
+            background: self.background.clone(),
+            wait: self.ws_wait,
+        };
+        ctx.ws = Some(WsConnection::open(terms, services));
     }
 
     /// Gives back what a non-billable call reserved, where it reserved it.
@@ -352,7 +388,23 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
         ctx.where_you_stand(upstream_response);
+        if ctx.exchange == Exchange::WebSocket && upstream_response.status.as_u16() == 101 {
+            self.open_websocket(ctx);
+        }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut CallCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(ws) = &ctx.ws {
+            ws.upstream_bytes(&mut ctx.frames, body);
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(
@@ -398,11 +450,15 @@ impl ProxyHttp for Gateway {
             return;
         };
         let customer = p.customer.id.as_str();
+        if let Some(ws) = ctx.ws.take() {
+            ws.finish().await;
+        }
         let billing = outcome::billing(ctx.upstream_status, e.map(|e| e.esource()));
         if billing == Billing::NotBillable {
             self.give_back(customer, &a).await;
         }
-        self.release_websocket(&mut ctx.exchange, customer).await;
+        self.release_websocket(&mut ctx.exchange, customer, &ctx.request_id)
+            .await;
         let (billable, r) = match billing {
             Billing::Billable => (true, a.reservation),
             Billing::NotBillable => (false, Reservation::default()),

@@ -18,6 +18,10 @@ pub struct Route {
     pub cost: u32,
     /// `None`: every method.
     pub methods: Option<Vec<Method>>,
+    /// Units per started minute of an open WebSocket, after the first.
+    pub ws_minute_cost: u32,
+    /// Units per data message the upstream sends over a WebSocket.
+    pub ws_message_cost: u32,
 }
 
 /// Result of matching a request against the table.
@@ -51,6 +55,8 @@ impl RouteTable {
                             .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
                             .collect()
                     }),
+                    ws_minute_cost: r.ws_minute_cost,
+                    ws_message_cost: r.ws_message_cost,
                 }))
             })
             .collect();

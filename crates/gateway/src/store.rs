@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use paygate_store::{Admission, Limits, Reservation, Snapshot, Store, StoreError, WebsocketSlot};
+use paygate_store::{
+    Admission, Limits, Reservation, Snapshot, Store, StoreError, WebsocketSlot, WEBSOCKET_LEASE_MS,
+};
 
 pub struct StoreHandle {
     store: Arc<dyn Store>,
@@ -37,12 +39,27 @@ impl StoreHandle {
     pub async fn open_websocket(
         &self,
         customer: &str,
+        lease: &str,
         max: u32,
     ) -> Result<WebsocketSlot, StoreError> {
-        self.counted(self.store.open_websocket(customer, max).await)
+        self.counted(
+            self.store
+                .open_websocket(customer, lease, max, WEBSOCKET_LEASE_MS)
+                .await,
+        )
     }
 
-    pub async fn close_websocket(&self, customer: &str) -> Result<(), StoreError> {
-        self.counted(self.store.close_websocket(customer).await)
+    pub async fn close_websocket(&self, customer: &str, lease: &str) -> Result<(), StoreError> {
+        self.counted(self.store.close_websocket(customer, lease).await)
+    }
+
+    pub async fn websockets_open(&self, customer: &str) -> Result<u32, StoreError> {
+        self.counted(self.store.websockets_open(customer).await)
+    }
+
+    /// The store itself, for work done off the request path (lease
+    /// renewal, WebSocket units) on the background runtime.
+    pub fn shared(&self) -> (Arc<dyn Store>, prometheus::IntCounter) {
+        (Arc::clone(&self.store), self.errors.clone())
     }
 }

@@ -1,5 +1,6 @@
 //! The WebSocket step: an upgrade takes one of the plan's concurrent
-//! connection slots (`max_websockets`) for as long as it stays open.
+//! connection slots (`max_websockets`) as a lease in the store, named by the
+//! call's request id, renewed while the connection stays open (`ws_meter`).
 
 use paygate_core::ErrorCode;
 use paygate_store::{Principal, WebsocketSlot};
@@ -31,13 +32,14 @@ pub async fn take_slot(
     req: &RequestHeader,
     principal: &Principal,
     store: &StoreHandle,
+    lease: &str,
 ) -> Result<Exchange, Refusal> {
     if !is_upgrade(req) {
         return Ok(Exchange::Http);
     }
     let max = principal.plan.max_websockets;
     match store
-        .open_websocket(principal.customer.id.as_str(), max)
+        .open_websocket(principal.customer.id.as_str(), lease, max)
         .await
     {
         Ok(WebsocketSlot::Granted) => Ok(Exchange::WebSocket),

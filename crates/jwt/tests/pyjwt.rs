@@ -44,9 +44,8 @@ print(jwt.encode(claims, key, algorithm=alg, headers={"kid": "py"}))
 }
 
 fn issuer(alg: &str, key: &str) -> Issuers {
-    let text = format!(
-        "issuer = \"{ISS}\"\naudience = [\"market-api\"]\nalgorithms = [\"{alg}\"]\n{key}"
-    );
+    let text =
+        format!("issuer = \"{ISS}\"\naudience = [\"market-api\"]\nalgorithms = [\"{alg}\"]\n{key}");
     let c: paygate_config::JwtIssuerConfig = toml::from_str(&text).unwrap();
     Issuers::from_config(&[c]).unwrap()
 }
@@ -81,9 +80,12 @@ async fn pyjwt_tokens_of_every_family_verify() {
         .await
         .unwrap();
     // And PyJWT's HS256 token is refused by an RS256 issuer, whatever its kid.
-    let e = issuer("RS256", &format!("public_key_pem = '''{}'''", jwt::RSA1_PUBLIC))
-        .verify(&token)
-        .await
-        .unwrap_err();
+    let e = issuer(
+        "RS256",
+        &format!("public_key_pem = '''{}'''", jwt::RSA1_PUBLIC),
+    )
+    .verify(&token)
+    .await
+    .unwrap_err();
     assert!(e.to_string().contains("algorithm not allowed"), "{e}");
 }

@@ -46,6 +46,10 @@ pub enum StoreError {
     NotSeeded,
 }
 
+/// How long a WebSocket lease lives without renewal: a connection of a
+/// gateway that died stops counting against `max_websockets` after this.
+pub const WEBSOCKET_LEASE_MS: u64 = 30_000;
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Decides and reserves one call atomically.
@@ -70,9 +74,29 @@ pub trait Store: Send + Sync + 'static {
         mode: SeedMode,
     ) -> Result<bool, StoreError>;
 
-    async fn open_websocket(&self, customer: &str, max: u32) -> Result<WebsocketSlot, StoreError>;
+    /// Takes a WebSocket slot as the lease `lease` (the upgrade's request
+    /// id) for `ttl_ms`, unless `max` unexpired leases are held already.
+    async fn open_websocket(
+        &self,
+        customer: &str,
+        lease: &str,
+        max: u32,
+        ttl_ms: u64,
+    ) -> Result<WebsocketSlot, StoreError>;
 
-    async fn close_websocket(&self, customer: &str) -> Result<(), StoreError>;
+    /// Extends a lease while its connection lives (re-taking it if it had
+    /// expired: the connection is still open and counts).
+    async fn renew_websocket(
+        &self,
+        customer: &str,
+        lease: &str,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    async fn close_websocket(&self, customer: &str, lease: &str) -> Result<(), StoreError>;
+
+    /// Unexpired leases: the customer's open WebSocket connections.
+    async fn websockets_open(&self, customer: &str) -> Result<u32, StoreError>;
 
     /// Reachability, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -22,7 +22,8 @@ struct CustomerState {
     period_start: i64,
     quota_used: u64,
     credits_micros: Micros,
-    websockets: u32,
+    /// WebSocket leases: id → expiry on the store's clock (ns).
+    websockets: HashMap<String, u64>,
     seeded: bool,
 }
 
@@ -53,17 +54,23 @@ impl CustomerState {
         if let Some(q) = l.quota {
             self.roll_period(q.period_start);
         }
-        let new_tat = match gcra::check(self.tat_ns, now, l.emission_interval_ns, l.capacity) {
-            Gcra::Limited { retry_after_ns, .. } => {
-                return self.refuse(
-                    now,
-                    l,
-                    Decision::RateLimited {
-                        retry_after_ms: retry_after_ns.div_ceil(1_000_000),
-                    },
-                )
+        // No emission interval: units spent by an open connection, not a
+        // call; the rate limit does not apply.
+        let new_tat = if l.emission_interval_ns == 0 {
+            self.tat_ns
+        } else {
+            match gcra::check(self.tat_ns, now, l.emission_interval_ns, l.capacity) {
+                Gcra::Limited { retry_after_ns, .. } => {
+                    return self.refuse(
+                        now,
+                        l,
+                        Decision::RateLimited {
+                            retry_after_ms: retry_after_ns.div_ceil(1_000_000),
+                        },
+                    )
+                }
+                Gcra::Conform { new_tat, .. } => new_tat,
             }
-            Gcra::Conform { new_tat, .. } => new_tat,
         };
         let mut r = Reservation::default();
         if let Some(q) = l.quota {
@@ -186,21 +193,52 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn open_websocket(&self, customer: &str, max: u32) -> Result<WebsocketSlot, StoreError> {
+    async fn open_websocket(
+        &self,
+        customer: &str,
+        lease: &str,
+        max: u32,
+        ttl_ms: u64,
+    ) -> Result<WebsocketSlot, StoreError> {
+        let now = self.now_ns();
         let state = self.state(customer);
         let mut s = state.lock();
-        if s.websockets >= max {
+        s.websockets.retain(|_, expiry| *expiry > now);
+        if s.websockets.len() >= max as usize {
             return Ok(WebsocketSlot::Full);
         }
-        s.websockets += 1;
+        s.websockets
+            .insert(lease.to_owned(), now + ttl_ms * 1_000_000);
         Ok(WebsocketSlot::Granted)
     }
 
-    async fn close_websocket(&self, customer: &str) -> Result<(), StoreError> {
+    async fn renew_websocket(
+        &self,
+        customer: &str,
+        lease: &str,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
+        let now = self.now_ns();
+        let state = self.state(customer);
+        state
+            .lock()
+            .websockets
+            .insert(lease.to_owned(), now + ttl_ms * 1_000_000);
+        Ok(())
+    }
+
+    async fn close_websocket(&self, customer: &str, lease: &str) -> Result<(), StoreError> {
+        let state = self.state(customer);
+        state.lock().websockets.remove(lease);
+        Ok(())
+    }
+
+    async fn websockets_open(&self, customer: &str) -> Result<u32, StoreError> {
+        let now = self.now_ns();
         let state = self.state(customer);
         let mut s = state.lock();
-        s.websockets = s.websockets.saturating_sub(1);
-        Ok(())
+        s.websockets.retain(|_, expiry| *expiry > now);
+        Ok(u32::try_from(s.websockets.len()).unwrap_or(u32::MAX))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -39,6 +39,7 @@ local cap = tonumber(ARGV[2])
 local h = redis.call('HMGET', KEYS[1], 'seeded', 'tat', 'period', 'used', 'credits')
 if not h[1] then return {4} end
 local function state(x)
+  if interval <= 0 then return cap, 0 end
   local reset = x - now
   if reset < 0 then reset = 0 end
   local rem = cap - math.ceil(reset / interval)
@@ -59,11 +60,14 @@ local period = tonumber(h[3]) or 0
 local used = tonumber(h[4]) or 0
 local credits = tonumber(h[5]) or 0
 if has_quota and pstart > period then period = pstart; used = 0 end
-local new_tat = math.max(tat, now) + interval
-local allow_at = new_tat - interval * cap
-if now < allow_at then
-  local rem, reset = state(tat)
-  return {1, allow_at - now, rem, reset, used, credits}
+local new_tat = tat
+if interval > 0 then
+  new_tat = math.max(tat, now) + interval
+  local allow_at = new_tat - interval * cap
+  if now < allow_at then
+    local rem, reset = state(tat)
+    return {1, allow_at - now, rem, reset, used, credits}
+  end
 end
 local q_units, over_units, over_micros, credit_micros = 0, 0, 0, 0
 if has_quota then
@@ -123,17 +127,37 @@ redis.call('HSET', KEYS[1], 'seeded', 1, 'credits', ARGV[1], 'used', ARGV[2], 'p
 return 1
 "#;
 
+/// WebSocket leases: a sorted set of lease ids scored by expiry (ms, server
+/// clock), beside the customer's hash (same hash tag, same Cluster slot).
+/// Expired leases (a dead gateway's) are dropped before counting.
+const WS_PRELUDE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+"#;
+
+/// ARGV: lease, max, ttl_ms.
 const OPEN_WS: &str = r#"
-local n = tonumber(redis.call('HGET', KEYS[1], 'ws') or '0')
-if n >= tonumber(ARGV[1]) then return 0 end
-redis.call('HINCRBY', KEYS[1], 'ws', 1)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"#;
+
+/// ARGV: lease, ttl_ms.
+const RENEW_WS: &str = r#"
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 "#;
 
 const CLOSE_WS: &str = r#"
-local n = tonumber(redis.call('HGET', KEYS[1], 'ws') or '0')
-if n > 0 then redis.call('HINCRBY', KEYS[1], 'ws', -1) end
+redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
+"#;
+
+const COUNT_WS: &str = r#"
+return redis.call('ZCARD', KEYS[1])
 "#;
 
 /// Where the store lives.
@@ -311,7 +335,9 @@ struct Scripts {
     add_credits: Script,
     seed: Script,
     open_ws: Script,
+    renew_ws: Script,
     close_ws: Script,
+    count_ws: Script,
 }
 
 /// One multiplexed connection per thread that calls, for the hot path. A
@@ -395,14 +421,21 @@ impl RedisStore {
                 peek: Script::new(&format!("{GCRA_PRELUDE}{PEEK}")),
                 add_credits: Script::new(ADD_CREDITS),
                 seed: Script::new(SEED),
-                open_ws: Script::new(OPEN_WS),
+                open_ws: Script::new(&format!("{WS_PRELUDE}{OPEN_WS}")),
+                renew_ws: Script::new(&format!("{WS_PRELUDE}{RENEW_WS}")),
                 close_ws: Script::new(CLOSE_WS),
+                count_ws: Script::new(&format!("{WS_PRELUDE}{COUNT_WS}")),
             },
         })
     }
 
     fn key(&self, customer: &str) -> String {
         format!("{{{}:c:{customer}}}", self.prefix)
+    }
+
+    /// The customer's WebSocket leases, in the slot of its hash.
+    fn ws_key(&self, customer: &str) -> String {
+        format!("{{{}:c:{customer}}}:ws", self.prefix)
     }
 
     /// Runs one script invocation under the timeout and the breaker.
@@ -446,7 +479,11 @@ fn snapshot(v: &[i64]) -> Snapshot {
     }
 }
 
+/// 0 only for spending without a rate limit (an open WebSocket's units).
 fn micros_interval(l: &Limits) -> u64 {
+    if l.emission_interval_ns == 0 {
+        return 0;
+    }
     (l.emission_interval_ns / 1000).max(1)
 }
 
@@ -543,9 +580,15 @@ impl Store for RedisStore {
         Ok(written == 1)
     }
 
-    async fn open_websocket(&self, customer: &str, max: u32) -> Result<WebsocketSlot, StoreError> {
-        let mut inv = self.scripts.open_ws.key(self.key(customer));
-        inv.arg(max);
+    async fn open_websocket(
+        &self,
+        customer: &str,
+        lease: &str,
+        max: u32,
+        ttl_ms: u64,
+    ) -> Result<WebsocketSlot, StoreError> {
+        let mut inv = self.scripts.open_ws.key(self.ws_key(customer));
+        inv.arg(lease).arg(max).arg(ttl_ms);
         let granted: i64 = self.run(inv).await?;
         Ok(if granted == 1 {
             WebsocketSlot::Granted
@@ -554,11 +597,30 @@ impl Store for RedisStore {
         })
     }
 
-    async fn close_websocket(&self, customer: &str) -> Result<(), StoreError> {
-        let _: i64 = self
-            .run(self.scripts.close_ws.key(self.key(customer)))
-            .await?;
+    async fn renew_websocket(
+        &self,
+        customer: &str,
+        lease: &str,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
+        let mut inv = self.scripts.renew_ws.key(self.ws_key(customer));
+        inv.arg(lease).arg(ttl_ms);
+        let _: i64 = self.run(inv).await?;
         Ok(())
+    }
+
+    async fn close_websocket(&self, customer: &str, lease: &str) -> Result<(), StoreError> {
+        let mut inv = self.scripts.close_ws.key(self.ws_key(customer));
+        inv.arg(lease);
+        let _: i64 = self.run(inv).await?;
+        Ok(())
+    }
+
+    async fn websockets_open(&self, customer: &str) -> Result<u32, StoreError> {
+        let n: i64 = self
+            .run(self.scripts.count_ws.key(self.ws_key(customer)))
+            .await?;
+        Ok(u32::try_from(n).unwrap_or(0))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

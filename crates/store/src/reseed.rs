@@ -56,12 +56,33 @@ impl<S: Store> Store for ReseedOnMiss<S> {
         self.inner.seed(customer, c, mode).await
     }
 
-    async fn open_websocket(&self, customer: &str, max: u32) -> Result<WebsocketSlot, StoreError> {
-        self.inner.open_websocket(customer, max).await
+    async fn open_websocket(
+        &self,
+        customer: &str,
+        lease: &str,
+        max: u32,
+        ttl_ms: u64,
+    ) -> Result<WebsocketSlot, StoreError> {
+        self.inner
+            .open_websocket(customer, lease, max, ttl_ms)
+            .await
     }
 
-    async fn close_websocket(&self, customer: &str) -> Result<(), StoreError> {
-        self.inner.close_websocket(customer).await
+    async fn renew_websocket(
+        &self,
+        customer: &str,
+        lease: &str,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.inner.renew_websocket(customer, lease, ttl_ms).await
+    }
+
+    async fn close_websocket(&self, customer: &str, lease: &str) -> Result<(), StoreError> {
+        self.inner.close_websocket(customer, lease).await
+    }
+
+    async fn websockets_open(&self, customer: &str) -> Result<u32, StoreError> {
+        self.inner.websockets_open(customer).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use paygate_core::Micros;
 use paygate_store::{
     Admission, Counters, Decision, Limits, MemoryStore, QuotaLimit, RedisStore, Reservation,
-    SeedMode, Snapshot, Store, StoreError, WebsocketSlot,
+    SeedMode, Snapshot, Store, StoreError, WebsocketSlot, WEBSOCKET_LEASE_MS,
 };
 use paygate_testkit::RedisCluster;
 
@@ -194,6 +194,8 @@ contract_tests! {
         seed_respects_the_mode,
         unseeded_customers,
         websocket_slots_are_bounded,
+        websocket_leases_expire_unless_renewed,
+        spending_without_a_rate_limit,
         ping,
     ]
 }
@@ -271,7 +273,13 @@ async fn admit_concurrently(b: &Backend, customer: &str, l: Limits, n: usize) ->
 async fn open_many(b: &Backend, customer: &str, n: usize, max: u32) -> usize {
     let opens = (0..n).map(|_| {
         let (store, customer) = (Arc::clone(&b.store), customer.to_owned());
-        tokio::spawn(async move { store.open_websocket(&customer, max).await.unwrap() })
+        let lease = uuid::Uuid::now_v7().to_string();
+        tokio::spawn(async move {
+            store
+                .open_websocket(&customer, &lease, max, WEBSOCKET_LEASE_MS)
+                .await
+                .unwrap()
+        })
     });
     futures::future::try_join_all(opens)
         .await
@@ -935,20 +943,14 @@ mod cases {
         // A seed loads quota and credits only: the rate limit and the
         // WebSocket slots are live state and stay as they are.
         reservation(&admit(b, &c, &l).await);
-        assert_eq!(
-            b.store.open_websocket(&c, 1).await.unwrap(),
-            WebsocketSlot::Granted
-        );
+        assert_eq!(open_many(b, &c, 1, 1).await, 1);
         assert!(b.store.seed(&c, seeded, SeedMode::Overwrite).await.unwrap());
         assert_eq!(quota_used_and_credits(peek(b, &c, &l).await), (3, 7));
         assert!(matches!(
             admit(b, &c, &l).await.decision,
             Decision::RateLimited { .. }
         ));
-        assert_eq!(
-            b.store.open_websocket(&c, 1).await.unwrap(),
-            WebsocketSlot::Full
-        );
+        assert_eq!(open_many(b, &c, 1, 1).await, 0);
 
         // The seeded period is the counter's: a later period starts at zero.
         let next = Limits {
@@ -1029,37 +1031,122 @@ mod cases {
 
     pub async fn websocket_slots_are_bounded(b: &Backend, case: &str) {
         let c = format!("{case}-c");
+        let ttl = WEBSOCKET_LEASE_MS;
         assert_eq!(open_many(b, &c, 10, 3).await, 3);
+        assert_eq!(b.store.websockets_open(&c).await.unwrap(), 3);
         assert_eq!(
-            b.store.open_websocket(&c, 3).await.unwrap(),
+            b.store.open_websocket(&c, "x", 3, ttl).await.unwrap(),
             WebsocketSlot::Full
         );
-        // Closing one frees one.
-        b.store.close_websocket(&c).await.unwrap();
+        // Closing one lease frees one slot.
         assert_eq!(
-            b.store.open_websocket(&c, 3).await.unwrap(),
+            b.store.open_websocket(&c, "y", 4, ttl).await.unwrap(),
             WebsocketSlot::Granted
         );
+        b.store.close_websocket(&c, "y").await.unwrap();
+        assert_eq!(b.store.websockets_open(&c).await.unwrap(), 3);
+        // Closing a lease twice, or one never taken, frees nothing more.
+        b.store.close_websocket(&c, "y").await.unwrap();
+        b.store.close_websocket(&c, "never").await.unwrap();
         assert_eq!(
-            b.store.open_websocket(&c, 3).await.unwrap(),
+            b.store.open_websocket(&c, "z", 3, ttl).await.unwrap(),
             WebsocketSlot::Full
         );
-        // More closes than opens leave the count at zero, not below: the
-        // next opens get exactly `max` slots again.
-        for _ in 0..5 {
-            b.store.close_websocket(&c).await.unwrap();
-        }
-        assert_eq!(open_many(b, &c, 10, 3).await, 3);
         // Slots are per customer; a limit of zero grants none.
         let other = format!("{case}-other");
         assert_eq!(
-            b.store.open_websocket(&other, 0).await.unwrap(),
+            b.store.open_websocket(&other, "a", 0, ttl).await.unwrap(),
             WebsocketSlot::Full
         );
         assert_eq!(
-            b.store.open_websocket(&other, 1).await.unwrap(),
+            b.store.open_websocket(&other, "a", 1, ttl).await.unwrap(),
             WebsocketSlot::Granted
         );
+    }
+
+    pub async fn websocket_leases_expire_unless_renewed(b: &Backend, case: &str) {
+        let c = format!("{case}-c");
+        // Two leases that live 300 ms; one of them is renewed for longer.
+        for lease in ["dies", "lives"] {
+            assert_eq!(
+                b.store.open_websocket(&c, lease, 2, 300).await.unwrap(),
+                WebsocketSlot::Granted
+            );
+        }
+        assert_eq!(
+            b.store.open_websocket(&c, "third", 2, 300).await.unwrap(),
+            WebsocketSlot::Full
+        );
+        b.store.renew_websocket(&c, "lives", 60_000).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while b.store.websockets_open(&c).await.unwrap() != 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lease never expired"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // The expired lease's slot is free again; the renewed one still counts.
+        assert_eq!(
+            b.store
+                .open_websocket(&c, "third", 2, 60_000)
+                .await
+                .unwrap(),
+            WebsocketSlot::Granted
+        );
+        assert_eq!(
+            b.store
+                .open_websocket(&c, "fourth", 2, 60_000)
+                .await
+                .unwrap(),
+            WebsocketSlot::Full
+        );
+    }
+
+    pub async fn spending_without_a_rate_limit(b: &Backend, case: &str) {
+        let c = format!("{case}-c");
+        seed(b, &c, 100, 0).await;
+        // The bucket is empty after one call...
+        let call = Limits {
+            quota: quota(10, P, None),
+            ..slow_bucket(1)
+        };
+        reservation(&admit(b, &c, &call).await);
+        assert!(matches!(
+            admit(b, &c, &call).await.decision,
+            Decision::RateLimited { .. }
+        ));
+        // ...yet units spent by an open connection (no emission interval)
+        // still go through, against quota and credits all the same.
+        let spend = Limits {
+            emission_interval_ns: 0,
+            units: 4,
+            credit_price_micros: Some(40),
+            ..call
+        };
+        let r = reservation(&admit(b, &c, &spend).await);
+        assert_eq!((r.quota_units, r.credits_micros), (4, 40));
+        let r = reservation(&admit(b, &c, &spend).await);
+        assert_eq!((r.quota_units, r.credits_micros), (4, 40));
+        assert_eq!(
+            admit(b, &c, &spend).await.decision,
+            Decision::QuotaExhausted
+        );
+        assert_eq!(quota_used_and_credits(peek(b, &c, &call).await), (9, 20));
+        // A part of a reservation goes back like a whole one.
+        b.store
+            .give_back(
+                &c,
+                &Reservation {
+                    quota_units: 3,
+                    credits_micros: 30,
+                    period_start: P,
+                    ..Reservation::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(quota_used_and_credits(peek(b, &c, &call).await), (6, 50));
     }
 
     pub async fn ping(b: &Backend, _case: &str) {

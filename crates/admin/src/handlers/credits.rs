@@ -148,5 +148,13 @@ pub async fn balance(
         }
         other => other?,
     };
-    Ok(Json(Balance::new(&customer, &plan, &snap, &period)))
+    // Live state only the store has; a store that cannot say shows none.
+    let websockets = s
+        .store
+        .websockets_open(customer.id.as_str())
+        .await
+        .unwrap_or(0);
+    Ok(Json(
+        Balance::new(&customer, &plan, &snap, &period).with_websockets_open(websockets),
+    ))
 }

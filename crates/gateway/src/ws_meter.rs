@@ -1,0 +1,582 @@
+//! An open WebSocket (SPEC §9): its lease on a `max_websockets` slot, renewed
+//! while it lives, and its units: `ws_message_cost` per data message the
+//! upstream sends and `ws_minute_cost` per started minute after the first.
+//!
+//! Units are reserved from the store in batches ahead of use (one store call
+//! per batch, not per message), consumed locally, and what is left is given
+//! back at close, so the ledger holds exactly what the client received. The
+//! body filter that counts messages is synchronous (Pingora calls it between
+//! reads), so store calls run on the background runtime: a refill starts when
+//! half a batch is left, and a message that finds the budget empty waits for
+//! it (bounded). A message that cannot be paid is not delivered: the client
+//! gets a close frame (1008 and the reason) in its place, after the last
+//! paid message.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use chrono::Utc;
+use paygate_core::metering::limits_for;
+use paygate_core::{ErrorCode, UsageEvent};
+use paygate_store::{Decision, Limits, Principal, Reservation, Store, WEBSOCKET_LEASE_MS};
+use paygate_usage::UsageSink;
+use tokio::runtime::Handle;
+
+use crate::ws_frames::{close_frame, FrameReader};
+
+/// A lease is renewed this often; it lives [`WEBSOCKET_LEASE_MS`].
+const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// Messages a batch of units pays for.
+const BATCH_MESSAGES: u64 = 16;
+
+/// Why the gateway closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Quota or credits ran out: 1008 and `quota_exhausted` /
+    /// `insufficient_credits`.
+    Unpaid(ErrorCode),
+    /// The store could not say in time: 1013 (try again later).
+    Unavailable,
+}
+
+impl CloseReason {
+    fn frame(self) -> Vec<u8> {
+        match self {
+            Self::Unpaid(code) => close_frame(1008, code.as_str()),
+            Self::Unavailable => close_frame(1013, ErrorCode::LimiterUnavailable.as_str()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Batch {
+    r: Reservation,
+    units: u64,
+    used: u64,
+    period: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refill {
+    Idle,
+    InFlight,
+    /// Even the smallest charge was refused.
+    Exhausted(ErrorCode),
+    Failed,
+}
+
+/// Units consumed from one reservation, to become a usage event.
+#[derive(Debug)]
+struct Spent {
+    seq: u32,
+    r: Reservation,
+    units: u64,
+    period: String,
+}
+
+#[derive(Debug)]
+struct State {
+    batches: VecDeque<Batch>,
+    available: u64,
+    refill: Refill,
+    spent: Vec<Spent>,
+    seq: u32,
+    minutes_charged: u64,
+    close: Option<CloseReason>,
+    close_sent: bool,
+    messages: u64,
+}
+
+/// The connection's identity and what it is charged.
+pub struct Terms {
+    pub principal: Principal,
+    /// The upgrade's request id: the lease id and the prefix of the
+    /// connection's usage events (`<request_id>-<n>`).
+    pub request_id: String,
+    pub route: Arc<str>,
+    pub message_cost: u64,
+    pub minute_cost: u64,
+}
+
+/// Where the connection's store calls and usage events go.
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub errors: prometheus::IntCounter,
+    pub usage: UsageSink,
+    /// The background runtime: store calls the body filter cannot await.
+    pub background: Handle,
+    /// How long a message waits for a refill before the connection closes.
+    pub wait: Duration,
+}
+
+pub struct WsConnection {
+    terms: Terms,
+    svc: Services,
+    opened: Instant,
+    batch_units: u64,
+    min_charge: u64,
+    state: parking_lot::Mutex<State>,
+    refilled: parking_lot::Condvar,
+    ticker: parking_lot::Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl WsConnection {
+    /// Starts the lease renewal (and minute charges) of an upgraded call.
+    pub fn open(terms: Terms, svc: Services) -> Arc<Self> {
+        let (message, minute) = (terms.message_cost, terms.minute_cost);
+        let min_charge = [message, minute]
+            .into_iter()
+            .filter(|c| *c > 0)
+            .min()
+            .unwrap_or(0);
+        let conn = Arc::new(Self {
+            batch_units: if message > 0 {
+                message * BATCH_MESSAGES
+            } else {
+                minute
+            },
+            min_charge,
+            terms,
+            opened: Instant::now(),
+            state: parking_lot::Mutex::new(State {
+                batches: VecDeque::new(),
+                available: 0,
+                refill: Refill::Idle,
+                spent: Vec::new(),
+                seq: 0,
+                minutes_charged: 0,
+                close: None,
+                close_sent: false,
+                messages: 0,
+            }),
+            refilled: parking_lot::Condvar::new(),
+            ticker: parking_lot::Mutex::new(None),
+            svc,
+        });
+        let task = conn
+            .svc
+            .background
+            .spawn(Arc::clone(&conn).tick())
+            .abort_handle();
+        *conn.ticker.lock() = Some(task);
+        conn
+    }
+
+    /// Data messages delivered so far.
+    pub fn messages(&self) -> u64 {
+        self.state.lock().messages
+    }
+
+    /// Reads the upstream's bytes on their way to the client: charges each
+    /// message that starts in them and, when one cannot be paid, delivers
+    /// what was paid for and then the close frame instead. After the close
+    /// frame nothing more is delivered; the client's close reply, forwarded
+    /// upstream, ends the connection (ending it here at once could cut off
+    /// the close frame and paid messages still in the write buffer).
+    pub fn upstream_bytes(self: &Arc<Self>, reader: &mut FrameReader, body: &mut Option<Bytes>) {
+        let mut st = self.state.lock();
+        if st.close_sent {
+            if body.is_some() {
+                *body = Some(Bytes::new());
+            }
+            return;
+        }
+        if let Some(reason) = st.close {
+            // A minute could not be paid: nothing more is delivered.
+            st.close_sent = true;
+            *body = Some(Bytes::from(reason.frame()));
+            return;
+        }
+        let Some(data) = body.as_ref() else {
+            return;
+        };
+        let mut starts = Vec::new();
+        reader.feed(data, &mut starts);
+        let cost = self.terms.message_cost;
+        for offset in starts {
+            if cost > 0 {
+                if let Err(reason) = self.pay(&mut st, cost) {
+                    st.close = Some(reason);
+                    st.close_sent = true;
+                    let mut out = BytesMut::from(&data[..offset]);
+                    out.extend_from_slice(&reason.frame());
+                    *body = Some(out.freeze());
+                    return;
+                }
+            }
+            st.messages += 1;
+        }
+        if st.available < self.batch_units / 2 && st.refill == Refill::Idle && cost > 0 {
+            self.start_refill(&mut st);
+        }
+    }
+
+    /// Takes `units` from the budget, waiting (bounded) for a refill when it
+    /// is short.
+    fn pay(
+        self: &Arc<Self>,
+        st: &mut parking_lot::MutexGuard<'_, State>,
+        units: u64,
+    ) -> Result<(), CloseReason> {
+        loop {
+            if st.available >= units {
+                consume(st, units);
+                return Ok(());
+            }
+            match st.refill {
+                Refill::Exhausted(code) => return Err(CloseReason::Unpaid(code)),
+                Refill::Failed => return Err(CloseReason::Unavailable),
+                Refill::Idle => self.start_refill(st),
+                Refill::InFlight => {}
+            }
+            if self.refilled.wait_for(st, self.svc.wait).timed_out() {
+                return Err(CloseReason::Unavailable);
+            }
+        }
+    }
+
+    fn start_refill(self: &Arc<Self>, st: &mut State) {
+        st.refill = Refill::InFlight;
+        self.svc.background.spawn(Arc::clone(self).refill());
+    }
+
+    /// The limits of spending `units` now: quota and credits as for a call,
+    /// no rate limit (these are not calls).
+    fn spend_limits(&self, units: u64) -> (Limits, String) {
+        let p = &self.terms.principal;
+        let (mut l, period) = limits_for(&p.plan, 1, &p.customer, Utc::now());
+        l.emission_interval_ns = 0;
+        l.units = units;
+        l.credit_price_micros = p
+            .plan
+            .price_per_call_micros
+            .map(|price| price.saturating_mul(i64::try_from(units).unwrap_or(i64::MAX)));
+        (l, period.name())
+    }
+
+    /// Reserves the next batch (smaller ones near the limits, down to one
+    /// charge), then wakes whoever waits and sends out spent units.
+    async fn refill(self: Arc<Self>) {
+        let customer = self.terms.principal.customer.id.as_str().to_owned();
+        let mut units = self.batch_units.max(self.min_charge);
+        let outcome = loop {
+            let (limits, period) = self.spend_limits(units);
+            let refused = match self.svc.store.admit(&customer, &limits).await {
+                Ok(a) => match a.decision {
+                    Decision::Admitted(r) => {
+                        break Ok(Batch {
+                            r,
+                            units,
+                            used: 0,
+                            period,
+                        })
+                    }
+                    Decision::QuotaExhausted => ErrorCode::QuotaExhausted,
+                    Decision::InsufficientCredits => ErrorCode::InsufficientCredits,
+                    Decision::RateLimited { .. } => break Err(Refill::Failed),
+                },
+                Err(e) => {
+                    self.svc.errors.inc();
+                    tracing::warn!(error = %e, "WebSocket units not reserved");
+                    break Err(Refill::Failed);
+                }
+            };
+            if units <= self.min_charge {
+                break Err(Refill::Exhausted(refused));
+            }
+            units = (units / 2).max(self.min_charge);
+        };
+        let spent = {
+            let mut st = self.state.lock();
+            match outcome {
+                Ok(batch) => {
+                    st.available += batch.units;
+                    st.batches.push_back(batch);
+                    st.refill = Refill::Idle;
+                }
+                Err(r) => st.refill = r,
+            }
+            std::mem::take(&mut st.spent)
+        };
+        self.refilled.notify_all();
+        self.emit(spent).await;
+    }
+
+    /// Takes `units` from the budget off the body filter's thread.
+    async fn charge(self: &Arc<Self>, units: u64) -> Result<(), CloseReason> {
+        let deadline = Instant::now() + self.svc.wait;
+        loop {
+            let run_refill = {
+                let mut st = self.state.lock();
+                if st.available >= units {
+                    consume(&mut st, units);
+                    return Ok(());
+                }
+                match st.refill {
+                    Refill::Exhausted(code) => return Err(CloseReason::Unpaid(code)),
+                    Refill::Failed => return Err(CloseReason::Unavailable),
+                    Refill::Idle => {
+                        st.refill = Refill::InFlight;
+                        true
+                    }
+                    Refill::InFlight => false,
+                }
+            };
+            if run_refill {
+                Arc::clone(self).refill().await;
+            } else if Instant::now() > deadline {
+                return Err(CloseReason::Unavailable);
+            } else {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+
+    /// Minutes started after the first that are not charged yet.
+    fn minutes_due(&self) -> u64 {
+        let started = self.opened.elapsed().as_secs() / 60;
+        started.saturating_sub(self.state.lock().minutes_charged)
+    }
+
+    async fn charge_minutes(self: &Arc<Self>) -> Result<(), CloseReason> {
+        if self.terms.minute_cost == 0 {
+            return Ok(());
+        }
+        for _ in 0..self.minutes_due() {
+            self.charge(self.terms.minute_cost).await?;
+            self.state.lock().minutes_charged += 1;
+        }
+        Ok(())
+    }
+
+    /// Renews the lease and charges minutes as they start, until aborted.
+    async fn tick(self: Arc<Self>) {
+        let customer = self.terms.principal.customer.id.as_str().to_owned();
+        loop {
+            let into_minute = self.opened.elapsed().as_millis() % 60_000;
+            let to_next_minute = Duration::from_millis(60_000 - into_minute as u64);
+            tokio::time::sleep(RENEW_EVERY.min(to_next_minute)).await;
+            if let Err(e) = self
+                .svc
+                .store
+                .renew_websocket(&customer, &self.terms.request_id, WEBSOCKET_LEASE_MS)
+                .await
+            {
+                self.svc.errors.inc();
+                tracing::warn!(error = %e, "WebSocket lease not renewed");
+            }
+            if self.state.lock().close.is_none() {
+                if let Err(reason) = self.charge_minutes().await {
+                    self.state.lock().close = Some(reason);
+                }
+            }
+            let spent = std::mem::take(&mut self.state.lock().spent);
+            self.emit(spent).await;
+        }
+    }
+
+    /// The connection ended: charges the minutes started since the last
+    /// tick, records what was spent, gives back what was not, frees the slot.
+    pub async fn finish(self: &Arc<Self>) {
+        if let Some(t) = self.ticker.lock().take() {
+            t.abort();
+        }
+        if self.state.lock().close.is_none() {
+            if let Err(reason) = self.charge_minutes().await {
+                tracing::info!(?reason, "last WebSocket minute not charged");
+            }
+        }
+        let (spent, unused) = {
+            let mut st = self.state.lock();
+            let mut unused = Vec::new();
+            while let Some(b) = st.batches.pop_front() {
+                let (used, rest) = split(&b.r, b.units, b.used);
+                if b.used > 0 {
+                    st.seq += 1;
+                    let seq = st.seq;
+                    st.spent.push(Spent {
+                        seq,
+                        r: used,
+                        units: b.used,
+                        period: b.period,
+                    });
+                }
+                unused.push(rest);
+            }
+            st.available = 0;
+            (std::mem::take(&mut st.spent), unused)
+        };
+        let customer = self.terms.principal.customer.id.as_str();
+        for r in unused {
+            if let Err(e) = self.svc.store.give_back(customer, &r).await {
+                self.svc.errors.inc();
+                tracing::warn!(error = %e, "unused WebSocket units not given back");
+            }
+        }
+        self.emit(spent).await;
+    }
+
+    async fn emit(&self, spent: Vec<Spent>) {
+        let p = &self.terms.principal;
+        for s in spent {
+            self.svc
+                .usage
+                .emit(UsageEvent {
+                    request_id: format!("{}-{}", self.terms.request_id, s.seq),
+                    ts: Utc::now(),
+                    customer_id: p.customer.id.as_str().to_owned(),
+                    key_id: p.key_id().to_owned(),
+                    plan_id: p.plan.id.as_str().to_owned(),
+                    route: self.terms.route.to_string(),
+                    method: "GET".into(),
+                    status: 101,
+                    billable: true,
+                    units: s.units,
+                    overage_units: s.r.overage_units,
+                    amount_micros: s.r.amount_micros(),
+                    credits_micros: s.r.credits_micros,
+                    period: s.period,
+                    latency_us: 0,
+                })
+                .await;
+        }
+    }
+}
+
+/// Takes `units` from the oldest batches; a batch used up becomes spent.
+fn consume(st: &mut State, units: u64) {
+    st.available -= units;
+    let mut need = units;
+    while need > 0 {
+        let Some(b) = st.batches.front_mut() else {
+            return;
+        };
+        let take = need.min(b.units - b.used);
+        b.used += take;
+        need -= take;
+        if b.used == b.units {
+            if let Some(b) = st.batches.pop_front() {
+                st.seq += 1;
+                let seq = st.seq;
+                st.spent.push(Spent {
+                    seq,
+                    r: b.r,
+                    units: b.units,
+                    period: b.period,
+                });
+            }
+        }
+    }
+}
+
+/// Splits a reservation of `units` of which `used` were consumed into the
+/// part to bill and the part to give back. Units inside the quota come
+/// first, so the unused ones are the overage ones first; credits and the
+/// overage price are per unit.
+fn split(r: &Reservation, units: u64, used: u64) -> (Reservation, Reservation) {
+    let within = units - r.overage_units;
+    let used_within = used.min(within);
+    let used_over = used - used_within;
+    let over_price = if r.overage_units > 0 {
+        r.overage_micros / i64::try_from(r.overage_units).unwrap_or(i64::MAX)
+    } else {
+        0
+    };
+    let credit_price = if units > 0 {
+        r.credits_micros / i64::try_from(units).unwrap_or(i64::MAX)
+    } else {
+        0
+    };
+    let used_i = i64::try_from(used).unwrap_or(i64::MAX);
+    let used_over_i = i64::try_from(used_over).unwrap_or(i64::MAX);
+    let quota_used = if r.quota_units > 0 { used } else { 0 };
+    let spent = Reservation {
+        quota_units: quota_used,
+        overage_units: used_over,
+        overage_micros: over_price * used_over_i,
+        credits_micros: credit_price * used_i,
+        period_start: r.period_start,
+    };
+    let rest = Reservation {
+        quota_units: r.quota_units - quota_used,
+        overage_units: r.overage_units - used_over,
+        overage_micros: r.overage_micros - spent.overage_micros,
+        credits_micros: r.credits_micros - spent.credits_micros,
+        period_start: r.period_start,
+    };
+    (spent, rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partly_used_reservation_bills_what_was_used_and_returns_the_rest() {
+        // 10 units: 6 inside the quota, 4 overage at 200 each; 50 credits each.
+        let r = Reservation {
+            quota_units: 10,
+            overage_units: 4,
+            overage_micros: 800,
+            credits_micros: 500,
+            period_start: 7,
+        };
+        let (used, rest) = split(&r, 10, 8);
+        assert_eq!(
+            (
+                used.quota_units,
+                used.overage_units,
+                used.overage_micros,
+                used.credits_micros
+            ),
+            (8, 2, 400, 400)
+        );
+        assert_eq!(
+            (
+                rest.quota_units,
+                rest.overage_units,
+                rest.overage_micros,
+                rest.credits_micros
+            ),
+            (2, 2, 400, 100)
+        );
+        let (used, rest) = split(&r, 10, 0);
+        assert_eq!(used.quota_units + used.credits_micros as u64, 0);
+        assert_eq!(rest, r);
+        let (used, rest) = split(&r, 10, 10);
+        assert_eq!(used, r);
+        assert_eq!(rest.quota_units + rest.credits_micros as u64, 0);
+    }
+
+    #[test]
+    fn consuming_across_batches_spends_each_once() {
+        let batch = |units| Batch {
+            r: Reservation {
+                quota_units: units,
+                ..Reservation::default()
+            },
+            units,
+            used: 0,
+            period: "2026-12".into(),
+        };
+        let mut st = State {
+            batches: VecDeque::from([batch(4), batch(4)]),
+            available: 8,
+            refill: Refill::Idle,
+            spent: Vec::new(),
+            seq: 0,
+            minutes_charged: 0,
+            close: None,
+            close_sent: false,
+            messages: 0,
+        };
+        consume(&mut st, 3);
+        assert!(st.spent.is_empty());
+        consume(&mut st, 3); // 1 from the first batch, 2 from the second
+        assert_eq!(st.spent.len(), 1);
+        assert_eq!((st.spent[0].seq, st.spent[0].units), (1, 4));
+        assert_eq!((st.available, st.batches[0].used), (2, 2));
+    }
+}

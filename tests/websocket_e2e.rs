@@ -1,0 +1,304 @@
+//! SPEC §9 end to end: WebSocket connections metered per message through a
+//! real paygate process, read by a real WebSocket client (tokio-tungstenite).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use paygate_testkit::DbKind;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The mock's routes plus `stream` (its ticker), `message_cost` units per
+/// message.
+fn stream_routes(mock: &Mock, message_cost: u32) -> String {
+    format!(
+        "{}\n[[routes]]\nid = \"stream\"\npath_prefix = \"/v1/ticks\"\nupstream = \"mock\"\nws_message_cost = {message_cost}\n",
+        routes_for(mock.addr)
+    )
+}
+
+/// What a client read from one connection.
+#[derive(Debug)]
+struct Read {
+    data_messages: usize,
+    close: Option<(CloseCode, String)>,
+}
+
+async fn connect(
+    pg: &Paygate,
+    path: &str,
+    key: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = format!("{}{path}", pg.gw.replace("http://", "ws://"));
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("x-api-key", key.parse().unwrap());
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+/// Reads every message of `/v1/ticks/{n}` until the connection closes.
+async fn read_ticks(pg: &Paygate, key: &str, n: u32) -> Read {
+    let mut ws = connect(pg, &format!("/v1/ticks/{n}"), key).await;
+    let mut read = Read {
+        data_messages: 0,
+        close: None,
+    };
+    while let Some(m) = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("the stream stalled")
+    {
+        match m {
+            Ok(Message::Text(_) | Message::Binary(_)) => read.data_messages += 1,
+            Ok(Message::Close(f)) => {
+                read.close = f.map(|f| (f.code, f.reason.to_string()));
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    read
+}
+
+async fn units_in_ledger(pg: &Paygate, customer: &str) -> Value {
+    let (s, report) = pg
+        .admin(
+            "GET",
+            &format!("/admin/v1/usage?customer_id={customer}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{report}");
+    report["totals"].clone()
+}
+
+async fn expect_quota_used(pg: &Paygate, customer: &str, used: u64) {
+    eventually("the quota to settle", Duration::from_secs(10), || async {
+        let (_, b) = pg
+            .admin(
+                "GET",
+                &format!("/admin/v1/customers/{customer}/balance"),
+                None,
+            )
+            .await;
+        (b["quota"]["used"] == used).then_some(())
+    })
+    .await;
+}
+
+async fn expect_ledger_units(pg: &Paygate, customer: &str, units: u64) {
+    eventually(
+        "the ledger to hold the units",
+        Duration::from_secs(10),
+        || async {
+            let t = units_in_ledger(pg, customer).await;
+            (t["units"] == units).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_bills_exactly_the_messages_the_client_received() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let pg = Paygate::start(dir.path(), &stream_routes(&mock, 2)).await;
+    let key = pg
+        .customer_with_plan(
+            "c",
+            json!({"quota": {"calls": 10_000, "period": "month"}, "max_websockets": 2}),
+        )
+        .await;
+    // 50 messages (text, binary, fragments of axum's choosing, pings between).
+    let read = read_ticks(&pg, &key, 50).await;
+    assert_eq!(read.data_messages, 50, "{read:?}");
+    // The upgrade (cost 1) and 50 messages of 2 units; no more reserved.
+    expect_quota_used(&pg, "c", 101).await;
+    expect_ledger_units(&pg, "c", 101).await;
+    // A second connection adds exactly its own.
+    let read = read_ticks(&pg, &key, 7).await;
+    assert_eq!(read.data_messages, 7);
+    expect_quota_used(&pg, "c", 101 + 15).await;
+    expect_ledger_units(&pg, "c", 116).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_stops_at_the_quota_with_1008_after_the_last_paid_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let pg = Paygate::start(dir.path(), &stream_routes(&mock, 1)).await;
+    let key = pg
+        .customer_with_plan(
+            "c",
+            json!({"quota": {"calls": 21, "period": "month"}, "max_websockets": 2}),
+        )
+        .await;
+    let read = read_ticks(&pg, &key, 100).await;
+    // 1 unit for the upgrade, 20 for messages: the 21st message is refused.
+    assert_eq!(read.data_messages, 20, "{read:?}");
+    assert_eq!(
+        read.close,
+        Some((CloseCode::Policy, "quota_exhausted".to_owned()))
+    );
+    expect_quota_used(&pg, "c", 21).await;
+    expect_ledger_units(&pg, "c", 21).await;
+    // The slot was given back when the gateway closed the connection.
+    eventually("the slot to be free", Duration::from_secs(5), || async {
+        let me: Value = pg.get("/paygate/v1/me", &key).await.json().await.unwrap();
+        (me["websockets_open"] == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepaid_credits_pay_for_messages_until_they_run_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let pg = Paygate::start(dir.path(), &stream_routes(&mock, 1)).await;
+    let key = pg
+        .customer_with_plan(
+            "p",
+            json!({"price_per_call_micros": 1000, "max_websockets": 1}),
+        )
+        .await;
+    let (s, _) = pg
+        .admin(
+            "POST",
+            "/admin/v1/customers/p/credits",
+            Some(json!({"amount_micros": 10_500, "reference": "top-up"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let read = read_ticks(&pg, &key, 100).await;
+    // 1,000 for the upgrade, 1,000 per message: 9 messages, 500 left.
+    assert_eq!(read.data_messages, 9, "{read:?}");
+    assert_eq!(
+        read.close,
+        Some((CloseCode::Policy, "insufficient_credits".to_owned()))
+    );
+    eventually("the balance to settle", Duration::from_secs(10), || async {
+        let (_, b) = pg.admin("GET", "/admin/v1/customers/p/balance", None).await;
+        (b["credits_micros"] == 500).then_some(())
+    })
+    .await;
+    eventually("the ledger", Duration::from_secs(10), || async {
+        let t = units_in_ledger(&pg, "p").await;
+        (t["amount_micros"] == 10_000).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn me_shows_the_websockets_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let pg = Paygate::start(dir.path(), &stream_routes(&mock, 1)).await;
+    let key = pg
+        .customer_with_plan("c", json!({"max_websockets": 3}))
+        .await;
+    let me = |key: String| {
+        let pg = &pg;
+        async move {
+            let v: Value = pg.get("/paygate/v1/me", &key).await.json().await.unwrap();
+            v["websockets_open"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(me(key.clone()).await, 0);
+    let a = connect(&pg, "/v1/ws", &key).await;
+    let b = connect(&pg, "/v1/ws", &key).await;
+    assert_eq!(me(key.clone()).await, 2);
+    drop(a);
+    eventually(
+        "a closed connection to be released",
+        Duration::from_secs(5),
+        || {
+            let key = key.clone();
+            let me = &me;
+            async move { (me(key).await == 1).then_some(()) }
+        },
+    )
+    .await;
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_redis_two_gateways_meter_exactly_and_a_killed_gateways_slot_comes_back() {
+    let dir = Ledger::new(DbKind::Postgres);
+    let mock = mock_upstream().await;
+    let prefix = format!("ws{}", uuid::Uuid::now_v7().simple());
+    let cfg = format!(
+        "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"\ntimeout_ms = 200\n{}",
+        redis_url(),
+        stream_routes(&mock, 1)
+    );
+    let mut a = Paygate::start_named(dir.path(), "a", &cfg, Wait::Ready).await;
+    let key = a
+        .customer_with_plan(
+            "c",
+            json!({"quota": {"calls": 41, "period": "month"}, "max_websockets": 1}),
+        )
+        .await;
+    let b = Paygate::start_named(dir.path(), "b", &cfg, Wait::Ready).await;
+    eventually(
+        "gateway b to know the key",
+        Duration::from_secs(5),
+        || async { (b.get("/paygate/v1/me", &key).await.status() == 200).then_some(()) },
+    )
+    .await;
+    // Two connections one after the other, one through each gateway, share
+    // the quota exactly: 2 upgrades + 39 messages.
+    let first = read_ticks(&a, &key, 25).await;
+    assert_eq!(first.data_messages, 25);
+    let second = read_ticks(&b, &key, 100).await;
+    assert_eq!(second.data_messages, 14, "{second:?}");
+    assert_eq!(
+        second.close,
+        Some((CloseCode::Policy, "quota_exhausted".to_owned()))
+    );
+    expect_quota_used(&a, "c", 41).await;
+    expect_ledger_units(&a, "c", 41).await;
+
+    // A connection held open through `a`, then `a` dies without closing it.
+    let other = a
+        .customer_with_plan("w", json!({"max_websockets": 1}))
+        .await;
+    eventually(
+        "gateway b to know the key",
+        Duration::from_secs(5),
+        || async { (b.get("/paygate/v1/me", &other).await.status() == 200).then_some(()) },
+    )
+    .await;
+    let held = connect(&a, "/v1/ws", &other).await;
+    let upgrade = |pg: &Paygate| {
+        let req = pg
+            .client
+            .get(format!("{}/v1/ws", pg.gw))
+            .header("x-api-key", other.clone())
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(upgrade(&b).await, 429, "the slot is held through a");
+    a.kill();
+    drop(held);
+    let started = std::time::Instant::now();
+    eventually(
+        "the dead gateway's slot to expire",
+        Duration::from_secs(40),
+        || async { (upgrade(&b).await == 101).then_some(()) },
+    )
+    .await;
+    assert!(
+        started.elapsed() <= Duration::from_secs(31),
+        "{:?}",
+        started.elapsed()
+    );
+}
