@@ -46,6 +46,7 @@ async fn demo_walkthrough() {
             .unwrap_or_else(|| panic!("no {prefix:?} line in {lines:?}"))
     };
     let (token, free, payg) = (field("admin token"), field("key free"), field("key payg"));
+    let advanced = field("key advanced");
     assert!(free.starts_with("pg_live_") && free.len() == 40, "{free}");
     let gw = format!("http://127.0.0.1:{gw_port}");
     let client = reqwest::Client::new();
@@ -100,5 +101,52 @@ async fn demo_walkthrough() {
         .await
         .unwrap();
     assert_eq!(bal["credits_micros"], 0, "{bal}");
+
+    // The stream: a WebSocket of price ticks, one unit each.
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://127.0.0.1:{gw_port}/v1/stream/AAPL")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("x-api-key", advanced.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    for seq in 1..=2 {
+        let tick = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let tick: serde_json::Value = serde_json::from_str(tick.to_text().unwrap()).unwrap();
+        assert_eq!(
+            (tick["symbol"].as_str(), tick["seq"].as_u64()),
+            (Some("AAPL"), Some(seq))
+        );
+    }
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let advanced_used = || {
+        let client = client.clone();
+        let token = token.clone();
+        async move {
+            let b: serde_json::Value = client
+                .get(format!(
+                    "http://127.0.0.1:{admin_port}/admin/v1/customers/demo-advanced/balance"
+                ))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            b["quota"]["used"].as_u64().unwrap()
+        }
+    };
+    // The upgrade and at least the two ticks read (a third may have been on its way).
+    common::eventually("the stream's units", Duration::from_secs(10), || async {
+        (advanced_used().await >= 3).then_some(())
+    })
+    .await;
     common::terminate(child).await;
 }

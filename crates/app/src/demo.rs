@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 
 use axum::body::Body;
+use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::Path;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -74,6 +75,15 @@ id = "signals"
 path_prefix = "/v1/signals"
 upstream = "market"
 methods = ["GET"]
+
+# A WebSocket of price ticks (one a second): the upgrade costs one call,
+# each tick one more unit.
+[[routes]]
+id = "stream"
+path_prefix = "/v1/stream"
+upstream = "market"
+methods = ["GET"]
+ws_message_cost = 1
 "#,
             db = db.display(),
             addr = self.addr,
@@ -140,6 +150,10 @@ methods = ["GET"]
             println!("  key {plan:<9}{key}");
         }
         println!(
+            "  stream: websocat -H 'X-API-Key: <advanced key>' ws://{}/v1/stream/AAPL",
+            config.gateway.listen
+        );
+        println!(
             "  try: curl -H 'X-API-Key: <key>' http://{}/v1/prices/AAPL",
             config.gateway.listen
         );
@@ -162,6 +176,32 @@ fn market_data() -> Router {
         .route("/v1/prices/{symbol}", get(price))
         .route("/v1/indices", get(indices))
         .route("/v1/signals/{symbol}", get(signal))
+        .route("/v1/stream/{symbol}", get(stream))
+}
+
+/// A price tick a second for as long as the client listens.
+async fn stream(Path(symbol): Path<String>, ws: WebSocketUpgrade) -> axum::response::Response {
+    let symbol = symbol.to_ascii_uppercase();
+    ws.on_upgrade(move |mut socket| async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut seq: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    seq += 1;
+                    let Json(mut tick) = price(Path(symbol.clone())).await;
+                    tick["seq"] = json!(seq);
+                    if socket.send(Message::Text(tick.to_string().into())).await.is_err() {
+                        return;
+                    }
+                }
+                msg = socket.recv() => match msg {
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+    })
 }
 
 /// A stable pseudo-random number per (symbol, minute), so prices move but repeat.

@@ -125,6 +125,12 @@ pub struct WsConnection {
 impl WsConnection {
     /// Starts the lease renewal (and minute charges) of an upgraded call.
     pub fn open(terms: Terms, svc: Services) -> Arc<Self> {
+        Self::opened_at(terms, svc, Instant::now())
+    }
+
+    /// `opened` is when the connection's minutes start counting (earlier
+    /// than now only in tests of minute charges).
+    fn opened_at(terms: Terms, svc: Services, opened: Instant) -> Arc<Self> {
         let (message, minute) = (terms.message_cost, terms.minute_cost);
         let min_charge = [message, minute]
             .into_iter()
@@ -139,7 +145,7 @@ impl WsConnection {
             },
             min_charge,
             terms,
-            opened: Instant::now(),
+            opened,
             state: parking_lot::Mutex::new(State {
                 batches: VecDeque::new(),
                 available: 0,
@@ -548,6 +554,154 @@ mod tests {
         let (used, rest) = split(&r, 10, 10);
         assert_eq!(used, r);
         assert_eq!(rest.quota_units + rest.credits_micros as u64, 0);
+    }
+
+    mod with_a_store {
+        use super::super::*;
+        use paygate_core::records::{CustomerRecord, KeyRecord};
+        use paygate_core::{CustomerId, KeyId, Plan, PlanId};
+        use paygate_store::{Counters, Credential, MemoryStore, SeedMode, Store};
+        use paygate_usage::{BatchTarget, Batching, DeliveryError, Written};
+
+        #[derive(Default)]
+        struct Recorded(parking_lot::Mutex<Vec<UsageEvent>>);
+
+        #[async_trait::async_trait]
+        impl BatchTarget for Recorded {
+            async fn write(&self, batch: &[UsageEvent]) -> Result<Written, DeliveryError> {
+                self.0.lock().extend_from_slice(batch);
+                Ok(Written::Ledger(batch.len() as u64))
+            }
+        }
+
+        fn principal(plan: serde_json::Value) -> Principal {
+            let plan: Plan = serde_json::from_value(plan).unwrap();
+            let customer = CustomerRecord {
+                id: CustomerId::new("c").unwrap(),
+                name: "C".into(),
+                email: "c@example.com".into(),
+                plan_id: PlanId::new("p").unwrap(),
+                anchor_day: 1,
+                created_at: Utc::now(),
+            };
+            let key = KeyRecord {
+                id: KeyId::new("k").unwrap(),
+                customer_id: customer.id.clone(),
+                prefix: "pg_live_abcd".into(),
+                hash: [0; 32],
+                created_at: Utc::now(),
+            };
+            Principal {
+                credential: Credential::ApiKey(Arc::new(key)),
+                customer: Arc::new(customer),
+                plan: Arc::new(plan),
+            }
+        }
+
+        /// A connection open for `ago` on a plan with a quota of `quota`
+        /// units, charged `minute_cost` per minute after the first.
+        async fn connection(
+            quota: u64,
+            minute_cost: u64,
+            ago: Duration,
+        ) -> (Arc<WsConnection>, Arc<MemoryStore>, Arc<Recorded>) {
+            let store = Arc::new(MemoryStore::new());
+            let p = principal(serde_json::json!({
+                "id": "p", "name": "P", "rate_limit": {"requests": 1, "per": "second"},
+                "quota": {"calls": quota, "period": "month"}
+            }));
+            let (_, period) = limits_for(&p.plan, 1, &p.customer, Utc::now());
+            let counters = Counters {
+                credits_micros: 0,
+                quota_used: 0,
+                period_start: period.start.timestamp(),
+            };
+            store
+                .seed("c", counters, SeedMode::Overwrite)
+                .await
+                .unwrap();
+            let recorded = Arc::new(Recorded::default());
+            let metrics = paygate_metrics::Metrics::new().unwrap();
+            let batching = Batching {
+                buffer: 64,
+                batch_size: 1,
+                flush_interval: Duration::from_millis(1),
+            };
+            let (usage, writer) =
+                paygate_usage::pipeline(recorded.clone(), metrics.clone(), batching);
+            tokio::spawn(writer.run());
+            let conn = WsConnection::opened_at(
+                Terms {
+                    principal: p,
+                    request_id: "rid".into(),
+                    route: Arc::from("stream"),
+                    message_cost: 0,
+                    minute_cost,
+                },
+                Services {
+                    store: store.clone(),
+                    errors: metrics.store_errors.clone(),
+                    usage,
+                    background: Handle::current(),
+                    wait: Duration::from_secs(1),
+                },
+                Instant::now() - ago,
+            );
+            // The test charges minutes itself.
+            if let Some(t) = conn.ticker.lock().take() {
+                t.abort();
+            }
+            (conn, store, recorded)
+        }
+
+        async fn used(store: &MemoryStore) -> u64 {
+            let p = principal(serde_json::json!({
+                "id": "p", "name": "P", "rate_limit": {"requests": 1, "per": "second"},
+                "quota": {"calls": 1, "period": "month"}
+            }));
+            let (l, _) = limits_for(&p.plan, 1, &p.customer, Utc::now());
+            store.peek("c", &l).await.unwrap().quota_used
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn each_started_minute_after_the_first_is_charged_once() {
+            // Open 2 min 5 s: the third minute has started, two are due.
+            let (conn, store, recorded) = connection(100, 3, Duration::from_secs(125)).await;
+            conn.charge_minutes().await.unwrap();
+            conn.charge_minutes().await.unwrap();
+            conn.finish().await;
+            assert_eq!(used(&store).await, 6);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while recorded.0.lock().iter().map(|e| e.units).sum::<u64>() < 6 {
+                assert!(Instant::now() < deadline, "{:?}", recorded.0.lock());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let events = recorded.0.lock().clone();
+            assert!(events
+                .iter()
+                .all(|e| e.request_id.starts_with("rid-") && e.billable));
+            assert_eq!(events.iter().map(|e| e.units).sum::<u64>(), 6);
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_minute_that_cannot_be_paid_closes_the_connection() {
+            let (conn, store, _) = connection(4, 3, Duration::from_secs(150)).await;
+            // One minute (3 units) fits in the quota of 4, the second does not.
+            assert_eq!(
+                conn.charge_minutes().await,
+                Err(CloseReason::Unpaid(ErrorCode::QuotaExhausted))
+            );
+            conn.state.lock().close = Some(CloseReason::Unpaid(ErrorCode::QuotaExhausted));
+            let mut body = Some(Bytes::from_static(b"\x81\x02hi"));
+            conn.upstream_bytes(&mut FrameReader::default(), &mut body);
+            assert_eq!(
+                body.unwrap().as_ref(),
+                close_frame(1008, "quota_exhausted").as_slice(),
+                "the next upstream bytes are replaced by the close frame"
+            );
+            conn.finish().await;
+            assert_eq!(used(&store).await, 3);
+        }
     }
 
     #[test]
