@@ -45,19 +45,21 @@ pub fn credential(headers: &HeaderMap) -> Credential<'_> {
     }
 }
 
+/// Three base64url segments; the signature may be empty (an unsigned
+/// `alg: none` token is still a JWT, to be refused as one). API keys hold
+/// no dots, so the two never mix.
 fn is_jwt(token: &str) -> bool {
-    let mut parts = 0;
-    for seg in token.split('.') {
-        parts += 1;
-        if seg.is_empty()
-            || !seg
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return false;
+    let b64url = |seg: &str| {
+        seg.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(h), Some(p), Some(sig), None) => {
+            !h.is_empty() && !p.is_empty() && b64url(h) && b64url(p) && b64url(sig)
         }
+        _ => false,
     }
-    parts == 3
 }
 
 /// A customer a JWT names that paygate must create or move to another plan.
@@ -242,6 +244,19 @@ mod tests {
         assert_eq!(
             credential(&headers(&[("authorization", "Bearer aGVh.cGF5.c2ln")])),
             Credential::Jwt("aGVh.cGF5.c2ln")
+        );
+        // Unsigned (alg: none) is still a JWT; two segments or a bad character are not.
+        assert_eq!(
+            credential(&headers(&[("authorization", "Bearer aGVh.cGF5.")])),
+            Credential::Jwt("aGVh.cGF5.")
+        );
+        assert_eq!(
+            credential(&headers(&[("authorization", "Bearer aGVh.cGF5")])),
+            Credential::ApiKey("aGVh.cGF5")
+        );
+        assert_eq!(
+            credential(&headers(&[("authorization", "Bearer aGVh.c+F5.c2ln")])),
+            Credential::ApiKey("aGVh.c+F5.c2ln")
         );
     }
 }
