@@ -6,6 +6,7 @@
 #
 # Knobs (environment):
 #   TARGETS="nginx bare paygate paygate-redis"  which proxies to measure, in this order
+#                                 (also: paygate-baseline, paygate-jwt-rs256, paygate-jwt-hs256)
 #   ROUNDS=3 DURATION=10s WARMUP=3s CONNECTIONS=64 THREADS=1   wrk settings
 #   PROXY_THREADS=2               worker threads/processes of every proxy
 #   PIN=auto|0                    CPU pinning (auto: proxy on PROXY_CPUS, wrk+backend+redis on LOAD_CPUS)
@@ -51,6 +52,8 @@ TARGET_DEFS=(
   "paygate        start_paygate $PAYGATE_STORE_MODE"
   "paygate-redis  start_paygate redis"
   "paygate-baseline start_paygate memory baseline"
+  "paygate-jwt-rs256 start_paygate memory this RS256"
+  "paygate-jwt-hs256 start_paygate memory this HS256"
 )
 
 # ----------------------------------------------------------------- helpers ---
@@ -371,8 +374,42 @@ admin() {
   cat "$out"
 }
 
+# JWT targets: tokens signed here with openssl, checked by paygate on every
+# call (an RSA key of the test kit, test-only; an HMAC secret made up here).
+JWT_ISS="https://bench.invalid/"
+JWT_RSA_KEY="$ROOT/crates/testkit/keys/rsa1.pem"
+JWT_RSA_PUB="$ROOT/crates/testkit/keys/rsa1.pub.pem"
+JWT_HMAC_SECRET="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+# make_jwt <alg>: a token for customer "bench", valid for a day
+make_jwt() {
+  local alg="$1" now header payload input sig
+  now="$(date +%s)"
+  header="$(printf '{"alg":"%s","typ":"JWT"}' "$alg" | b64url)"
+  payload="$(printf '{"iss":"%s","aud":"bench","sub":"bench","iat":%d,"exp":%d}' \
+    "$JWT_ISS" "$now" "$(( now + 86400 ))" | b64url)"
+  input="$header.$payload"
+  case "$alg" in
+    RS256) sig="$(printf '%s' "$input" | openssl dgst -sha256 -sign "$JWT_RSA_KEY" -binary | b64url)" ;;
+    HS256) sig="$(printf '%s' "$input" | openssl dgst -sha256 -hmac "$JWT_HMAC_SECRET" -binary | b64url)" ;;
+    *) die "make_jwt: unknown algorithm $alg" ;;
+  esac
+  echo "$input.$sig"
+}
+# jwt_issuer_toml <alg>: the [[auth.jwt]] section of a JWT target
+jwt_issuer_toml() {
+  local alg="$1"
+  printf '[[auth.jwt]]\nissuer = "%s"\naudience = ["bench"]\nalgorithms = ["%s"]\n' "$JWT_ISS" "$alg"
+  case "$alg" in
+    RS256) printf 'public_key_pem = """\n%s\n"""\n' "$(cat "$JWT_RSA_PUB")" ;;
+    HS256) printf 'secret_env = "BENCH_JWT_SECRET"\n' ;;
+  esac
+}
+
+# start_paygate <name> <store> [this|baseline] [jwt algorithm]: without an
+# algorithm, calls carry an API key; with one, a JWT signed with it.
 start_paygate() {
-  local name="$1" store="$2" build="${3:-this}" gw_port admin_port dir="$TMP/$1" logf="$RESULTS_DIR/$1.log"
+  local name="$1" store="$2" build="${3:-this}" jwt_alg="${4:-}" gw_port admin_port dir="$TMP/$1" logf="$RESULTS_DIR/$1.log"
   local bin="$TARGET_DIR/release/paygate"
   if [[ "$build" == baseline ]]; then
     bin="${PAYGATE_BASELINE_BIN:-}"
@@ -416,11 +453,12 @@ id = "bench"
 path_prefix = "/"
 upstream = "backend"
 EOF
+  [[ -n "$jwt_alg" ]] && jwt_issuer_toml "$jwt_alg" >>"$dir/paygate.toml"
   cp "$dir/paygate.toml" "$RESULTS_DIR/$name.toml"
   # Drop any PAYGATE_* from the caller's environment: they would override the config.
   local unset_env=() v
   for v in $(compgen -e | grep '^PAYGATE_' || true); do unset_env+=(-u "$v"); done
-  env "${unset_env[@]}" PAYGATE_ADMIN_TOKEN="$ADMIN_TOKEN" \
+  env "${unset_env[@]}" PAYGATE_ADMIN_TOKEN="$ADMIN_TOKEN" BENCH_JWT_SECRET="$JWT_HMAC_SECRET" \
     PAYGATE_KEY_SECRET="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" \
     PAYGATE_LOG="$PAYGATE_RUST_LOG" \
     "${PIN_PROXY[@]}" "$bin" serve --config "$dir/paygate.toml" >"$logf" 2>&1 &
@@ -437,9 +475,11 @@ EOF
   local key
   key="$(admin POST /admin/v1/customers/bench/keys '{}' | jq -r '.key // empty')"
   [[ "$key" == pg_live_* ]] || die "no API key in the admin answer"
-  # the key must be usable at the gateway (keys propagate within 1 s per SPEC)
-  wait_http "$pid" "$logf" "http://127.0.0.1:$gw_port/" -H "X-API-Key: $key"
-  register "$name" "http://127.0.0.1:$gw_port/" "$pid" "X-API-Key: $key"
+  local header="X-API-Key: $key"
+  [[ -n "$jwt_alg" ]] && header="Authorization: Bearer $(make_jwt "$jwt_alg")"
+  # the credential must be usable at the gateway (keys propagate within 1 s per SPEC)
+  wait_http "$pid" "$logf" "http://127.0.0.1:$gw_port/" -H "$header"
+  register "$name" "http://127.0.0.1:$gw_port/" "$pid" "$header"
 }
 
 # ----------------------------------------------------------------- measure ---

@@ -167,6 +167,11 @@ impl WsConnection {
             .spawn(Arc::clone(&conn).tick())
             .abort_handle();
         *conn.ticker.lock() = Some(task);
+        if message > 0 {
+            // The first batch is on its way before the first message, so the
+            // body filter rarely has to wait for the store.
+            conn.start_refill(&mut conn.state.lock());
+        }
         conn
     }
 

@@ -7,6 +7,7 @@
 //! allowlist is the issuer's, never the token's, and a key only checks tokens
 //! of its own family.
 
+mod cache;
 mod error;
 mod issuer;
 mod keys;
@@ -42,6 +43,7 @@ impl std::fmt::Debug for Issuer {
 #[derive(Default)]
 pub struct Issuers {
     by_iss: HashMap<String, Arc<Issuer>>,
+    verified: cache::VerifiedCache,
 }
 
 impl Issuers {
@@ -50,7 +52,10 @@ impl Issuers {
         for (i, c) in list.iter().enumerate() {
             by_iss.insert(c.issuer.clone(), Arc::new(Issuer::from_config(i, c)?));
         }
-        Ok(Self { by_iss })
+        Ok(Self {
+            by_iss,
+            verified: cache::VerifiedCache::default(),
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -61,15 +66,32 @@ impl Issuers {
         self.by_iss.values()
     }
 
-    /// Runs every check on `token`.
+    /// Runs every check on `token`, or finds it verified before with the
+    /// issuer's current keys and not expired since.
     pub async fn verify(&self, token: &str) -> Result<Verified, JwtError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(hit) = self.verified.get(token, now) {
+            return Ok(Verified {
+                issuer: hit.issuer,
+                claims: hit.claims,
+            });
+        }
         let u = verify::parse(token)?;
         let issuer = self
             .by_iss
             .get(verify::issuer_of(&u)?)
             .ok_or(JwtError::UnknownIssuer)?;
-        verify::check(issuer, &u).await?;
+        let keys = verify::check(issuer, &u).await?;
         let claims = verify::claims(issuer, &u)?;
+        if let Some(exp) = u.claims.get("exp").and_then(serde_json::Value::as_u64) {
+            let entry = cache::Entry {
+                issuer: Arc::clone(issuer),
+                claims: claims.clone(),
+                exp,
+                keys,
+            };
+            self.verified.put(token, entry);
+        }
         Ok(Verified {
             issuer: Arc::clone(issuer),
             claims,

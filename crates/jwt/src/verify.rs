@@ -1,6 +1,7 @@
 //! Checking one token against its issuer: every check of a valid JWT, each
 //! failure with its own [`JwtError`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::error::JwtError;
 use crate::issuer::Issuer;
-use crate::keys::{family_name, Lookup};
+use crate::keys::{family_name, KeySet, Lookup};
 
 /// Larger tokens are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -89,8 +90,9 @@ fn unix_now() -> u64 {
 }
 
 /// Checks the token with `issuer`'s keys; on an unknown `kid`, refetches
-/// them once (rate limited) and looks again.
-pub async fn check(issuer: &Issuer, u: &Unverified<'_>) -> Result<(), JwtError> {
+/// them once (rate limited) and looks again. Returns the key set that
+/// verified it.
+pub async fn check(issuer: &Issuer, u: &Unverified<'_>) -> Result<Arc<KeySet>, JwtError> {
     if !issuer.algorithms.contains(&u.alg) {
         return Err(JwtError::AlgorithmNotAllowed(format!("{:?}", u.alg)));
     }
@@ -143,7 +145,7 @@ pub async fn check(issuer: &Issuer, u: &Unverified<'_>) -> Result<(), JwtError> 
             None => return Err(JwtError::InvalidClaim("iat".into())),
         },
     }
-    Ok(())
+    Ok(keys)
 }
 
 fn unknown(kid: Option<&str>) -> JwtError {

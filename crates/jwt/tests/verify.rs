@@ -316,3 +316,33 @@ async fn an_issuer_never_fetched_is_unavailable_not_invalid() {
     let e = refused(&issuers, &token).await;
     assert!(e.is_unavailable(), "{e}");
 }
+
+#[tokio::test]
+async fn a_token_verified_before_still_expires_on_time() {
+    let rsa = SigningKey::new(Algorithm::RS256, "rsa");
+    let server = JwksServer::start(vec![rsa.jwk()]).await;
+    let issuers = issuers(&format!(
+        "algorithms = [\"RS256\"]\njwks_url = \"{}\"\nleeway_seconds = 0",
+        server.url()
+    ));
+    let issuers = Arc::new(issuers);
+    let metric = prometheus::IntCounterVec::new(
+        prometheus::Opts::new("jwks_refresh_total", "test"),
+        &["issuer", "outcome"],
+    )
+    .unwrap();
+    let issuer = Arc::clone(issuers.iter().next().unwrap());
+    tokio::spawn(refresh::run(Arc::clone(&issuer), refresh::client(), metric));
+    while issuer.keys().is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut c = claims(ISS, AUD, "acme");
+    c["exp"] = json!(jwt::now() + 1);
+    let token = rsa.sign(&c);
+    // Verified twice (the second from the cache of verified tokens)...
+    issuers.verify(&token).await.unwrap();
+    issuers.verify(&token).await.unwrap();
+    // ...and refused once `exp` has passed.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(refused(&issuers, &token).await.to_string(), "token expired");
+}
