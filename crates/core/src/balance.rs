@@ -113,6 +113,7 @@ mod tests {
                 "quota": {"limit": 5, "used": 7, "remaining": 0, "resets_at": "2026-12-15T00:00:00Z"},
                 "rate_limit": {"requests": 10, "per": "second", "burst": 20},
                 "period": "2026-11",
+                "websockets_open": 0,
             })
         );
         let payg = plan(serde_json::json!({"id":"p","name":"P",
