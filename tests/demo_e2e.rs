@@ -89,17 +89,24 @@ async fn demo_walkthrough() {
         );
     }
     assert_eq!(codes, vec![200, 200, 200, 402]);
-    let bal: serde_json::Value = client
-        .get(format!(
-            "http://127.0.0.1:{admin_port}/admin/v1/customers/demo-payg/balance"
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let balance = |customer: &'static str| {
+        let client = client.clone();
+        let token = token.clone();
+        async move {
+            client
+                .get(format!(
+                    "http://127.0.0.1:{admin_port}/admin/v1/customers/{customer}/balance"
+                ))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let bal = balance("demo-payg").await;
     assert_eq!(bal["credits_micros"], 0, "{bal}");
 
     // The stream: a WebSocket of price ticks, one unit each.
@@ -125,27 +132,10 @@ async fn demo_walkthrough() {
     }
     ws.close(None).await.unwrap();
     drop(ws);
-    let advanced_used = || {
-        let client = client.clone();
-        let token = token.clone();
-        async move {
-            let b: serde_json::Value = client
-                .get(format!(
-                    "http://127.0.0.1:{admin_port}/admin/v1/customers/demo-advanced/balance"
-                ))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            b["quota"]["used"].as_u64().unwrap()
-        }
-    };
     // The upgrade and at least the two ticks read (a third may have been on its way).
     common::eventually("the stream's units", Duration::from_secs(10), || async {
-        (advanced_used().await >= 3).then_some(())
+        let used = balance("demo-advanced").await["quota"]["used"].as_u64();
+        (used >= Some(3)).then_some(())
     })
     .await;
     common::terminate(child).await;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use jsonwebtoken::{Algorithm, Header};
+use jsonwebtoken::Algorithm;
 use paygate_testkit::jwt::{self, claims, JwksServer, Pair, SigningKey};
 use paygate_testkit::DbKind;
 use serde_json::{json, Value};
@@ -31,6 +31,16 @@ async fn call(pg: &Paygate, path: &str, token: &str) -> reqwest::Response {
         .send()
         .await
         .unwrap()
+}
+
+/// An RS256 key `k1`, its JWKS, and a paygate trusting it with customer
+/// `acme` on a permissive plan.
+async fn acme_with_rs256() -> (SigningKey, JwksServer, tempfile::TempDir, Mock, Paygate) {
+    let key = SigningKey::new(Algorithm::RS256, "k1");
+    let jwks = JwksServer::start(vec![key.jwk()]).await;
+    let (dir, mock, pg) = with_issuer(&jwks, "").await;
+    pg.customer_with_plan("acme", json!({})).await;
+    (key, jwks, dir, mock, pg)
 }
 
 /// A paygate (memory store, SQLite) with the mock's routes and one issuer.
@@ -98,40 +108,14 @@ async fn jwt_callers_are_limited_metered_and_billed_like_key_callers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_jwt_is_a_clear_401_and_nothing_reaches_the_upstream() {
-    let key = SigningKey::new(Algorithm::RS256, "k1");
-    let jwks = JwksServer::start(vec![key.jwk()]).await;
-    let (_d, mock, pg) = with_issuer(&jwks, "").await;
-    pg.customer_with_plan("acme", json!({})).await;
+    let (key, _jwks, _d, mock, pg) = acme_with_rs256().await;
     let good = claims(ISS, AUD, "acme");
     let now = jwt::now();
-    let with = |k: &str, v: Value| {
-        let mut c = good.clone();
-        c[k] = v;
-        c
-    };
-    let without = |k: &str| {
-        let mut c = good.clone();
-        c.as_object_mut().unwrap().remove(k);
-        c
-    };
-    let confused = jsonwebtoken::encode(
-        &Header {
-            kid: Some("k1".into()),
-            ..Header::new(Algorithm::HS256)
-        },
-        &good,
-        &jsonwebtoken::EncodingKey::from_secret(jwt::RSA1_PUBLIC.as_bytes()).unwrap(),
-    )
-    .unwrap();
+    let with = |k: &str, v: Value| jwt::with_claim(&good, k, v);
+    let without = |k: &str| jwt::without_claim(&good, k);
+    let confused = jwt::hs256_with_rsa_public_key(&good, "k1");
     let signed = key.sign(&good);
-    let (head, rest) = signed.split_once('.').unwrap();
-    let (_, sig) = rest.split_once('.').unwrap();
-    let tampered_payload = {
-        use base64::Engine as _;
-        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(with("sub", json!("someone-else")).to_string());
-        format!("{head}.{forged}.{sig}")
-    };
+    let tampered_payload = jwt::with_forged_payload(&signed, &with("sub", json!("someone-else")));
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "alg none",
@@ -215,10 +199,7 @@ async fn every_bad_jwt_is_a_clear_401_and_nothing_reaches_the_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_random_kids_costs_one_jwks_fetch_and_the_gateway_stays_healthy() {
-    let key = SigningKey::new(Algorithm::RS256, "k1");
-    let jwks = JwksServer::start(vec![key.jwk()]).await;
-    let (_d, _mock, pg) = with_issuer(&jwks, "").await;
-    pg.customer_with_plan("acme", json!({})).await;
+    let (key, jwks, _d, _mock, pg) = acme_with_rs256().await;
     let good = claims(ISS, AUD, "acme");
     let before = jwks.fetches();
     let tokens: Vec<String> = (0..300)

@@ -89,6 +89,22 @@ struct State {
     messages: u64,
 }
 
+impl State {
+    fn new() -> Self {
+        Self {
+            batches: VecDeque::new(),
+            available: 0,
+            refill: Refill::Idle,
+            spent: Vec::new(),
+            seq: 0,
+            minutes_charged: 0,
+            close: None,
+            close_sent: false,
+            messages: 0,
+        }
+    }
+}
+
 /// The connection's identity and what it is charged.
 pub struct Terms {
     pub principal: Principal,
@@ -146,17 +162,7 @@ impl WsConnection {
             min_charge,
             terms,
             opened,
-            state: parking_lot::Mutex::new(State {
-                batches: VecDeque::new(),
-                available: 0,
-                refill: Refill::Idle,
-                spent: Vec::new(),
-                seq: 0,
-                minutes_charged: 0,
-                close: None,
-                close_sent: false,
-                messages: 0,
-            }),
+            state: parking_lot::Mutex::new(State::new()),
             refilled: parking_lot::Condvar::new(),
             ticker: parking_lot::Mutex::new(None),
             svc,
@@ -723,13 +729,7 @@ mod tests {
         let mut st = State {
             batches: VecDeque::from([batch(4), batch(4)]),
             available: 8,
-            refill: Refill::Idle,
-            spent: Vec::new(),
-            seq: 0,
-            minutes_charged: 0,
-            close: None,
-            close_sent: false,
-            messages: 0,
+            ..State::new()
         };
         consume(&mut st, 3);
         assert!(st.spent.is_empty());

@@ -117,26 +117,24 @@ impl KeySet {
             AlgorithmFamily::Hmac => return Err("HS* algorithms take secret_env".into()),
         }
         .map_err(|e| format!("not a {} public key in PEM: {e}", family_name(family)))?;
-        Ok(Self {
-            keys: vec![Key {
-                kid: None,
-                decoding,
-                alg: None,
-            }],
-            fixed: true,
-        })
+        Ok(Self::fixed(decoding))
     }
 
     pub fn from_secret(secret: &[u8]) -> Result<Self, String> {
         let decoding = DecodingKey::from_secret(secret).map_err(|e| e.to_string())?;
-        Ok(Self {
+        Ok(Self::fixed(decoding))
+    }
+
+    /// The one key given in the config.
+    fn fixed(decoding: DecodingKey) -> Self {
+        Self {
             keys: vec![Key {
                 kid: None,
                 decoding,
                 alg: None,
             }],
             fixed: true,
-        })
+        }
     }
 
     pub fn len(&self) -> usize {

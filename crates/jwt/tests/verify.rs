@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::{Algorithm, Header};
+use jsonwebtoken::Algorithm;
 use paygate_jwt::{refresh, Issuers, JwtError};
 use paygate_testkit::jwt::{self, claims, JwksServer, Pair, SigningKey};
 use serde_json::{json, Value};
@@ -19,12 +19,9 @@ fn issuers(extra: &str) -> Issuers {
     Issuers::from_config(&[c]).unwrap()
 }
 
-/// An issuer on `server`'s JWKS, with its refresher running.
-async fn on_jwks(server: &JwksServer, algs: &str) -> Arc<Issuers> {
-    let issuers = Arc::new(issuers(&format!(
-        "algorithms = {algs}\njwks_url = \"{}\"",
-        server.url()
-    )));
+/// Starts the refreshers of `issuers` and waits for their first key sets;
+/// returns the `paygate_jwks_refresh_total` they count in.
+async fn refreshing(issuers: &Issuers) -> prometheus::IntCounterVec {
     let metric = prometheus::IntCounterVec::new(
         prometheus::Opts::new("jwks_refresh_total", "test"),
         &["issuer", "outcome"],
@@ -41,7 +38,21 @@ async fn on_jwks(server: &JwksServer, algs: &str) -> Arc<Issuers> {
     while issuers.iter().any(|i| i.keys().is_none()) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    issuers
+    metric
+}
+
+/// An issuer on `server`'s JWKS (`extra` TOML added), refreshing.
+async fn on_jwks(
+    server: &JwksServer,
+    algs: &str,
+    extra: &str,
+) -> (Arc<Issuers>, prometheus::IntCounterVec) {
+    let issuers = Arc::new(issuers(&format!(
+        "algorithms = {algs}\njwks_url = \"{}\"\n{extra}",
+        server.url()
+    )));
+    let metric = refreshing(&issuers).await;
+    (issuers, metric)
 }
 
 async fn refused(issuers: &Issuers, token: &str) -> JwtError {
@@ -66,7 +77,7 @@ async fn every_algorithm_family_verifies_from_a_jwks() {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let issuers = on_jwks(&server, &list).await;
+    let (issuers, _) = on_jwks(&server, &list, "").await;
     for k in &keys {
         let v = issuers
             .verify(&k.sign(&claims(ISS, AUD, "acme")))
@@ -103,30 +114,15 @@ async fn hmac_secret_and_pem_keys_verify() {
     }
 }
 
-fn tamper_payload(token: &str, claims: &Value) -> String {
-    use base64::Engine as _;
-    let parts: Vec<&str> = token.split('.').collect();
-    let body = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
-    format!("{}.{}.{}", parts[0], body, parts[2])
-}
-
 #[tokio::test]
 async fn every_bad_token_is_refused_with_the_check_that_failed() {
     let rsa = SigningKey::new(Algorithm::RS256, "rsa");
     let server = JwksServer::start(vec![rsa.jwk()]).await;
-    let issuers = on_jwks(&server, "[\"RS256\", \"HS256\"]").await;
+    let (issuers, _) = on_jwks(&server, "[\"RS256\", \"HS256\"]", "").await;
     let good = claims(ISS, AUD, "acme");
     let now = jwt::now();
-    let with = |k: &str, v: Value| {
-        let mut c = good.clone();
-        c[k] = v;
-        c
-    };
-    let without = |k: &str| {
-        let mut c = good.clone();
-        c.as_object_mut().unwrap().remove(k);
-        c
-    };
+    let with = |k: &str, v: Value| jwt::with_claim(&good, k, v);
+    let without = |k: &str| jwt::without_claim(&good, k);
 
     // alg: none, with or without a signature.
     let e = refused(&issuers, &jwt::unsigned(&good)).await;
@@ -138,15 +134,7 @@ async fn every_bad_token_is_refused_with_the_check_that_failed() {
     assert_eq!(refused(&issuers, &none).await.check(), "algorithm");
 
     // HS256 signed with the RSA public key (PEM bytes) as the HMAC secret.
-    let confused = jsonwebtoken::encode(
-        &Header {
-            kid: Some("rsa".into()),
-            ..Header::new(Algorithm::HS256)
-        },
-        &good,
-        &jsonwebtoken::EncodingKey::from_secret(jwt::RSA1_PUBLIC.as_bytes()).unwrap(),
-    )
-    .unwrap();
+    let confused = jwt::hs256_with_rsa_public_key(&good, "rsa");
     let e = refused(&issuers, &confused).await;
     assert_eq!(e.check(), "key_type", "{e}");
     assert!(e.to_string().contains("algorithm not allowed"), "{e}");
@@ -160,7 +148,7 @@ async fn every_bad_token_is_refused_with_the_check_that_failed() {
 
     let token = rsa.sign(&good);
     // Tampered payload, tampered signature.
-    let tampered = tamper_payload(&token, &with("sub", json!("someone-else")));
+    let tampered = jwt::with_forged_payload(&token, &with("sub", json!("someone-else")));
     assert_eq!(
         refused(&issuers, &tampered).await.to_string(),
         "bad signature"
@@ -223,7 +211,7 @@ async fn every_bad_token_is_refused_with_the_check_that_failed() {
 async fn a_flood_of_unknown_kids_fetches_at_most_once_per_ten_seconds() {
     let rsa = SigningKey::new(Algorithm::RS256, "rsa");
     let server = JwksServer::start(vec![rsa.jwk()]).await;
-    let issuers = on_jwks(&server, "[\"RS256\"]").await;
+    let (issuers, _) = on_jwks(&server, "[\"RS256\"]", "").await;
     let before = server.fetches();
     let good = claims(ISS, AUD, "acme");
     let calls = (0..500).map(|i| {
@@ -250,25 +238,8 @@ async fn rotation_needs_no_restart_and_a_removed_key_stops_verifying() {
     let old = SigningKey::with_pair(Algorithm::RS256, "old", Pair::Rsa1);
     let new = SigningKey::with_pair(Algorithm::RS256, "new", Pair::Rsa2);
     let server = JwksServer::start(vec![old.jwk()]).await;
-    let issuers = issuers(&format!(
-        "algorithms = [\"RS256\"]\njwks_url = \"{}\"\njwks_refresh_seconds = 10",
-        server.url()
-    ));
-    let issuers = Arc::new(issuers);
-    let metric = prometheus::IntCounterVec::new(
-        prometheus::Opts::new("jwks_refresh_total", "test"),
-        &["issuer", "outcome"],
-    )
-    .unwrap();
+    let (issuers, metric) = on_jwks(&server, "[\"RS256\"]", "jwks_refresh_seconds = 10").await;
     let issuer = Arc::clone(issuers.iter().next().unwrap());
-    tokio::spawn(refresh::run(
-        Arc::clone(&issuer),
-        refresh::client(),
-        metric.clone(),
-    ));
-    while issuer.keys().is_none() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     let good = claims(ISS, AUD, "acme");
     issuers.verify(&old.sign(&good)).await.unwrap();
 
@@ -321,21 +292,7 @@ async fn an_issuer_never_fetched_is_unavailable_not_invalid() {
 async fn a_token_verified_before_still_expires_on_time() {
     let rsa = SigningKey::new(Algorithm::RS256, "rsa");
     let server = JwksServer::start(vec![rsa.jwk()]).await;
-    let issuers = issuers(&format!(
-        "algorithms = [\"RS256\"]\njwks_url = \"{}\"\nleeway_seconds = 0",
-        server.url()
-    ));
-    let issuers = Arc::new(issuers);
-    let metric = prometheus::IntCounterVec::new(
-        prometheus::Opts::new("jwks_refresh_total", "test"),
-        &["issuer", "outcome"],
-    )
-    .unwrap();
-    let issuer = Arc::clone(issuers.iter().next().unwrap());
-    tokio::spawn(refresh::run(Arc::clone(&issuer), refresh::client(), metric));
-    while issuer.keys().is_none() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (issuers, _) = on_jwks(&server, "[\"RS256\"]", "leeway_seconds = 0").await;
     let mut c = claims(ISS, AUD, "acme");
     c["exp"] = json!(jwt::now() + 1);
     let token = rsa.sign(&c);

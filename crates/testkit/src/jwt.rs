@@ -105,6 +105,45 @@ pub fn claims(iss: &str, aud: &str, sub: &str) -> Value {
     json!({"iss": iss, "aud": aud, "sub": sub, "iat": now, "nbf": now - 1, "exp": now + 3600})
 }
 
+/// `claims` with `key` set to `value`.
+pub fn with_claim(claims: &Value, key: &str, value: Value) -> Value {
+    let mut c = claims.clone();
+    c[key] = value;
+    c
+}
+
+/// `claims` without `key`.
+pub fn without_claim(claims: &Value, key: &str) -> Value {
+    let mut c = claims.clone();
+    if let Some(m) = c.as_object_mut() {
+        m.remove(key);
+    }
+    c
+}
+
+/// The algorithm-confusion attack: an HS256 token whose HMAC secret is the
+/// RSA public key (PEM), naming the RSA key's `kid`.
+pub fn hs256_with_rsa_public_key(claims: &Value, kid: &str) -> String {
+    let header = Header {
+        kid: Some(kid.to_owned()),
+        ..Header::new(Algorithm::HS256)
+    };
+    let key = EncodingKey::from_secret(RSA1_PUBLIC.as_bytes()).expect("key");
+    jsonwebtoken::encode(&header, claims, &key).expect("sign")
+}
+
+/// `token` with its payload replaced by `claims` (signature kept).
+pub fn with_forged_payload(token: &str, claims: &Value) -> String {
+    let mut parts = token.split('.');
+    let (head, _, sig) = (parts.next(), parts.next(), parts.next());
+    format!(
+        "{}.{}.{}",
+        head.unwrap_or(""),
+        base64_url(claims.to_string().as_bytes()),
+        sig.unwrap_or("")
+    )
+}
+
 /// `base64url(header).base64url(claims).` — an unsigned (`alg: none`) token.
 pub fn unsigned(claims: &Value) -> String {
     format!(
