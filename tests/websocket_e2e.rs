@@ -302,3 +302,74 @@ async fn on_redis_two_gateways_meter_exactly_and_a_killed_gateways_slot_comes_ba
         started.elapsed()
     );
 }
+
+/// `ws_minute_cost`: each started minute after the first is charged; a
+/// minute that cannot be paid closes the connection (1008) the next time
+/// the upstream sends. The connections stay quiet for over a minute, longer
+/// than the upstream's read timeout and Pingora's 60 s client read deadline.
+/// Two connections side by side: the test lasts a little over a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minutes_are_charged_as_they_start_and_an_unpaid_one_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let routes = format!(
+        "{}\n[[routes]]\nid = \"echo\"\npath_prefix = \"/v1/ws\"\nupstream = \"mock\"\nws_minute_cost = 2\n",
+        routes_for(mock.addr)
+    );
+    let pg = Paygate::start(dir.path(), &routes).await;
+    // `paid` can pay the upgrade and one minute; `broke` only the upgrade.
+    let paid = pg
+        .customer_with_plan(
+            "paid",
+            json!({"quota": {"calls": 3, "period": "month"}, "max_websockets": 1}),
+        )
+        .await;
+    let broke = pg
+        .customer_with_plan(
+            "broke",
+            json!({"quota": {"calls": 1, "period": "month"}, "max_websockets": 1}),
+        )
+        .await;
+    let hold = |key: String| {
+        let pg = &pg;
+        async move {
+            use futures::SinkExt;
+            let mut ws = connect(pg, "/v1/ws", &key).await;
+            // Into the second minute, then one message through the echo.
+            tokio::time::sleep(Duration::from_secs(62)).await;
+            ws.send(Message::Text("ping".into())).await.unwrap();
+            let mut answer = None;
+            while let Some(Ok(m)) = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .expect("no answer")
+            {
+                match m {
+                    Message::Text(t) => {
+                        answer = Some(t.to_string());
+                        break;
+                    }
+                    Message::Close(f) => {
+                        answer = f.map(|f| format!("close {} {}", u16::from(f.code), f.reason));
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let _ = ws.close(None).await;
+            answer
+        }
+    };
+    let (paid_answer, broke_answer) = tokio::join!(hold(paid.clone()), hold(broke.clone()));
+    assert_eq!(
+        paid_answer.as_deref(),
+        Some("ping"),
+        "the paid minute goes on"
+    );
+    assert_eq!(broke_answer.as_deref(), Some("close 1008 quota_exhausted"));
+    // 1 for the upgrade and 2 for the second minute; the broke customer
+    // paid for the upgrade only.
+    expect_quota_used(&pg, "paid", 3).await;
+    expect_ledger_units(&pg, "paid", 3).await;
+    expect_quota_used(&pg, "broke", 1).await;
+    expect_ledger_units(&pg, "broke", 1).await;
+}

@@ -123,7 +123,8 @@ pub struct JwtIssuerConfig {
     /// The token's `iss` must equal this; it also picks the issuer.
     pub issuer: String,
     /// The token's `aud` must hold one of these (left empty: not checked).
-    #[serde(default)]
+    /// A single string is taken as a list of one.
+    #[serde(default, deserialize_with = "one_or_many")]
     pub audience: Vec<String>,
     /// Allowlist; the token's `alg` header is never trusted beyond it.
     pub algorithms: Vec<JwtAlgorithm>,
@@ -155,6 +156,19 @@ pub struct JwtIssuerConfig {
     pub plan_claim: String,
     #[serde(default)]
     pub allowed_plans: Vec<String>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 fn default_jwks_refresh() -> u64 {

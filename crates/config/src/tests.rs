@@ -116,3 +116,87 @@ fn bad_toml_is_reported() {
     let errs = parse("[gateway\n", env(&[])).unwrap_err();
     assert_eq!(errs[0].key, "<file>");
 }
+
+#[test]
+fn jwt_issuers_parse_with_their_defaults() {
+    let text = format!(
+        "{GOOD}\n[[auth.jwt]]\nissuer = \"https://a/\"\naudience = \"api\"\nalgorithms = [\"RS256\", \"EdDSA\"]\njwks_url = \"http://127.0.0.1:1/jwks\"\n"
+    );
+    let c = parse(&text, env(&[])).unwrap();
+    let j = &c.auth.jwt[0];
+    assert_eq!(
+        j.audience,
+        vec!["api"],
+        "a single audience string is a list of one"
+    );
+    assert_eq!(j.algorithms, vec![JwtAlgorithm::RS256, JwtAlgorithm::EdDSA]);
+    assert_eq!(
+        (
+            j.jwks_refresh_seconds,
+            j.leeway_seconds,
+            j.customer_claim.as_str()
+        ),
+        (300, 30, "sub")
+    );
+    assert!(j.default_plan.is_empty() && j.plan_claim.is_empty());
+    assert!(c.routes[0].ws_message_cost == 0 && c.routes[0].ws_minute_cost == 0);
+}
+
+#[test]
+fn bad_jwt_issuers_name_their_keys() {
+    let issuer = |body: &str| format!("{GOOD}\n[[auth.jwt]]\nissuer = \"https://a/\"\n{body}\n");
+    let cases = [
+        ("algorithms = [\"RS256\"]", "auth.jwt[0].jwks_url"),
+        (
+            "algorithms = [\"RS256\"]\njwks_url = \"http://x/\"\npublic_key_pem = \"x\"",
+            "auth.jwt[0].jwks_url",
+        ),
+        (
+            "algorithms = [\"RS256\"]\njwks_url = \"ftp://x/\"",
+            "auth.jwt[0].jwks_url",
+        ),
+        (
+            "algorithms = []\njwks_url = \"http://x/\"",
+            "auth.jwt[0].algorithms",
+        ),
+        (
+            "algorithms = [\"none\"]\njwks_url = \"http://x/\"",
+            "auth.jwt[0].algorithms[0]",
+        ),
+        (
+            "algorithms = [\"RS256\"]\nsecret_env = \"PAYGATE_TEST_UNSET_SECRET\"",
+            "auth.jwt[0].algorithms",
+        ),
+        (
+            "algorithms = [\"HS256\"]\npublic_key_pem = \"x\"",
+            "auth.jwt[0].algorithms",
+        ),
+        (
+            "algorithms = [\"HS256\"]\nsecret_env = \"PAYGATE_TEST_UNSET_SECRET\"",
+            "auth.jwt[0].secret_env",
+        ),
+        (
+            "algorithms = [\"RS256\"]\njwks_url = \"http://x/\"\nleeway_seconds = 61",
+            "auth.jwt[0].leeway_seconds",
+        ),
+        (
+            "algorithms = [\"RS256\"]\njwks_url = \"http://x/\"\nallowed_plans = [\"gold\"]",
+            "auth.jwt[0].plan_claim",
+        ),
+        (
+            "algorithms = [\"RS256\"]\njwks_url = \"http://x/\"\nsurprise = 1",
+            "auth.jwt.0.surprise",
+        ),
+    ];
+    for (body, key) in cases {
+        let errs = keys_of(parse(&issuer(body), env(&[])).unwrap_err());
+        assert!(errs.iter().any(|k| k == key), "{body}: {errs:?}");
+    }
+    // Two issuers with one `iss`: the token could not pick.
+    let twice = format!(
+        "{}\n[[auth.jwt]]\nissuer = \"https://a/\"\nalgorithms = [\"RS256\"]\njwks_url = \"http://x/\"\n",
+        issuer("algorithms = [\"RS256\"]\njwks_url = \"http://x/\"")
+    );
+    let errs = keys_of(parse(&twice, env(&[])).unwrap_err());
+    assert!(errs.contains(&"auth.jwt[1].issuer".to_string()), "{errs:?}");
+}

@@ -316,8 +316,14 @@ impl ProxyHttp for Gateway {
             );
         };
         match pool.select(&ctx.tried) {
-            Some((backend, peer)) => {
+            Some((backend, mut peer)) => {
                 ctx.tried.push(backend);
+                if ctx.exchange == Exchange::WebSocket {
+                    // `read_timeout_ms` bounds the wait for an answer; an open
+                    // WebSocket may be quiet for as long as its peers like
+                    // (its lease and units are kept by the ticker).
+                    peer.options.read_timeout = None;
+                }
                 Ok(Box::new(peer))
             }
             None => Err(Error::create(
@@ -382,13 +388,16 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut CallCtx,
     ) -> Result<()> {
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
         ctx.where_you_stand(upstream_response);
         if ctx.exchange == Exchange::WebSocket && upstream_response.status.as_u16() == 101 {
+            // Pingora reads a client's body with a 60 s deadline; a WebSocket
+            // client may stay quiet longer than that.
+            session.set_read_timeout(None);
             self.open_websocket(ctx);
         }
         Ok(())
