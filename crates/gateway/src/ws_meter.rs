@@ -87,6 +87,9 @@ struct State {
     close: Option<CloseReason>,
     close_sent: bool,
     messages: u64,
+    /// `finish` has settled the batches: a refill that lands later gives
+    /// its units straight back.
+    finished: bool,
 }
 
 impl State {
@@ -101,6 +104,7 @@ impl State {
             close: None,
             close_sent: false,
             messages: 0,
+            finished: false,
         }
     }
 }
@@ -135,7 +139,9 @@ pub struct WsConnection {
     min_charge: u64,
     state: parking_lot::Mutex<State>,
     refilled: parking_lot::Condvar,
-    ticker: parking_lot::Mutex<Option<tokio::task::AbortHandle>>,
+    /// Ends the ticker at its next sleep. Not an abort: a ticker cut off
+    /// while it hands spent units to the usage pipeline would lose them.
+    stop: tokio::sync::Notify,
 }
 
 impl WsConnection {
@@ -164,15 +170,10 @@ impl WsConnection {
             opened,
             state: parking_lot::Mutex::new(State::new()),
             refilled: parking_lot::Condvar::new(),
-            ticker: parking_lot::Mutex::new(None),
+            stop: tokio::sync::Notify::new(),
             svc,
         });
-        let task = conn
-            .svc
-            .background
-            .spawn(Arc::clone(&conn).tick())
-            .abort_handle();
-        *conn.ticker.lock() = Some(task);
+        conn.svc.background.spawn(Arc::clone(&conn).tick());
         if message > 0 {
             // The first batch is on its way before the first message, so the
             // body filter rarely has to wait for the store.
@@ -305,19 +306,27 @@ impl WsConnection {
             }
             units = (units / 2).max(self.min_charge);
         };
-        let spent = {
+        let (spent, late) = {
             let mut st = self.state.lock();
-            match outcome {
+            let late = match outcome {
+                Ok(batch) if st.finished => Some(batch.r),
                 Ok(batch) => {
                     st.available += batch.units;
                     st.batches.push_back(batch);
                     st.refill = Refill::Idle;
+                    None
                 }
-                Err(r) => st.refill = r,
-            }
-            std::mem::take(&mut st.spent)
+                Err(r) => {
+                    st.refill = r;
+                    None
+                }
+            };
+            (std::mem::take(&mut st.spent), late)
         };
         self.refilled.notify_all();
+        if let Some(r) = late {
+            self.give_back(&r).await;
+        }
         self.emit(spent).await;
     }
 
@@ -325,7 +334,7 @@ impl WsConnection {
     async fn charge(self: &Arc<Self>, units: u64) -> Result<(), CloseReason> {
         let deadline = Instant::now() + self.svc.wait;
         loop {
-            let run_refill = {
+            {
                 let mut st = self.state.lock();
                 if st.available >= units {
                     consume(&mut st, units);
@@ -334,20 +343,17 @@ impl WsConnection {
                 match st.refill {
                     Refill::Exhausted(code) => return Err(CloseReason::Unpaid(code)),
                     Refill::Failed => return Err(CloseReason::Unavailable),
-                    Refill::Idle => {
-                        st.refill = Refill::InFlight;
-                        true
-                    }
-                    Refill::InFlight => false,
+                    // A task of its own, like the body filter's refills:
+                    // whoever waits here may give up, and a store call cut
+                    // in half could leave units reserved that nobody holds.
+                    Refill::Idle => self.start_refill(&mut st),
+                    Refill::InFlight => {}
                 }
-            };
-            if run_refill {
-                Arc::clone(self).refill().await;
-            } else if Instant::now() > deadline {
-                return Err(CloseReason::Unavailable);
-            } else {
-                tokio::time::sleep(Duration::from_millis(2)).await;
             }
+            if Instant::now() > deadline {
+                return Err(CloseReason::Unavailable);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
@@ -374,7 +380,10 @@ impl WsConnection {
         loop {
             let into_minute = self.opened.elapsed().as_millis() % 60_000;
             let to_next_minute = Duration::from_millis(60_000 - into_minute as u64);
-            tokio::time::sleep(RENEW_EVERY.min(to_next_minute)).await;
+            tokio::select! {
+                () = tokio::time::sleep(RENEW_EVERY.min(to_next_minute)) => {}
+                () = self.stop.notified() => return,
+            }
             if let Err(e) = self
                 .svc
                 .store
@@ -397,16 +406,21 @@ impl WsConnection {
     /// The connection ended: charges the minutes started since the last
     /// tick, records what was spent, gives back what was not, frees the slot.
     pub async fn finish(self: &Arc<Self>) {
-        if let Some(t) = self.ticker.lock().take() {
-            t.abort();
-        }
+        self.stop.notify_one();
         if self.state.lock().close.is_none() {
             if let Err(reason) = self.charge_minutes().await {
                 tracing::info!(?reason, "last WebSocket minute not charged");
             }
         }
+        // A refill under way lands in the batches settled below; one slower
+        // than this wait gives its units back itself (`finished`).
+        let deadline = Instant::now() + self.svc.wait;
+        while self.state.lock().refill == Refill::InFlight && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         let (spent, unused) = {
             let mut st = self.state.lock();
+            st.finished = true;
             let mut unused = Vec::new();
             while let Some(b) = st.batches.pop_front() {
                 let (used, rest) = split(&b.r, b.units, b.used);
@@ -425,14 +439,18 @@ impl WsConnection {
             st.available = 0;
             (std::mem::take(&mut st.spent), unused)
         };
-        let customer = self.terms.principal.customer.id.as_str();
         for r in unused {
-            if let Err(e) = self.svc.store.give_back(customer, &r).await {
-                self.svc.errors.inc();
-                tracing::warn!(error = %e, "unused WebSocket units not given back");
-            }
+            self.give_back(&r).await;
         }
         self.emit(spent).await;
+    }
+
+    async fn give_back(&self, r: &Reservation) {
+        let customer = self.terms.principal.customer.id.as_str();
+        if let Err(e) = self.svc.store.give_back(customer, r).await {
+            self.svc.errors.inc();
+            tracing::warn!(error = %e, "unused WebSocket units not given back");
+        }
     }
 
     async fn emit(&self, spent: Vec<Spent>) {
@@ -570,8 +588,12 @@ mod tests {
     mod with_a_store {
         use super::super::*;
         use paygate_core::records::{CustomerRecord, KeyRecord};
+        use paygate_core::Micros;
         use paygate_core::{CustomerId, KeyId, Plan, PlanId};
-        use paygate_store::{Counters, Credential, MemoryStore, SeedMode, Store};
+        use paygate_store::{
+            Admission, Counters, Credential, MemoryStore, SeedMode, Snapshot, Store, StoreError,
+            WebsocketSlot,
+        };
         use paygate_usage::{BatchTarget, Batching, DeliveryError, Written};
 
         #[derive(Default)]
@@ -609,17 +631,96 @@ mod tests {
             }
         }
 
-        /// A connection open for `ago` on a plan with a quota of `quota`
-        /// units, charged `minute_cost` per minute after the first.
-        async fn connection(
+        /// A store that answers `admit` late, standing in for a slow Redis.
+        struct Slow(Arc<MemoryStore>, Duration, std::sync::atomic::AtomicU32);
+
+        #[async_trait::async_trait]
+        impl Store for Slow {
+            async fn admit(&self, c: &str, l: &Limits) -> Result<Admission, StoreError> {
+                tokio::time::sleep(self.1).await;
+                let a = self.0.admit(c, l).await;
+                self.2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                a
+            }
+            async fn give_back(&self, c: &str, r: &Reservation) -> Result<(), StoreError> {
+                self.0.give_back(c, r).await
+            }
+            async fn peek(&self, c: &str, l: &Limits) -> Result<Snapshot, StoreError> {
+                self.0.peek(c, l).await
+            }
+            async fn add_credits(&self, c: &str, m: Micros) -> Result<Micros, StoreError> {
+                self.0.add_credits(c, m).await
+            }
+            async fn seed(&self, c: &str, n: Counters, m: SeedMode) -> Result<bool, StoreError> {
+                self.0.seed(c, n, m).await
+            }
+            async fn open_websocket(
+                &self,
+                c: &str,
+                lease: &str,
+                max: u32,
+                ttl: u64,
+            ) -> Result<WebsocketSlot, StoreError> {
+                self.0.open_websocket(c, lease, max, ttl).await
+            }
+            async fn renew_websocket(
+                &self,
+                c: &str,
+                lease: &str,
+                ttl: u64,
+            ) -> Result<(), StoreError> {
+                self.0.renew_websocket(c, lease, ttl).await
+            }
+            async fn close_websocket(&self, c: &str, lease: &str) -> Result<(), StoreError> {
+                self.0.close_websocket(c, lease).await
+            }
+            async fn websockets_open(&self, c: &str) -> Result<u32, StoreError> {
+                self.0.websockets_open(c).await
+            }
+            async fn ping(&self) -> Result<(), StoreError> {
+                self.0.ping().await
+            }
+        }
+
+        /// What a test connection is charged and how its store behaves.
+        struct Setup {
             quota: u64,
+            message_cost: u64,
             minute_cost: u64,
+            /// How long before now the connection opened.
             ago: Duration,
-        ) -> (Arc<WsConnection>, Arc<MemoryStore>, Arc<Recorded>) {
+            /// How late the store answers `admit`.
+            store_delay: Duration,
+            wait: Duration,
+        }
+
+        impl Default for Setup {
+            fn default() -> Self {
+                Self {
+                    quota: 100,
+                    message_cost: 0,
+                    minute_cost: 0,
+                    ago: Duration::ZERO,
+                    store_delay: Duration::ZERO,
+                    wait: Duration::from_secs(1),
+                }
+            }
+        }
+
+        /// A connection as `setup` says, its ticker stopped (the tests
+        /// charge minutes themselves).
+        async fn connection(
+            setup: Setup,
+        ) -> (
+            Arc<WsConnection>,
+            Arc<MemoryStore>,
+            Arc<Recorded>,
+            Arc<Slow>,
+        ) {
             let store = Arc::new(MemoryStore::new());
             let p = principal(serde_json::json!({
                 "id": "p", "name": "P", "rate_limit": {"requests": 1, "per": "second"},
-                "quota": {"calls": quota, "period": "month"}
+                "quota": {"calls": setup.quota, "period": "month"}
             }));
             let (_, period) = limits_for(&p.plan, 1, &p.customer, Utc::now());
             let counters = Counters {
@@ -641,28 +742,30 @@ mod tests {
             let (usage, writer) =
                 paygate_usage::pipeline(recorded.clone(), metrics.clone(), batching);
             tokio::spawn(writer.run());
+            let slow = Arc::new(Slow(
+                Arc::clone(&store),
+                setup.store_delay,
+                std::sync::atomic::AtomicU32::new(0),
+            ));
             let conn = WsConnection::opened_at(
                 Terms {
                     principal: p,
                     request_id: "rid".into(),
                     route: Arc::from("stream"),
-                    message_cost: 0,
-                    minute_cost,
+                    message_cost: setup.message_cost,
+                    minute_cost: setup.minute_cost,
                 },
                 Services {
-                    store: store.clone(),
+                    store: slow.clone(),
                     errors: metrics.store_errors.clone(),
                     usage,
                     background: Handle::current(),
-                    wait: Duration::from_secs(1),
+                    wait: setup.wait,
                 },
-                Instant::now() - ago,
+                Instant::now() - setup.ago,
             );
-            // The test charges minutes itself.
-            if let Some(t) = conn.ticker.lock().take() {
-                t.abort();
-            }
-            (conn, store, recorded)
+            conn.stop.notify_one();
+            (conn, store, recorded, slow)
         }
 
         async fn used(store: &MemoryStore) -> u64 {
@@ -677,7 +780,12 @@ mod tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn each_started_minute_after_the_first_is_charged_once() {
             // Open 2 min 5 s: the third minute has started, two are due.
-            let (conn, store, recorded) = connection(100, 3, Duration::from_secs(125)).await;
+            let (conn, store, recorded, _) = connection(Setup {
+                minute_cost: 3,
+                ago: Duration::from_secs(125),
+                ..Setup::default()
+            })
+            .await;
             conn.charge_minutes().await.unwrap();
             conn.charge_minutes().await.unwrap();
             conn.finish().await;
@@ -696,7 +804,13 @@ mod tests {
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn a_minute_that_cannot_be_paid_closes_the_connection() {
-            let (conn, store, _) = connection(4, 3, Duration::from_secs(150)).await;
+            let (conn, store, _, _) = connection(Setup {
+                quota: 4,
+                minute_cost: 3,
+                ago: Duration::from_secs(150),
+                ..Setup::default()
+            })
+            .await;
             // One minute (3 units) fits in the quota of 4, the second does not.
             assert_eq!(
                 conn.charge_minutes().await,
@@ -712,6 +826,37 @@ mod tests {
             );
             conn.finish().await;
             assert_eq!(used(&store).await, 3);
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_refill_that_lands_after_close_gives_its_units_back() {
+            // The first batch is asked for at open; the store answers after
+            // 300 ms, and the close waits only 50 ms for it.
+            let (conn, store, recorded, slow) = connection(Setup {
+                message_cost: 1,
+                store_delay: Duration::from_millis(300),
+                wait: Duration::from_millis(50),
+                ..Setup::default()
+            })
+            .await;
+            conn.finish().await;
+            assert_eq!(
+                slow.2.load(std::sync::atomic::Ordering::SeqCst),
+                0,
+                "still on its way"
+            );
+            // The batch is reserved after the close, then given back.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while slow.2.load(std::sync::atomic::Ordering::SeqCst) == 0 || used(&store).await != 0 {
+                assert!(Instant::now() < deadline, "used {}", used(&store).await);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(used(&store).await, 0);
+            assert!(
+                recorded.0.lock().is_empty(),
+                "nothing was delivered, nothing billed"
+            );
         }
     }
 
