@@ -94,6 +94,20 @@ const RULES: &[Rule] = &[
         why: "token checks and key sets only: an HTTP client for the JWKS, no store, no database",
     },
     Rule {
+        krate: "paygate-x402",
+        forbidden: &[
+            "tokio",
+            "redis",
+            "sqlx",
+            "pingora",
+            "axum",
+            "reqwest",
+            "paygate-store",
+            "paygate-billing",
+        ],
+        why: "x402's wire types, codecs and the local check of a payment: pure, no I/O",
+    },
+    Rule {
         krate: "paygate-config",
         forbidden: &["tokio", "redis", "sqlx", "axum", "pingora"],
         why: "config is parsing and validation only",
