@@ -96,16 +96,14 @@ const RULES: &[Rule] = &[
     Rule {
         krate: "paygate-x402",
         forbidden: &[
-            "tokio",
             "redis",
             "sqlx",
             "pingora",
             "axum",
-            "reqwest",
             "paygate-store",
             "paygate-billing",
         ],
-        why: "x402's wire types, codecs and the local check of a payment: pure, no I/O",
+        why: "the x402 protocol: wire types, codecs, checks and an HTTP client for the facilitator; no store, no database",
     },
     Rule {
         krate: "paygate-config",

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod jwt;
+pub mod x402;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

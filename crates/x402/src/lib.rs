@@ -1,4 +1,5 @@
-//! x402 pay-per-call (HTTP 402 payments), the parts that need no network:
+//! x402 pay-per-call (HTTP 402 payments): the protocol's parts that know
+//! nothing of the gateway:
 //!
 //! - [`wire`]: the JSON shapes of protocol versions 1 and 2 (what the 402
 //!   offer says, what a paying client sends, what a facilitator answers);
@@ -15,11 +16,13 @@
 //! "errorReason":…}` answer, a verify answer without `payer` does not parse,
 //! it has no header codecs, and it requires `alloy-primitives`.
 //!
+//! - [`facilitator`]: the client of a facilitator's `/verify` and `/settle`.
+//!
 //! The HTTP flow (verify → serve → settle inside the Pingora phases), the
-//! facilitator client, the payment claim in the store and the ledger come on
-//! top of this crate.
+//! payment claim in the store and the ledger come on top of this crate.
 
 pub mod amount;
+pub mod facilitator;
 pub mod header;
 pub mod offer;
 pub mod wire;
