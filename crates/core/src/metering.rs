@@ -107,6 +107,16 @@ pub enum WebsocketSlot {
     Full,
 }
 
+/// Outcome of claiming an x402 payment's identity (network, payer, nonce).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentClaim {
+    /// First sight: this call may use the payment.
+    Claimed,
+    /// Claimed before (here, on another gateway, or before a restart):
+    /// a replay, never served twice.
+    AlreadyClaimed,
+}
+
 /// What one call on `plan` with route cost `cost` asks of the store, and the
 /// billing period it falls in.
 pub fn limits_for(

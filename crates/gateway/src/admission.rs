@@ -123,6 +123,16 @@ mod tests {
         async fn websockets_open(&self, _: &str) -> Result<u32, StoreError> {
             Err(StoreError::Timeout)
         }
+        async fn claim_payment(
+            &self,
+            _: &str,
+            _: u64,
+        ) -> Result<paygate_store::PaymentClaim, StoreError> {
+            Err(StoreError::Timeout)
+        }
+        async fn release_payment(&self, _: &str) -> Result<(), StoreError> {
+            Err(StoreError::Timeout)
+        }
         async fn ping(&self) -> Result<(), StoreError> {
             Err(StoreError::Timeout)
         }

@@ -677,6 +677,16 @@ mod tests {
             async fn websockets_open(&self, c: &str) -> Result<u32, StoreError> {
                 self.0.websockets_open(c).await
             }
+            async fn claim_payment(
+                &self,
+                identity: &str,
+                ttl: u64,
+            ) -> Result<paygate_store::PaymentClaim, StoreError> {
+                self.0.claim_payment(identity, ttl).await
+            }
+            async fn release_payment(&self, identity: &str) -> Result<(), StoreError> {
+                self.0.release_payment(identity).await
+            }
             async fn ping(&self) -> Result<(), StoreError> {
                 self.0.ping().await
             }

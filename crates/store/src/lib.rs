@@ -26,8 +26,8 @@ use paygate_core::Micros;
 // The values the store trades in are plain data, shared with the crates that
 // never talk to a store (billing, admin views): they live in core.
 pub use paygate_core::metering::{
-    Admission, Counters, Decision, Limits, QuotaLimit, Reservation, SeedMode, Snapshot,
-    WebsocketSlot,
+    Admission, Counters, Decision, Limits, PaymentClaim, QuotaLimit, Reservation, SeedMode,
+    Snapshot, WebsocketSlot,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +97,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Unexpired leases: the customer's open WebSocket connections.
     async fn websockets_open(&self, customer: &str) -> Result<u32, StoreError>;
+
+    /// Claims an x402 payment's identity once across every process sharing
+    /// the store, for `ttl_ms` (past the payment's `validBefore`, after which
+    /// the chain refuses it anyway).
+    async fn claim_payment(&self, identity: &str, ttl_ms: u64) -> Result<PaymentClaim, StoreError>;
+
+    /// Frees a claim whose payment was never used (the facilitator could not
+    /// be asked), so the client may send it again.
+    async fn release_payment(&self, identity: &str) -> Result<(), StoreError>;
 
     /// Reachability, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;

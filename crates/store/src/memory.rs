@@ -11,8 +11,8 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::gcra::{self, Gcra};
 use crate::{
-    Admission, Counters, Decision, Limits, Reservation, SeedMode, Snapshot, Store, StoreError,
-    WebsocketSlot,
+    Admission, Counters, Decision, Limits, PaymentClaim, Reservation, SeedMode, Snapshot, Store,
+    StoreError, WebsocketSlot,
 };
 use paygate_core::Micros;
 
@@ -117,6 +117,8 @@ impl CustomerState {
 pub struct MemoryStore {
     epoch: Instant,
     customers: RwLock<HashMap<String, Arc<Mutex<CustomerState>>>>,
+    /// x402 payment identities claimed → expiry on the store's clock (ns).
+    payments: Mutex<HashMap<String, u64>>,
 }
 
 impl Default for MemoryStore {
@@ -130,6 +132,7 @@ impl MemoryStore {
         Self {
             epoch: Instant::now(),
             customers: RwLock::new(HashMap::new()),
+            payments: Mutex::new(HashMap::new()),
         }
     }
 
@@ -239,6 +242,22 @@ impl Store for MemoryStore {
         let mut s = state.lock();
         s.websockets.retain(|_, expiry| *expiry > now);
         Ok(u32::try_from(s.websockets.len()).unwrap_or(u32::MAX))
+    }
+
+    async fn claim_payment(&self, identity: &str, ttl_ms: u64) -> Result<PaymentClaim, StoreError> {
+        let now = self.now_ns();
+        let mut claims = self.payments.lock();
+        claims.retain(|_, expiry| *expiry > now);
+        if claims.contains_key(identity) {
+            return Ok(PaymentClaim::AlreadyClaimed);
+        }
+        claims.insert(identity.to_owned(), now + ttl_ms * 1_000_000);
+        Ok(PaymentClaim::Claimed)
+    }
+
+    async fn release_payment(&self, identity: &str) -> Result<(), StoreError> {
+        self.payments.lock().remove(identity);
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

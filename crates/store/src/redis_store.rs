@@ -24,8 +24,8 @@ use redis::Script;
 use tokio::sync::OnceCell;
 
 use crate::{
-    Admission, Counters, Decision, Limits, Reservation, SeedMode, Snapshot, Store, StoreError,
-    WebsocketSlot,
+    Admission, Counters, Decision, Limits, PaymentClaim, Reservation, SeedMode, Snapshot, Store,
+    StoreError, WebsocketSlot,
 };
 
 /// Shared by ADMIT and PEEK: the server clock, the customer's hash, and the
@@ -158,6 +158,17 @@ return 1
 
 const COUNT_WS: &str = r#"
 return redis.call('ZCARD', KEYS[1])
+"#;
+
+/// ARGV: ttl_ms. One key per payment identity, in a slot of its own.
+const CLAIM_PAYMENT: &str = r#"
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 1 end
+return 0
+"#;
+
+const RELEASE_PAYMENT: &str = r#"
+redis.call('DEL', KEYS[1])
+return 1
 "#;
 
 /// Where the store lives.
@@ -338,6 +349,8 @@ struct Scripts {
     renew_ws: Script,
     close_ws: Script,
     count_ws: Script,
+    claim_payment: Script,
+    release_payment: Script,
 }
 
 /// One multiplexed connection per thread that calls, for the hot path. A
@@ -425,6 +438,8 @@ impl RedisStore {
                 renew_ws: Script::new(&format!("{WS_PRELUDE}{RENEW_WS}")),
                 close_ws: Script::new(CLOSE_WS),
                 count_ws: Script::new(&format!("{WS_PRELUDE}{COUNT_WS}")),
+                claim_payment: Script::new(CLAIM_PAYMENT),
+                release_payment: Script::new(RELEASE_PAYMENT),
             },
         })
     }
@@ -436,6 +451,11 @@ impl RedisStore {
     /// The customer's WebSocket leases, in the slot of its hash.
     fn ws_key(&self, customer: &str) -> String {
         format!("{{{}:c:{customer}}}:ws", self.prefix)
+    }
+
+    /// An x402 payment identity's claim.
+    fn payment_key(&self, identity: &str) -> String {
+        format!("{}:x402:{identity}", self.prefix)
     }
 
     /// Runs one script invocation under the timeout and the breaker.
@@ -621,6 +641,24 @@ impl Store for RedisStore {
             .run(self.scripts.count_ws.key(self.ws_key(customer)))
             .await?;
         Ok(u32::try_from(n).unwrap_or(0))
+    }
+
+    async fn claim_payment(&self, identity: &str, ttl_ms: u64) -> Result<PaymentClaim, StoreError> {
+        let mut inv = self.scripts.claim_payment.key(self.payment_key(identity));
+        inv.arg(ttl_ms.max(1));
+        let claimed: i64 = self.run(inv).await?;
+        Ok(if claimed == 1 {
+            PaymentClaim::Claimed
+        } else {
+            PaymentClaim::AlreadyClaimed
+        })
+    }
+
+    async fn release_payment(&self, identity: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .run(self.scripts.release_payment.key(self.payment_key(identity)))
+            .await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -9,7 +9,8 @@ use paygate_core::Micros;
 use tokio::sync::mpsc;
 
 use crate::{
-    Admission, Counters, Limits, Reservation, SeedMode, Snapshot, Store, StoreError, WebsocketSlot,
+    Admission, Counters, Limits, PaymentClaim, Reservation, SeedMode, Snapshot, Store, StoreError,
+    WebsocketSlot,
 };
 
 pub struct ReseedOnMiss<S> {
@@ -83,6 +84,14 @@ impl<S: Store> Store for ReseedOnMiss<S> {
 
     async fn websockets_open(&self, customer: &str) -> Result<u32, StoreError> {
         self.inner.websockets_open(customer).await
+    }
+
+    async fn claim_payment(&self, identity: &str, ttl_ms: u64) -> Result<PaymentClaim, StoreError> {
+        self.inner.claim_payment(identity, ttl_ms).await
+    }
+
+    async fn release_payment(&self, identity: &str) -> Result<(), StoreError> {
+        self.inner.release_payment(identity).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use paygate_core::Micros;
 use paygate_store::{
-    Admission, Counters, Decision, Limits, MemoryStore, QuotaLimit, RedisStore, Reservation,
-    SeedMode, Snapshot, Store, StoreError, WebsocketSlot, WEBSOCKET_LEASE_MS,
+    Admission, Counters, Decision, Limits, MemoryStore, PaymentClaim, QuotaLimit, RedisStore,
+    Reservation, SeedMode, Snapshot, Store, StoreError, WebsocketSlot, WEBSOCKET_LEASE_MS,
 };
 use paygate_testkit::RedisCluster;
 
@@ -196,6 +196,7 @@ contract_tests! {
         websocket_slots_are_bounded,
         websocket_leases_expire_unless_renewed,
         spending_without_a_rate_limit,
+        a_payment_is_claimed_once,
         ping,
     ]
 }
@@ -1147,6 +1148,48 @@ mod cases {
             .await
             .unwrap();
         assert_eq!(quota_used_and_credits(peek(b, &c, &call).await), (6, 50));
+    }
+
+    pub async fn a_payment_is_claimed_once(b: &Backend, case: &str) {
+        let id = format!("eip155:84532:0xpayer:{case}-nonce");
+        // Ten gateways see the same payment at once: one claims it.
+        let claims = (0..10).map(|_| {
+            let (store, id) = (Arc::clone(&b.store), id.clone());
+            tokio::spawn(async move { store.claim_payment(&id, 60_000).await.unwrap() })
+        });
+        let claims = futures::future::try_join_all(claims).await.unwrap();
+        assert_eq!(
+            claims
+                .iter()
+                .filter(|c| **c == PaymentClaim::Claimed)
+                .count(),
+            1,
+            "{claims:?}"
+        );
+        assert_eq!(
+            b.store.claim_payment(&id, 60_000).await.unwrap(),
+            PaymentClaim::AlreadyClaimed
+        );
+        // A released claim (the payment was never used) can be made again.
+        b.store.release_payment(&id).await.unwrap();
+        assert_eq!(
+            b.store.claim_payment(&id, 60_000).await.unwrap(),
+            PaymentClaim::Claimed
+        );
+        // A claim ends with its time to live.
+        let short = format!("{id}-short");
+        assert_eq!(
+            b.store.claim_payment(&short, 200).await.unwrap(),
+            PaymentClaim::Claimed
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while b.store.claim_payment(&short, 200).await.unwrap() != PaymentClaim::Claimed {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the claim never expired"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn ping(b: &Backend, _case: &str) {
