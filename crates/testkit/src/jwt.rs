@@ -191,13 +191,7 @@ impl JwksServer {
         let app = axum::Router::new()
             .route("/jwks.json", axum::routing::get(serve_jwks))
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = crate::serve_on_loopback(app).await;
         Self { addr, state }
     }
 

@@ -145,13 +145,7 @@ impl MockFacilitator {
             .route("/verify", axum::routing::post(verify))
             .route("/settle", axum::routing::post(settle))
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = crate::serve_on_loopback(app).await;
         Self { addr, state }
     }
 
