@@ -222,7 +222,6 @@ impl Gateway {
         let (Some(p), Some(a)) = (&ctx.principal, &ctx.admitted) else {
             return;
         };
-        let (store, errors) = self.store.shared();
         let terms = ws_meter::Terms {
             principal: p.clone(),
             request_id: ctx.request_id.clone(),
@@ -231,8 +230,7 @@ impl Gateway {
             minute_cost: u64::from(a.route.ws_minute_cost),
         };
         let services = ws_meter::Services {
-            store,
-            errors,
+            store: self.store.clone(),
             usage: self.usage.clone(),
             background: self.background.clone(),
             wait: self.ws_wait,

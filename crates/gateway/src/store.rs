@@ -7,6 +7,7 @@ use paygate_store::{
     Admission, Limits, Reservation, Snapshot, Store, StoreError, WebsocketSlot, WEBSOCKET_LEASE_MS,
 };
 
+#[derive(Clone)]
 pub struct StoreHandle {
     store: Arc<dyn Store>,
     errors: prometheus::IntCounter,
@@ -57,9 +58,12 @@ impl StoreHandle {
         self.counted(self.store.websockets_open(customer).await)
     }
 
-    /// The store itself, for work done off the request path (lease
-    /// renewal, WebSocket units) on the background runtime.
-    pub fn shared(&self) -> (Arc<dyn Store>, prometheus::IntCounter) {
-        (Arc::clone(&self.store), self.errors.clone())
+    /// Extends an open WebSocket's lease by [`WEBSOCKET_LEASE_MS`].
+    pub async fn renew_websocket(&self, customer: &str, lease: &str) -> Result<(), StoreError> {
+        self.counted(
+            self.store
+                .renew_websocket(customer, lease, WEBSOCKET_LEASE_MS)
+                .await,
+        )
     }
 }

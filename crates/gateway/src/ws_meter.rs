@@ -20,13 +20,15 @@ use bytes::{Bytes, BytesMut};
 use chrono::Utc;
 use paygate_core::metering::limits_for;
 use paygate_core::{ErrorCode, UsageEvent};
-use paygate_store::{Decision, Limits, Principal, Reservation, Store, WEBSOCKET_LEASE_MS};
+use paygate_store::{Decision, Limits, Principal, Reservation};
 use paygate_usage::UsageSink;
 use tokio::runtime::Handle;
 
+use crate::store::StoreHandle;
 use crate::ws_frames::{close_frame, FrameReader};
 
-/// A lease is renewed this often; it lives [`WEBSOCKET_LEASE_MS`].
+/// A lease is renewed this often; it lives
+/// [`paygate_store::WEBSOCKET_LEASE_MS`].
 const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// Messages a batch of units pays for.
 const BATCH_MESSAGES: u64 = 16;
@@ -48,6 +50,14 @@ impl CloseReason {
             Self::Unavailable => close_frame(1013, ErrorCode::LimiterUnavailable.as_str()),
         }
     }
+}
+
+/// What asking the budget for units gave.
+enum Taken {
+    Paid,
+    Refused(CloseReason),
+    /// A refill is under way.
+    Wait,
 }
 
 #[derive(Debug)]
@@ -86,7 +96,6 @@ struct State {
     minutes_charged: u64,
     close: Option<CloseReason>,
     close_sent: bool,
-    messages: u64,
     /// `finish` has settled the batches: a refill that lands later gives
     /// its units straight back.
     finished: bool,
@@ -103,7 +112,6 @@ impl State {
             minutes_charged: 0,
             close: None,
             close_sent: false,
-            messages: 0,
             finished: false,
         }
     }
@@ -122,8 +130,8 @@ pub struct Terms {
 
 /// Where the connection's store calls and usage events go.
 pub struct Services {
-    pub store: Arc<dyn Store>,
-    pub errors: prometheus::IntCounter,
+    /// Failures are counted in `paygate_store_errors_total` there.
+    pub store: StoreHandle,
     pub usage: UsageSink,
     /// The background runtime: store calls the body filter cannot await.
     pub background: Handle,
@@ -182,11 +190,6 @@ impl WsConnection {
         conn
     }
 
-    /// Data messages delivered so far.
-    pub fn messages(&self) -> u64 {
-        self.state.lock().messages
-    }
-
     /// Reads the upstream's bytes on their way to the client: charges each
     /// message that starts in them and, when one cannot be paid, delivers
     /// what was paid for and then the close frame instead. After the close
@@ -213,41 +216,57 @@ impl WsConnection {
         let mut starts = Vec::new();
         reader.feed(data, &mut starts);
         let cost = self.terms.message_cost;
-        for offset in starts {
-            if cost > 0 {
-                if let Err(reason) = self.pay(&mut st, cost) {
-                    st.close = Some(reason);
-                    st.close_sent = true;
-                    let mut out = BytesMut::from(&data[..offset]);
-                    out.extend_from_slice(&reason.frame());
-                    *body = Some(out.freeze());
-                    return;
-                }
-            }
-            st.messages += 1;
+        if cost == 0 {
+            return;
         }
-        if st.available < self.batch_units / 2 && st.refill == Refill::Idle && cost > 0 {
+        for offset in starts {
+            if let Err(reason) = self.pay(&mut st, cost) {
+                st.close = Some(reason);
+                st.close_sent = true;
+                let mut out = BytesMut::from(&data[..offset]);
+                out.extend_from_slice(&reason.frame());
+                *body = Some(out.freeze());
+                return;
+            }
+        }
+        if st.available < self.batch_units / 2 && st.refill == Refill::Idle {
             self.start_refill(&mut st);
         }
     }
 
-    /// Takes `units` from the budget, waiting (bounded) for a refill when it
-    /// is short.
+    /// Takes `units` from the budget if it holds them; otherwise says
+    /// whether a refill is worth waiting for (starting one if none runs).
+    /// Refills always run as tasks of their own: whoever waits may give up,
+    /// and a store call cut in half could leave units reserved that nobody
+    /// holds.
+    fn take(self: &Arc<Self>, st: &mut State, units: u64) -> Taken {
+        if st.available >= units {
+            consume(st, units);
+            return Taken::Paid;
+        }
+        match st.refill {
+            Refill::Exhausted(code) => Taken::Refused(CloseReason::Unpaid(code)),
+            Refill::Failed => Taken::Refused(CloseReason::Unavailable),
+            Refill::Idle => {
+                self.start_refill(st);
+                Taken::Wait
+            }
+            Refill::InFlight => Taken::Wait,
+        }
+    }
+
+    /// Takes `units` from the budget on the body filter's thread, blocking
+    /// (bounded) for a refill when it is short.
     fn pay(
         self: &Arc<Self>,
         st: &mut parking_lot::MutexGuard<'_, State>,
         units: u64,
     ) -> Result<(), CloseReason> {
         loop {
-            if st.available >= units {
-                consume(st, units);
-                return Ok(());
-            }
-            match st.refill {
-                Refill::Exhausted(code) => return Err(CloseReason::Unpaid(code)),
-                Refill::Failed => return Err(CloseReason::Unavailable),
-                Refill::Idle => self.start_refill(st),
-                Refill::InFlight => {}
+            match self.take(st, units) {
+                Taken::Paid => return Ok(()),
+                Taken::Refused(reason) => return Err(reason),
+                Taken::Wait => {}
             }
             if self.refilled.wait_for(st, self.svc.wait).timed_out() {
                 return Err(CloseReason::Unavailable);
@@ -296,7 +315,6 @@ impl WsConnection {
                     Decision::RateLimited { .. } => break Err(Refill::Failed),
                 },
                 Err(e) => {
-                    self.svc.errors.inc();
                     tracing::warn!(error = %e, "WebSocket units not reserved");
                     break Err(Refill::Failed);
                 }
@@ -330,25 +348,16 @@ impl WsConnection {
         self.emit(spent).await;
     }
 
-    /// Takes `units` from the budget off the body filter's thread.
+    /// Takes `units` from the budget off the body filter's thread, polling
+    /// (bounded) for a refill when it is short.
     async fn charge(self: &Arc<Self>, units: u64) -> Result<(), CloseReason> {
         let deadline = Instant::now() + self.svc.wait;
         loop {
-            {
-                let mut st = self.state.lock();
-                if st.available >= units {
-                    consume(&mut st, units);
-                    return Ok(());
-                }
-                match st.refill {
-                    Refill::Exhausted(code) => return Err(CloseReason::Unpaid(code)),
-                    Refill::Failed => return Err(CloseReason::Unavailable),
-                    // A task of its own, like the body filter's refills:
-                    // whoever waits here may give up, and a store call cut
-                    // in half could leave units reserved that nobody holds.
-                    Refill::Idle => self.start_refill(&mut st),
-                    Refill::InFlight => {}
-                }
+            let taken = self.take(&mut self.state.lock(), units);
+            match taken {
+                Taken::Paid => return Ok(()),
+                Taken::Refused(reason) => return Err(reason),
+                Taken::Wait => {}
             }
             if Instant::now() > deadline {
                 return Err(CloseReason::Unavailable);
@@ -374,7 +383,7 @@ impl WsConnection {
         Ok(())
     }
 
-    /// Renews the lease and charges minutes as they start, until aborted.
+    /// Renews the lease and charges minutes as they start, until `stop`.
     async fn tick(self: Arc<Self>) {
         let customer = self.terms.principal.customer.id.as_str().to_owned();
         loop {
@@ -387,10 +396,9 @@ impl WsConnection {
             if let Err(e) = self
                 .svc
                 .store
-                .renew_websocket(&customer, &self.terms.request_id, WEBSOCKET_LEASE_MS)
+                .renew_websocket(&customer, &self.terms.request_id)
                 .await
             {
-                self.svc.errors.inc();
                 tracing::warn!(error = %e, "WebSocket lease not renewed");
             }
             if self.state.lock().close.is_none() {
@@ -403,8 +411,10 @@ impl WsConnection {
         }
     }
 
-    /// The connection ended: charges the minutes started since the last
-    /// tick, records what was spent, gives back what was not, frees the slot.
+    /// The connection ended: stops the ticker, charges the minutes started
+    /// since its last round, records what was spent and gives back what was
+    /// not. (The lease itself is closed by the caller, like a refused
+    /// upgrade's.)
     pub async fn finish(self: &Arc<Self>) {
         self.stop.notify_one();
         if self.state.lock().close.is_none() {
@@ -448,7 +458,6 @@ impl WsConnection {
     async fn give_back(&self, r: &Reservation) {
         let customer = self.terms.principal.customer.id.as_str();
         if let Err(e) = self.svc.store.give_back(customer, r).await {
-            self.svc.errors.inc();
             tracing::warn!(error = %e, "unused WebSocket units not given back");
         }
     }
@@ -766,8 +775,7 @@ mod tests {
                     minute_cost: setup.minute_cost,
                 },
                 Services {
-                    store: slow.clone(),
-                    errors: metrics.store_errors.clone(),
+                    store: StoreHandle::new(slow.clone(), metrics.store_errors.clone()),
                     usage,
                     background: Handle::current(),
                     wait: setup.wait,
