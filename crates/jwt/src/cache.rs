@@ -16,10 +16,10 @@ use crate::verify::Claims;
 /// flood of distinct tokens cannot grow it without bound).
 const MAX_ENTRIES: usize = 4096;
 
-#[derive(Clone)]
 pub struct Entry {
     pub issuer: Arc<Issuer>,
-    pub claims: Claims,
+    /// Shared, so a hit copies two pointers and no strings.
+    pub claims: Arc<Claims>,
     /// `exp`, Unix seconds.
     pub exp: u64,
     /// The key set that verified the token.
@@ -32,13 +32,14 @@ pub struct VerifiedCache {
 }
 
 impl VerifiedCache {
-    /// The entry for `token`, if it is still valid at `now`.
-    pub fn get(&self, token: &str, now: u64) -> Option<Entry> {
+    /// The issuer and claims of `token`, if it was verified before and is
+    /// still valid at `now`.
+    pub fn get(&self, token: &str, now: u64) -> Option<(Arc<Issuer>, Arc<Claims>)> {
         let map = self.map.read();
         let e = map.get(token)?;
         let current = e.issuer.keys()?;
         let fresh = Arc::ptr_eq(&current, &e.keys) && now <= e.exp + e.issuer.leeway_seconds;
-        fresh.then(|| e.clone())
+        fresh.then(|| (Arc::clone(&e.issuer), Arc::clone(&e.claims)))
     }
 
     pub fn put(&self, token: &str, entry: Entry) {

@@ -28,7 +28,7 @@ pub use verify::{Claims, MAX_TOKEN_BYTES, REFETCH_WAIT};
 #[derive(Debug, Clone)]
 pub struct Verified {
     pub issuer: Arc<Issuer>,
-    pub claims: Claims,
+    pub claims: Arc<Claims>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -70,11 +70,8 @@ impl Issuers {
     /// issuer's current keys and not expired since.
     pub async fn verify(&self, token: &str) -> Result<Verified, JwtError> {
         let now = jsonwebtoken::get_current_timestamp();
-        if let Some(hit) = self.verified.get(token, now) {
-            return Ok(Verified {
-                issuer: hit.issuer,
-                claims: hit.claims,
-            });
+        if let Some((issuer, claims)) = self.verified.get(token, now) {
+            return Ok(Verified { issuer, claims });
         }
         let u = verify::parse(token)?;
         let issuer = self
@@ -82,11 +79,11 @@ impl Issuers {
             .get(verify::issuer_of(&u)?)
             .ok_or(JwtError::UnknownIssuer)?;
         let keys = verify::check(issuer, &u).await?;
-        let claims = verify::claims(issuer, &u)?;
+        let claims = Arc::new(verify::claims(issuer, &u)?);
         if let Some(exp) = u.claims.get("exp").and_then(serde_json::Value::as_u64) {
             let entry = cache::Entry {
                 issuer: Arc::clone(issuer),
-                claims: claims.clone(),
+                claims: Arc::clone(&claims),
                 exp,
                 keys,
             };
