@@ -93,23 +93,6 @@ pub struct NewCustomer<'a> {
 #[error("{0}")]
 pub struct ProvisionError(pub String);
 
-/// A process without JWT issuers (or a test) has nothing to provision.
-pub struct NoProvisioning;
-
-#[async_trait::async_trait]
-impl Provisioner for NoProvisioning {
-    async fn create_customer(&self, _: NewCustomer<'_>) -> Result<(), ProvisionError> {
-        Err(ProvisionError(
-            "customers are not created from tokens here".into(),
-        ))
-    }
-    async fn change_plan(&self, _: &CustomerId, _: &str, _: &str) -> Result<(), ProvisionError> {
-        Err(ProvisionError(
-            "plans are not changed from tokens here".into(),
-        ))
-    }
-}
-
 /// Everything that turns credentials into a caller.
 pub struct Authenticator {
     pub catalog: Arc<Catalog>,
@@ -158,19 +141,28 @@ impl Authenticator {
         })?;
         let id = &v.claims.customer_id;
         let actor = v.issuer.key_label.as_ref();
-        match self.catalog.customer(id.as_str()) {
-            None => {
-                let Some(plan) = v.issuer.default_plan.as_deref() else {
+        let credential = || paygate_store::Credential::Jwt(Arc::clone(&v.issuer.key_label));
+        let claimed = self.claimed_plan(&v);
+        match (self.catalog.principal(id.as_str(), credential()), claimed) {
+            (Some(p), Some(plan)) if p.plan.id.as_str() != plan => {
+                self.provisioner
+                    .change_plan(id, plan, actor)
+                    .await
+                    .map_err(unprovisioned)?;
+            }
+            // The common case: a known customer, no plan change asked.
+            (Some(p), _) => return Ok(p),
+            (None, claimed) => {
+                let Some(default_plan) = v.issuer.default_plan.as_deref() else {
                     return Err(Refusal::invalid_token(
                         "invalid JWT: the token's customer does not exist",
                     ));
                 };
-                let plan = self.claimed_plan(&v).unwrap_or(plan);
                 let new = NewCustomer {
                     id,
                     name: v.claims.name.as_deref(),
                     email: v.claims.email.as_deref(),
-                    plan,
+                    plan: claimed.unwrap_or(default_plan),
                     actor,
                 };
                 self.provisioner
@@ -178,20 +170,9 @@ impl Authenticator {
                     .await
                     .map_err(unprovisioned)?;
             }
-            Some(c) => {
-                if let Some(plan) = self.claimed_plan(&v) {
-                    if c.plan_id.as_str() != plan {
-                        self.provisioner
-                            .change_plan(id, plan, actor)
-                            .await
-                            .map_err(unprovisioned)?;
-                    }
-                }
-            }
         }
-        let credential = paygate_store::Credential::Jwt(Arc::clone(&v.issuer.key_label));
         self.catalog
-            .principal(id.as_str(), credential)
+            .principal(id.as_str(), credential())
             .ok_or_else(|| {
                 Refusal::invalid_token("invalid JWT: the token's customer does not exist")
             })
