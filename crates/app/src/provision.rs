@@ -10,10 +10,9 @@ use chrono::Utc;
 use paygate_billing::audit::Actor;
 use paygate_billing::records::{CustomerPatch, NewCustomer};
 use paygate_billing::{Database, DbError};
-use paygate_core::period::Period;
 use paygate_core::{CustomerId, PlanId};
 use paygate_gateway::auth::{self, ProvisionError, Provisioner};
-use paygate_store::{Catalog, ChangeBus, Counters, RecordChange, SeedMode, Store};
+use paygate_store::{changes, Catalog, ChangeBus, Store};
 
 pub struct JwtProvisioner {
     pub db: Database,
@@ -34,14 +33,6 @@ fn actor(name: &str) -> Actor {
 
 fn failed(e: impl std::fmt::Display) -> ProvisionError {
     ProvisionError(e.to_string())
-}
-
-impl JwtProvisioner {
-    async fn publish(&self, id: &CustomerId) {
-        self.changes
-            .publish(RecordChange::Customer(id.to_string()))
-            .await;
-    }
 }
 
 #[async_trait::async_trait]
@@ -65,35 +56,22 @@ impl Provisioner for JwtProvisioner {
                 Utc::now(),
             )
             .await;
-        let rec = match created {
+        match created {
             Ok(rec) => {
-                // A new customer starts from zero.
-                let counters = Counters {
-                    credits_micros: 0,
-                    quota_used: 0,
-                    period_start: Period::containing(rec.anchor_day, rec.created_at)
-                        .start
-                        .timestamp(),
-                };
-                if let Err(e) = self
-                    .store
-                    .seed(rec.id.as_str(), counters, SeedMode::IfAbsent)
-                    .await
-                {
-                    tracing::warn!(customer = %rec.id, error = %e, "counters of a new customer not stored yet");
-                }
-                rec
+                changes::customer_created(&self.catalog, &self.changes, self.store.as_ref(), &rec)
+                    .await;
             }
             // Another gateway created it first: take theirs.
-            Err(DbError::Conflict(_)) => self
-                .db
-                .get_customer(new.id.as_str())
-                .await
-                .map_err(failed)?,
+            Err(DbError::Conflict(_)) => {
+                let rec = self
+                    .db
+                    .get_customer(new.id.as_str())
+                    .await
+                    .map_err(failed)?;
+                changes::customer_stored(&self.catalog, &self.changes, &rec).await;
+            }
             Err(e) => return Err(failed(e)),
-        };
-        self.catalog.put_customer(rec);
-        self.publish(new.id).await;
+        }
         Ok(())
     }
 
@@ -121,8 +99,7 @@ impl Provisioner for JwtProvisioner {
             .patch_customer(customer.as_str(), patch, &actor(actor_name), Utc::now())
             .await
             .map_err(failed)?;
-        self.catalog.put_customer(rec);
-        self.publish(customer).await;
+        changes::customer_stored(&self.catalog, &self.changes, &rec).await;
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use redis::AsyncCommands;
 
 use crate::redis_store::RedisTarget;
-use crate::StoreError;
+use crate::{Catalog, Counters, CustomerRecord, SeedMode, Store, StoreError};
 
 /// What changed; the receiver reloads it from the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,39 @@ pub enum ChangeBus {
         conn: redis::aio::ConnectionManager,
         channel: String,
     },
+}
+
+/// A customer record the database now holds goes into this process's
+/// catalog and to the other processes.
+pub async fn customer_stored(catalog: &Catalog, bus: &ChangeBus, rec: &CustomerRecord) {
+    catalog.put_customer(rec.clone());
+    bus.publish(RecordChange::Customer(rec.id.to_string()))
+        .await;
+}
+
+/// A customer just created: stored as above, and its counters start from
+/// zero in the store. A store that is down now seeds them from the ledger
+/// on the customer's first call instead.
+pub async fn customer_created(
+    catalog: &Catalog,
+    bus: &ChangeBus,
+    store: &dyn Store,
+    rec: &CustomerRecord,
+) {
+    customer_stored(catalog, bus, rec).await;
+    let counters = Counters {
+        credits_micros: 0,
+        quota_used: 0,
+        period_start: paygate_core::period::Period::containing(rec.anchor_day, rec.created_at)
+            .start
+            .timestamp(),
+    };
+    if let Err(e) = store
+        .seed(rec.id.as_str(), counters, SeedMode::IfAbsent)
+        .await
+    {
+        tracing::warn!(customer = %rec.id, error = %e, "counters of a new customer not stored yet");
+    }
 }
 
 /// The node pub/sub goes through: the server itself, or the first seed node

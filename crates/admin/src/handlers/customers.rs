@@ -8,7 +8,7 @@ use axum::Json;
 use paygate_billing::records::{CustomerPatch, NewCustomer};
 use paygate_billing::DbError;
 use paygate_core::{CustomerId, PlanId, ValidationError};
-use paygate_store::{CustomerRecord, RecordChange};
+use paygate_store::{changes, CustomerRecord};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -33,14 +33,6 @@ fn check_name(name: &str) -> Result<(), ValidationError> {
         return Err(ValidationError::new("name", "must not be empty"));
     }
     Ok(())
-}
-
-/// A stored customer goes into this gateway's catalog and to the others.
-async fn apply(s: &AdminState, rec: &CustomerRecord) {
-    s.catalog.put_customer(rec.clone());
-    s.changes
-        .publish(RecordChange::Customer(rec.id.to_string()))
-        .await;
 }
 
 /// The plan must exist before a customer can be put on it.
@@ -102,23 +94,7 @@ pub async fn create(
             chrono::Utc::now(),
         )
         .await?;
-    apply(&s, &rec).await;
-    // A new customer starts from zero; a store that is down now is seeded
-    // from the ledger on the customer's first call instead.
-    let counters = paygate_store::Counters {
-        credits_micros: 0,
-        quota_used: 0,
-        period_start: paygate_core::period::Period::containing(rec.anchor_day, rec.created_at)
-            .start
-            .timestamp(),
-    };
-    if let Err(e) = s
-        .store
-        .seed(rec.id.as_str(), counters, paygate_store::SeedMode::IfAbsent)
-        .await
-    {
-        tracing::warn!(customer = %rec.id, error = %e, "counters of a new customer not stored yet");
-    }
+    changes::customer_created(&s.catalog, &s.changes, s.store.as_ref(), &rec).await;
     Ok((StatusCode::CREATED, Json(Customer::from(&rec))))
 }
 
@@ -225,6 +201,6 @@ pub async fn patch(
             chrono::Utc::now(),
         )
         .await?;
-    apply(&s, &rec).await;
+    changes::customer_stored(&s.catalog, &s.changes, &rec).await;
     Ok(Json(Customer::from(&rec)))
 }
