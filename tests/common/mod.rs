@@ -504,10 +504,7 @@ url = "{db_url}"
 
 impl Drop for Paygate {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.kill();
     }
 }
 

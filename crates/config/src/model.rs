@@ -186,10 +186,7 @@ fn default_customer_claim() -> String {
 impl JwtIssuerConfig {
     /// The HMAC secret from `secret_env`, when set and non-empty.
     pub fn secret(&self) -> Option<String> {
-        self.secret_env
-            .as_deref()
-            .and_then(|v| std::env::var(v).ok())
-            .filter(|s| !s.is_empty())
+        secret(&None, self.secret_env.as_deref()?)
     }
 }
 
