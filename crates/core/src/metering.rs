@@ -13,7 +13,8 @@ use crate::{Micros, Overage, Plan};
 /// What one call asks of the store, derived from the caller's plan and route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// GCRA: steady-state spacing between calls.
+    /// GCRA: steady-state spacing between calls. 0: no rate limit (units an
+    /// open connection spends, see [`spend_limits`]).
     pub emission_interval_ns: u64,
     /// GCRA: calls that may be sent at once.
     pub capacity: u32,
@@ -125,11 +126,25 @@ pub fn limits_for(
     customer: &CustomerRecord,
     now: DateTime<Utc>,
 ) -> (Limits, Period) {
+    let (mut limits, period) = spend_limits(plan, u64::from(cost), customer, now);
+    limits.emission_interval_ns = plan.rate_limit.emission_interval_ns();
+    limits.capacity = plan.rate_limit.capacity();
+    (limits, period)
+}
+
+/// What spending `units` that are not calls (an open WebSocket's messages
+/// and minutes) asks of the store: quota and credits as for calls, no rate
+/// limit.
+pub fn spend_limits(
+    plan: &Plan,
+    units: u64,
+    customer: &CustomerRecord,
+    now: DateTime<Utc>,
+) -> (Limits, Period) {
     let period = Period::containing(customer.anchor_day, now);
-    let units = u64::from(cost);
     let limits = Limits {
-        emission_interval_ns: plan.rate_limit.emission_interval_ns(),
-        capacity: plan.rate_limit.capacity(),
+        emission_interval_ns: 0,
+        capacity: 0,
         units,
         quota: plan.quota.map(|q| QuotaLimit {
             limit: q.calls,
@@ -141,7 +156,7 @@ pub fn limits_for(
         }),
         credit_price_micros: plan
             .price_per_call_micros
-            .map(|p| p.saturating_mul(i64::from(cost))),
+            .map(|p| p.saturating_mul(i64::try_from(units).unwrap_or(i64::MAX))),
     };
     (limits, period)
 }

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use chrono::Utc;
-use paygate_core::metering::limits_for;
+use paygate_core::metering::spend_limits;
 use paygate_core::{ErrorCode, UsageEvent};
-use paygate_store::{Decision, Limits, Principal, Reservation};
+use paygate_store::{Decision, Principal, Reservation};
 use paygate_usage::UsageSink;
 use tokio::runtime::Handle;
 
@@ -279,27 +279,15 @@ impl WsConnection {
         self.svc.background.spawn(Arc::clone(self).refill());
     }
 
-    /// The limits of spending `units` now: quota and credits as for a call,
-    /// no rate limit (these are not calls).
-    fn spend_limits(&self, units: u64) -> (Limits, String) {
-        let p = &self.terms.principal;
-        let (mut l, period) = limits_for(&p.plan, 1, &p.customer, Utc::now());
-        l.emission_interval_ns = 0;
-        l.units = units;
-        l.credit_price_micros = p
-            .plan
-            .price_per_call_micros
-            .map(|price| price.saturating_mul(i64::try_from(units).unwrap_or(i64::MAX)));
-        (l, period.name())
-    }
-
     /// Reserves the next batch (smaller ones near the limits, down to one
     /// charge), then wakes whoever waits and sends out spent units.
     async fn refill(self: Arc<Self>) {
         let customer = self.terms.principal.customer.id.as_str().to_owned();
         let mut units = self.batch_units.max(self.min_charge);
         let outcome = loop {
-            let (limits, period) = self.spend_limits(units);
+            let p = &self.terms.principal;
+            let (limits, period) = spend_limits(&p.plan, units, &p.customer, Utc::now());
+            let period = period.name();
             let refused = match self.svc.store.admit(&customer, &limits).await {
                 Ok(a) => match a.decision {
                     Decision::Admitted(r) => {
@@ -596,12 +584,13 @@ mod tests {
 
     mod with_a_store {
         use super::super::*;
+        use paygate_core::metering::limits_for;
         use paygate_core::records::{CustomerRecord, KeyRecord};
         use paygate_core::Micros;
         use paygate_core::{CustomerId, KeyId, Plan, PlanId};
         use paygate_store::{
-            Admission, Counters, Credential, MemoryStore, SeedMode, Snapshot, Store, StoreError,
-            WebsocketSlot,
+            Admission, Counters, Credential, Limits, MemoryStore, SeedMode, Snapshot, Store,
+            StoreError, WebsocketSlot,
         };
         use paygate_usage::{BatchTarget, Batching, DeliveryError, Written};
 
