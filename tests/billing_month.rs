@@ -133,6 +133,7 @@ impl Month {
             credits_micros: r.credits_micros,
             period: period.name(),
             latency_us: 900,
+            payment: None,
         });
         true
     }
@@ -456,7 +457,9 @@ async fn reports_and_csv_agree_with_invoices(kind: DbKind) {
             "calls",
             "billable_calls",
             "units",
-            "amount_micros"
+            "amount_micros",
+            "x402_calls",
+            "x402_amount_micros"
         ]
     );
     let (mut rows, mut calls, mut billable, mut units, mut amount) = (0, 0i64, 0i64, 0i64, 0i64);
@@ -578,6 +581,7 @@ async fn close_finalizes_and_late_usage_lands_on_the_next_invoice(kind: DbKind) 
         credits_micros: 0,
         period: "2026-09".into(),
         latency_us: 1000,
+        payment: None,
     };
     assert_eq!(
         m.db.insert_events(std::slice::from_ref(&late))

@@ -94,6 +94,7 @@ fn record(s: &MockState, h: &HeaderMap) {
 }
 
 /// An upstream with `/health`, `/v1/status/{code}`, `/v1/slow/{ms}`,
+/// `/v1/big/{n}` (a body of `n` bytes),
 /// `/v1/ws` (WebSocket echo), `/v1/ticks/{n}` (a WebSocket that sends `n`
 /// messages, text and binary, some in fragments, with pings between, then
 /// closes) and a JSON 200 for everything else.
@@ -130,6 +131,15 @@ pub async fn mock_upstream() -> Mock {
                     record(&s, &h);
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     Json(json!({"slept_ms": ms}))
+                },
+            ),
+        )
+        .route(
+            "/v1/big/{n}",
+            any(
+                |State(s): State<MockState>, h: HeaderMap, Path(n): Path<usize>| async move {
+                    record(&s, &h);
+                    "x".repeat(n)
                 },
             ),
         )

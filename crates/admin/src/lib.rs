@@ -55,6 +55,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/invoices", get(billing::list_invoices))
         .route("/invoices/close", post(billing::close))
         .route("/invoices/{id}", get(billing::get_invoice))
+        .route("/payments", get(billing::payments))
         .route("/audit", get(billing::audit))
         .route("/openapi.json", get(openapi::serve))
         .fallback(ops::not_found)

@@ -42,6 +42,7 @@ use crate::views::ErrorBody;
         billing::list_invoices,
         billing::get_invoice,
         billing::close,
+        billing::payments,
         billing::audit,
         serve,
     ),

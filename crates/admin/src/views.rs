@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use paygate_billing::audit::AuditEntry;
 use paygate_billing::invoices::Invoice;
+use paygate_billing::payments::PaymentRow;
 use paygate_billing::records::KeyRow;
 use paygate_billing::Page;
 use paygate_core::records::CustomerRecord;
@@ -122,6 +123,11 @@ page_of!(
     /// One page of the audit log, newest first.
     AuditList,
     AuditEntry
+);
+page_of!(
+    /// One page of x402 payments, oldest first.
+    PaymentList,
+    PaymentRow
 );
 
 /// The body of every error answer (SPEC §3).

@@ -1237,6 +1237,7 @@ async fn the_openapi_document_lists_every_route(kind: DbKind) {
         ("get", "/admin/v1/invoices"),
         ("get", "/admin/v1/invoices/{id}"),
         ("post", "/admin/v1/invoices/close"),
+        ("get", "/admin/v1/payments"),
         ("get", "/admin/v1/audit"),
         ("get", "/admin/v1/openapi.json"),
     ];
@@ -1458,7 +1459,8 @@ async fn a_new_customer_has_a_current_draft_invoice(kind: DbKind) {
     assert_eq!(r["data"], json!([]));
     assert_eq!(
         r["totals"],
-        json!({"calls": 0, "billable_calls": 0, "units": 0, "amount_micros": 0})
+        json!({"calls": 0, "billable_calls": 0, "units": 0, "amount_micros": 0,
+               "x402_calls": 0, "x402_amount_micros": 0})
     );
 }
 

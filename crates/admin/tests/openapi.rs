@@ -555,6 +555,52 @@ async fn exercise(app: &App) -> Recorder {
         })
         .collect();
     app.db.insert_events(&events).await.unwrap();
+    // Calls paid with x402: one settled (a customer's), one unknown (anonymous).
+    let paid: Vec<_> = (4..6)
+        .map(|i| {
+            let mut e = paygate_testkit::usage_event(i);
+            let settled = i == 4;
+            e.customer_id = if settled {
+                "c1".into()
+            } else {
+                "x402:0xab".into()
+            };
+            e.key_id = if settled {
+                key_id.clone()
+            } else {
+                "x402".into()
+            };
+            e.period = period.clone();
+            e.units = 0;
+            e.billable = settled;
+            e.payment = Some(paygate_core::Payment {
+                payer: "0xab".into(),
+                amount_micros: 17_000,
+                amount_units: "17000".into(),
+                asset: "0x036cbd53842c5426634e7929541ec2318f3dcf7e".into(),
+                network: "eip155:84532".into(),
+                nonce: format!("0x{i:064x}"),
+                valid_before: 4_000_000_000,
+                transaction: settled.then(|| "0xfeed".into()),
+                state: if settled {
+                    paygate_core::PaymentState::Settled
+                } else {
+                    paygate_core::PaymentState::SettlementUnknown
+                },
+                reason: (!settled).then(|| "timeout".into()),
+            });
+            e
+        })
+        .collect();
+    app.db.insert_events(&paid).await.unwrap();
+    for q in [
+        "/admin/v1/payments",
+        "/admin/v1/payments?state=settled&limit=1",
+        "/admin/v1/payments?from=2020-01-01&customer_id=x402:0xab&format=csv",
+    ] {
+        let (s, b) = r.get(app, "/admin/v1/payments", q).await;
+        assert_eq!(s, StatusCode::OK, "{q}: {b}");
+    }
     for q in [
         "/admin/v1/usage",
         "/admin/v1/usage?group_by=day,route,key&customer_id=c1",

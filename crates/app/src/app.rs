@@ -229,6 +229,9 @@ async fn start(config: &Config, role: Role, token: String) -> Result<Started, Ap
     catalog_sync::load(&db, &catalog).await?;
     let changes = catalog_sync::follow(config, &db, &catalog)?;
     catalog_sync::seed_counters(&db, &catalog, store.as_ref()).await?;
+    if role.proxies() {
+        store::seed_payment_claims(&db, store.as_ref()).await?;
+    }
     if let Some(requests) = reseed_requests {
         tokio::spawn(store::reseed(
             db.clone(),

@@ -176,7 +176,8 @@ pub fn billing_run(path: &Path) -> ExitCode {
 }
 
 /// `paygate billing reconcile --period YYYY-MM`: prints the drift per
-/// customer; exit 0 without drift, 1 with drift, 2 when it cannot compare.
+/// customer, then the x402 payments whose settlement is unknown; exit 0
+/// when there is neither, 1 when there is either, 2 when it cannot compare.
 pub fn reconcile(path: &Path, period: &str) -> ExitCode {
     let period: PeriodName = match period.parse() {
         Ok(p) => p,
@@ -202,7 +203,9 @@ pub fn reconcile(path: &Path, period: &str) -> ExitCode {
             let plan_of = |id: &str| plans.iter().find(|p| p.id.as_str() == id).cloned();
             let rows = drift::drifts(&db, store.as_ref(), &customers, plan_of, period).await?;
             print!("{}", reconcile::table(period, &rows));
-            Ok(rows.iter().all(Drift::is_clean))
+            let unknown = db.unknown_payments().await?;
+            print!("{}", reconcile::unknown_payments_table(&unknown));
+            Ok(rows.iter().all(Drift::is_clean) && unknown.is_empty())
         })
     });
     match result {

@@ -47,7 +47,9 @@ pub fn run(
     server.bootstrap();
 
     let (upstreams, health) = Upstreams::new(&config.upstreams)?;
-    let routes = RouteTable::new(&config.routes, |name| upstreams.index_of(name));
+    let routes = RouteTable::new(&config.routes, config.x402.as_ref(), |name| {
+        upstreams.index_of(name)
+    });
     let gateway = Gateway::new(GatewayDeps {
         routes,
         upstreams,
@@ -65,6 +67,10 @@ pub fn run(
         background,
         // A few store round trips, however short the store's deadline.
         ws_wait: std::time::Duration::from_millis((config.store.timeout_ms * 4).max(100)),
+        payments: config
+            .x402
+            .as_ref()
+            .map(|x| std::sync::Arc::new(paygate_gateway::payment::Payments::new(x))),
     });
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

@@ -67,3 +67,17 @@ pub async fn reseed(
         }
     }
 }
+
+/// Claims again, in a store that may have lost them (a memory store after a
+/// restart), the x402 payments the ledger says were used and whose
+/// authorizations are still valid: a replay is refused after a restart too.
+pub async fn seed_payment_claims(db: &Database, store: &dyn Store) -> Result<(), AppError> {
+    let now = Utc::now();
+    for claim in db.live_claims(now).await? {
+        let secs = u64::try_from(claim.valid_before - now.timestamp()).unwrap_or(0) + 60;
+        if let Err(e) = store.claim_payment(&claim.identity, secs * 1000).await {
+            tracing::warn!(error = %e, "a used payment could not be claimed again in the store");
+        }
+    }
+    Ok(())
+}

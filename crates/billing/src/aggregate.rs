@@ -67,6 +67,10 @@ pub struct Sums {
     pub overage_units: i64,
     pub amount_micros: Micros,
     pub credits_micros: Micros,
+    /// Calls paid with a settled x402 payment, and what they paid (not part
+    /// of `amount_micros`: that money never passes through quota or credits).
+    pub x402_calls: i64,
+    pub x402_amount_micros: Micros,
 }
 
 impl Sums {
@@ -77,6 +81,8 @@ impl Sums {
         self.overage_units += o.overage_units;
         self.amount_micros += o.amount_micros;
         self.credits_micros += o.credits_micros;
+        self.x402_calls += o.x402_calls;
+        self.x402_amount_micros += o.x402_amount_micros;
     }
 }
 
@@ -110,7 +116,9 @@ impl Database {
              CAST(COALESCE(SUM(units), 0) AS BIGINT) AS units, \
              CAST(COALESCE(SUM(overage_units), 0) AS BIGINT) AS overage_units, \
              CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) AS amount_micros, \
-             CAST(COALESCE(SUM(credits_micros), 0) AS BIGINT) AS credits_micros";
+             CAST(COALESCE(SUM(credits_micros), 0) AS BIGINT) AS credits_micros, \
+             CAST(COALESCE(SUM(x402_calls), 0) AS BIGINT) AS x402_calls, \
+             CAST(COALESCE(SUM(x402_amount_micros), 0) AS BIGINT) AS x402_amount_micros";
         let select = cols.iter().map(|c| format!("{c}, ")).collect::<String>();
         let sql = if f.whole_days() {
             format!(
@@ -127,13 +135,17 @@ impl Database {
                     "prices are grouped by whole days only".into(),
                 ));
             }
-            // The same columns, computed per event.
+            // The same columns, computed per event (and its settled payment).
             let events = format!(
-                "SELECT {} AS day, route, key_id, 1 AS calls, billable AS billable_calls, units, \
-                 overage_units, amount_micros, credits_micros FROM usage_events \
-                 WHERE ($1 = '' OR customer_id = $1) AND ($2 = '' OR period = $2) \
-                 AND ($3 < 0 OR ts_us >= $3) AND ($4 < 0 OR ts_us < $4)",
-                event_day(self.backend())
+                "SELECT {} AS day, u.route, u.key_id, 1 AS calls, u.billable AS billable_calls, \
+                 u.units, u.overage_units, u.amount_micros, u.credits_micros, \
+                 CASE WHEN p.request_id IS NULL THEN 0 ELSE 1 END AS x402_calls, \
+                 COALESCE(p.amount_micros, 0) AS x402_amount_micros \
+                 FROM usage_events u LEFT JOIN payments p \
+                 ON p.request_id = u.request_id AND p.state = 'settled' \
+                 WHERE ($1 = '' OR u.customer_id = $1) AND ($2 = '' OR u.period = $2) \
+                 AND ($3 < 0 OR u.ts_us >= $3) AND ($4 < 0 OR u.ts_us < $4)",
+                event_day(self.backend()).replace("ts_us", "u.ts_us")
             );
             format!("SELECT {select}{sums} FROM ({events}) AS e{group}")
         };
@@ -156,6 +168,8 @@ impl Database {
                 overage_units: r.try_get("overage_units")?,
                 amount_micros: r.try_get("amount_micros")?,
                 credits_micros: r.try_get("credits_micros")?,
+                x402_calls: r.try_get("x402_calls")?,
+                x402_amount_micros: r.try_get("x402_amount_micros")?,
                 ..Sums::default()
             };
             // Without GROUP BY an empty table still yields one row of zeros.

@@ -90,8 +90,14 @@ pub fn current_period(c: &CustomerRecord, now: DateTime<Utc>) -> PeriodName {
     PeriodName::of(Period::containing(c.anchor_day, now).start)
 }
 
+/// The total and the credits applied. x402 lines were paid when their calls
+/// were made: they are listed but never add to the total or the amount due.
 fn totals(lines: &[Line]) -> (Micros, Micros) {
-    let total = lines.iter().map(|l| l.amount_micros).sum();
+    let total = lines
+        .iter()
+        .filter(|l| !l.charge.is_prepaid_elsewhere())
+        .map(|l| l.amount_micros)
+        .sum();
     let credits = lines
         .iter()
         .filter(|l| l.charge == Charge::Payg)
@@ -507,7 +513,8 @@ impl Database {
 
 impl Invoice {
     /// One CSV row per line (RFC 4180, header row), each carrying the
-    /// invoice's identity; the amount column sums to `total_micros`.
+    /// invoice's identity; the amount column, x402 lines left out, sums to
+    /// `total_micros`.
     pub fn write_csv<W: std::io::Write>(invoices: &[Invoice], out: W) -> Result<W, csv::Error> {
         let mut w = csv::WriterBuilder::new()
             .terminator(csv::Terminator::CRLF)

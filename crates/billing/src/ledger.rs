@@ -66,6 +66,7 @@ impl Database {
             .collect();
         let rows = rollup::roll_up(new_events.iter().copied());
         rollup::apply(&mut tx, self.backend(), &rows).await?;
+        crate::payments::insert(&mut tx, &new_events).await?;
         tx.commit().await?;
         Ok(new_events.len() as u64)
     }
@@ -249,6 +250,7 @@ mod tests {
             credits_micros: credits,
             period: "2026-11".into(),
             latency_us: 10,
+            payment: None,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod invoices;
 pub mod ledger;
 mod paging;
+pub mod payments;
 pub mod rating;
 pub mod reconcile;
 pub mod records;

@@ -26,6 +26,8 @@ pub enum LineKind {
     Usage,
     Overage,
     Payg,
+    /// Calls paid with x402, each at the time of the call: shown, never due.
+    X402,
     Adjustment,
 }
 
@@ -37,6 +39,7 @@ pub enum Charge {
     Usage,
     Overage,
     Payg,
+    X402,
 }
 
 impl LineKind {
@@ -47,6 +50,7 @@ impl LineKind {
             Self::Usage => "usage",
             Self::Overage => "overage",
             Self::Payg => "payg",
+            Self::X402 => "x402",
             Self::Adjustment => "adjustment",
         }
     }
@@ -58,6 +62,7 @@ impl LineKind {
             Self::Usage,
             Self::Overage,
             Self::Payg,
+            Self::X402,
             Self::Adjustment,
         ]
         .into_iter()
@@ -72,13 +77,25 @@ impl Charge {
             Self::Usage => "usage",
             Self::Overage => "overage",
             Self::Payg => "payg",
+            Self::X402 => "x402",
         }
     }
 
+    /// Already paid when the call was made: listed, never part of the total.
+    pub fn is_prepaid_elsewhere(self) -> bool {
+        self == Self::X402
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Fee, Self::Usage, Self::Overage, Self::Payg]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Self::Fee,
+            Self::Usage,
+            Self::Overage,
+            Self::Payg,
+            Self::X402,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 
     fn line_kind(self) -> LineKind {
@@ -87,6 +104,7 @@ impl Charge {
             Self::Usage => LineKind::Usage,
             Self::Overage => LineKind::Overage,
             Self::Payg => LineKind::Payg,
+            Self::X402 => LineKind::X402,
         }
     }
 }
@@ -221,6 +239,17 @@ pub fn usage_charges(groups: &[Sums]) -> BTreeMap<ChargeKey, Amount> {
                 g.credits_micros,
             );
         }
+        if g.x402_calls > 0 {
+            // One price per route in the common case; a price changed
+            // within the period shows as its average, the amount exact.
+            add(
+                route,
+                Charge::X402,
+                g.x402_amount_micros / g.x402_calls,
+                g.x402_calls,
+                g.x402_amount_micros,
+            );
+        }
     }
     out
 }
@@ -230,6 +259,7 @@ fn describe(charge: Charge, route: &str) -> String {
         Charge::Usage => format!("{route}: units included in the plan"),
         Charge::Overage => format!("{route}: units past the quota"),
         Charge::Payg => format!("{route}: pay-per-call units, paid from credits"),
+        Charge::X402 => format!("{route}: calls paid with x402 at the time of the call"),
         Charge::Fee => format!("{route}: fee"),
     }
 }

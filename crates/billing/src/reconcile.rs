@@ -198,9 +198,77 @@ pub fn table(period: PeriodName, rows: &[Drift]) -> String {
     out
 }
 
+/// The x402 payments whose settlement is unknown, which `paygate billing
+/// reconcile` lists after the drift table: each must be looked up on chain
+/// (by payer and nonce) and, if the money moved, refunded or served.
+pub fn unknown_payments_table(rows: &[crate::payments::PaymentRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "x402 payments with unknown settlement: {} (look each up on chain by payer and nonce)",
+        rows.len()
+    );
+    if rows.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<38} {:<28} {:<44} {:>14} {:<16} nonce",
+        "request_id", "ts", "payer", "amount_micros", "network"
+    );
+    for p in rows {
+        let _ = writeln!(
+            out,
+            "{:<38} {:<28} {:<44} {:>14} {:<16} {}",
+            p.request_id,
+            p.ts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            p.payer,
+            p.amount_micros,
+            p.network,
+            p.nonce
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_payments_are_listed_one_per_line() {
+        let row = crate::payments::PaymentRow {
+            request_id: "r1".into(),
+            ts: chrono::Utc::now(),
+            customer_id: "x402:0xab".into(),
+            key_id: "x402".into(),
+            route: "signals".into(),
+            period: "2026-12".into(),
+            payer: "0xab".into(),
+            amount_micros: 17_000,
+            amount_units: "17000".into(),
+            asset: "0xa".into(),
+            network: "eip155:84532".into(),
+            nonce: "0x01".into(),
+            valid_before: 1,
+            transaction: None,
+            state: "settlement_unknown".into(),
+            reason: Some("timeout".into()),
+        };
+        let out = unknown_payments_table(&[row]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(lines[0].contains("unknown settlement: 1"));
+        let cols: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(cols[0], "r1");
+        assert_eq!(cols[3], "17000");
+        assert_eq!(cols[5], "0x01");
+        assert_eq!(
+            unknown_payments_table(&[]).lines().count(),
+            1,
+            "nothing to list: the summary line only"
+        );
+    }
 
     fn seen(quota: QuotaCheck, credits: i64, credits_ledger: i64) -> Drift {
         Drift {

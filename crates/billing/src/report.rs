@@ -22,6 +22,10 @@ pub struct UsageRow {
     pub billable_calls: i64,
     pub units: i64,
     pub amount_micros: i64,
+    /// Calls paid with a settled x402 payment.
+    pub x402_calls: i64,
+    /// What those payments brought in (not part of `amount_micros`).
+    pub x402_amount_micros: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -30,6 +34,8 @@ pub struct Totals {
     pub billable_calls: i64,
     pub units: i64,
     pub amount_micros: i64,
+    pub x402_calls: i64,
+    pub x402_amount_micros: i64,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -51,6 +57,8 @@ fn row(s: Sums) -> UsageRow {
         billable_calls: s.billable_calls,
         units: s.units,
         amount_micros: s.amount_micros,
+        x402_calls: s.x402_calls,
+        x402_amount_micros: s.x402_amount_micros,
     }
 }
 
@@ -68,6 +76,8 @@ impl Database {
             totals.billable_calls += g.billable_calls;
             totals.units += g.units;
             totals.amount_micros += g.amount_micros;
+            totals.x402_calls += g.x402_calls;
+            totals.x402_amount_micros += g.x402_amount_micros;
         }
         Ok(UsageReport {
             data: groups.into_iter().map(row).collect(),
@@ -95,7 +105,14 @@ impl UsageReport {
                 Dimension::OveragePrice | Dimension::UnitPrice => continue,
             });
         }
-        header.extend(["calls", "billable_calls", "units", "amount_micros"]);
+        header.extend([
+            "calls",
+            "billable_calls",
+            "units",
+            "amount_micros",
+            "x402_calls",
+            "x402_amount_micros",
+        ]);
         w.write_record(&header)?;
         for r in &self.data {
             let mut rec: Vec<String> = Vec::with_capacity(header.len());
@@ -108,7 +125,14 @@ impl UsageReport {
                 };
                 rec.push(v.clone().unwrap_or_default());
             }
-            for n in [r.calls, r.billable_calls, r.units, r.amount_micros] {
+            for n in [
+                r.calls,
+                r.billable_calls,
+                r.units,
+                r.amount_micros,
+                r.x402_calls,
+                r.x402_amount_micros,
+            ] {
                 rec.push(n.to_string());
             }
             w.write_record(&rec)?;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use paygate_core::{Micros, UsageEvent};
+use paygate_core::{Micros, PaymentState, UsageEvent};
 use sqlx::AnyConnection;
 
 use crate::db::values_clause;
@@ -32,6 +32,8 @@ pub(crate) struct DailySums {
     overage_units: i64,
     amount_micros: Micros,
     credits_micros: Micros,
+    x402_calls: i64,
+    x402_amount_micros: Micros,
 }
 
 fn int(n: u64) -> i64 {
@@ -83,11 +85,19 @@ pub(crate) fn roll_up<'a>(
             s.amount_micros += e.amount_micros;
             s.credits_micros += e.credits_micros;
         }
+        if let Some(p) = e
+            .payment
+            .as_ref()
+            .filter(|p| p.state == PaymentState::Settled)
+        {
+            s.x402_calls += 1;
+            s.x402_amount_micros += p.amount_micros;
+        }
     }
     rows
 }
 
-/// Rows per upsert statement (13 binds each).
+/// Rows per upsert statement (15 binds each).
 const ROWS_PER_STATEMENT: usize = 64;
 
 /// Adds the sums to `usage_daily`.
@@ -100,15 +110,18 @@ pub(crate) async fn apply(
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO usage_daily (customer_id, period, day, route, key_id, overage_price_micros, \
-             unit_price_micros, calls, billable_calls, units, overage_units, amount_micros, credits_micros) \
+             unit_price_micros, calls, billable_calls, units, overage_units, amount_micros, credits_micros, \
+             x402_calls, x402_amount_micros) \
              {} ON CONFLICT (customer_id, period, day, route, key_id, overage_price_micros, unit_price_micros) \
              DO UPDATE SET calls = usage_daily.calls + excluded.calls, \
              billable_calls = usage_daily.billable_calls + excluded.billable_calls, \
              units = usage_daily.units + excluded.units, \
              overage_units = usage_daily.overage_units + excluded.overage_units, \
              amount_micros = usage_daily.amount_micros + excluded.amount_micros, \
-             credits_micros = usage_daily.credits_micros + excluded.credits_micros",
-            values_clause(backend, chunk.len(), 13)
+             credits_micros = usage_daily.credits_micros + excluded.credits_micros, \
+             x402_calls = usage_daily.x402_calls + excluded.x402_calls, \
+             x402_amount_micros = usage_daily.x402_amount_micros + excluded.x402_amount_micros",
+            values_clause(backend, chunk.len(), 15)
         );
         let mut q = sqlx::query(&sql);
         for (k, s) in chunk {
@@ -125,7 +138,9 @@ pub(crate) async fn apply(
                 .bind(s.units)
                 .bind(s.overage_units)
                 .bind(s.amount_micros)
-                .bind(s.credits_micros);
+                .bind(s.credits_micros)
+                .bind(s.x402_calls)
+                .bind(s.x402_amount_micros);
         }
         q.execute(&mut *conn).await?;
     }

@@ -53,7 +53,9 @@ pub fn parse(
 
     let mut errors = Vec::new();
     let mut unknown = Vec::new();
-    let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    // An optional section's keys come as `x402.?.key`: name them as written.
+    let mut on_unknown =
+        |path: serde_ignored::Path<'_>| unknown.push(path.to_string().replace(".?", ""));
     let de = serde_ignored::Deserializer::new(value, &mut on_unknown);
     let parsed: Result<Config, _> = serde_path_to_error::deserialize(de);
     for key in unknown {

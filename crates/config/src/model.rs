@@ -15,6 +15,8 @@ pub struct Config {
     pub usage: UsageConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    /// x402 pay-per-call; routes with `x402_price_micros` take payments.
+    pub x402: Option<X402Config>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -352,6 +354,100 @@ pub struct RouteConfig {
     /// WebSocket: units per data message the upstream sends to the client.
     #[serde(default)]
     pub ws_message_cost: u32,
+    /// x402: the price of one call paid in the request itself; enables
+    /// x402 on this route (needs `[x402]`).
+    #[serde(default)]
+    pub x402_price_micros: Option<i64>,
+    /// x402: the rate limit anonymous payers share, per payer address
+    /// (default `[x402] x402_rate_limit`: 50/s, burst 100).
+    #[serde(default)]
+    pub x402_rate_limit: Option<paygate_core::RateLimit>,
+}
+
+/// `[x402]`: where payments go, in what, and who checks them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct X402Config {
+    /// The facilitator's base URL (`POST /verify`, `POST /settle`).
+    pub facilitator_url: String,
+    /// The receiving address.
+    pub pay_to: String,
+    /// Network name of protocol version 1, e.g. `base-sepolia`.
+    #[serde(default = "default_x402_network")]
+    pub network: String,
+    /// The same network's CAIP-2 id, for version 2, e.g. `eip155:84532`.
+    #[serde(default = "default_x402_network_id")]
+    pub network_id: String,
+    /// The token contract.
+    #[serde(default = "default_x402_asset")]
+    pub asset: String,
+    #[serde(default = "default_x402_decimals")]
+    pub asset_decimals: u32,
+    /// The token's EIP-712 domain, sent in the offer's `extra`.
+    #[serde(default = "default_x402_asset_name")]
+    pub asset_name: String,
+    #[serde(default = "default_x402_asset_version")]
+    pub asset_version: String,
+    /// How long a payment may take, settlement retries included.
+    #[serde(default = "default_x402_max_timeout")]
+    pub max_timeout_seconds: u64,
+    /// One facilitator request's deadline.
+    #[serde(default = "default_x402_facilitator_timeout")]
+    pub facilitator_timeout_ms: u64,
+    /// The rate limit of anonymous payers on routes that set none.
+    #[serde(default = "default_x402_rate_limit")]
+    pub x402_rate_limit: paygate_core::RateLimit,
+    /// Demo only: the facilitator is paygate's own simulation (no money
+    /// moves). Set by `serve --demo`, never read from a file.
+    #[serde(skip)]
+    pub simulated: bool,
+}
+
+fn default_x402_network() -> String {
+    "base-sepolia".into()
+}
+
+fn default_x402_network_id() -> String {
+    "eip155:84532".into()
+}
+
+fn default_x402_asset() -> String {
+    // USDC on Base Sepolia.
+    "0x036CbD53842c5426634e7929541eC2318f3dCF7e".into()
+}
+
+fn default_x402_decimals() -> u32 {
+    6
+}
+
+fn default_x402_asset_name() -> String {
+    "USDC".into()
+}
+
+fn default_x402_asset_version() -> String {
+    "2".into()
+}
+
+fn default_x402_max_timeout() -> u64 {
+    60
+}
+
+fn default_x402_facilitator_timeout() -> u64 {
+    5000
+}
+
+fn default_x402_rate_limit() -> paygate_core::RateLimit {
+    paygate_core::RateLimit {
+        requests: 50,
+        per: paygate_core::Per::Second,
+        burst: 100,
+    }
+}
+
+impl RouteConfig {
+    /// The anonymous payers' rate limit on this route.
+    pub fn x402_rate_limit(&self, x402: &X402Config) -> paygate_core::RateLimit {
+        self.x402_rate_limit.unwrap_or(x402.x402_rate_limit)
+    }
 }
 
 fn default_cost() -> u32 {

@@ -200,3 +200,79 @@ fn bad_jwt_issuers_name_their_keys() {
     let errs = keys_of(parse(&twice, env(&[])).unwrap_err());
     assert!(errs.contains(&"auth.jwt[1].issuer".to_string()), "{errs:?}");
 }
+
+const X402: &str = r#"
+[x402]
+facilitator_url = "http://127.0.0.1:8402"
+pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+
+[[upstreams]]
+name = "market"
+targets = ["127.0.0.1:9000"]
+
+[[routes]]
+id = "signals"
+path_prefix = "/v1/signals"
+upstream = "market"
+x402_price_micros = 17000
+"#;
+
+#[test]
+fn x402_takes_the_spec_defaults() {
+    let c = parse(X402, env(&[])).unwrap();
+    let x = c.x402.as_ref().unwrap();
+    assert_eq!(x.network, "base-sepolia");
+    assert_eq!(x.network_id, "eip155:84532");
+    assert_eq!(x.asset_decimals, 6);
+    assert_eq!(
+        (x.max_timeout_seconds, x.facilitator_timeout_ms),
+        (60, 5000)
+    );
+    let limit = c.routes[0].x402_rate_limit(x);
+    assert_eq!((limit.requests, limit.capacity()), (50, 100));
+    assert_eq!(c.routes[0].x402_price_micros, Some(17_000));
+}
+
+#[test]
+fn an_unrepresentable_or_orphan_price_is_refused() {
+    // 2 decimals: one atomic unit is 10,000 micros; 17,001 is not a whole number of them.
+    let text = X402.replace("x402_price_micros = 17000", "x402_price_micros = 17001") + "\n" + "";
+    let text = text.replace("[x402]\n", "[x402]\nasset_decimals = 2\n");
+    let errs = parse(&text, env(&[])).unwrap_err();
+    assert_eq!(keys_of(errs.clone()), ["routes[0].x402_price_micros"]);
+    assert!(errs[0].message.contains("not a whole number"), "{errs:?}");
+
+    let zero = X402.replace("x402_price_micros = 17000", "x402_price_micros = 0");
+    assert_eq!(
+        keys_of(parse(&zero, env(&[])).unwrap_err()),
+        ["routes[0].x402_price_micros"]
+    );
+
+    let no_section = X402
+        .replace("[x402]\n", "")
+        .replace("facilitator_url = \"http://127.0.0.1:8402\"\n", "")
+        .replace(
+            "pay_to = \"0x209693Bc6afc0C5328bA36FaF03C514EF312287C\"\n",
+            "",
+        );
+    assert_eq!(
+        keys_of(parse(&no_section, env(&[])).unwrap_err()),
+        ["routes[0].x402_price_micros"]
+    );
+}
+
+#[test]
+fn x402_addresses_and_urls_are_checked() {
+    let bad = X402
+        .replace("http://127.0.0.1:8402", "ftp://x")
+        .replace("0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "alice");
+    assert_eq!(
+        keys_of(parse(&bad, env(&[])).unwrap_err()),
+        ["x402.facilitator_url", "x402.pay_to"]
+    );
+    let unknown = X402.replace("[x402]\n", "[x402]\nprice = 1\n");
+    assert_eq!(
+        keys_of(parse(&unknown, env(&[])).unwrap_err()),
+        ["x402.price"]
+    );
+}

@@ -57,6 +57,7 @@ pub(crate) fn validate(c: &Config) -> Vec<ConfigError> {
     }
 
     validate_jwt(c, &mut err);
+    validate_x402(c, &mut err);
 
     let mut upstreams = HashSet::new();
     for (i, u) in c.upstreams.iter().enumerate() {
@@ -196,6 +197,78 @@ fn validate_jwt(c: &Config, err: &mut impl FnMut(String, &str)) {
             err(k("plan_claim"), "allowed_plans needs plan_claim");
         }
     }
+}
+
+fn validate_x402(c: &Config, err: &mut impl FnMut(String, &str)) {
+    if let Some(x) = &c.x402 {
+        if !(x.facilitator_url.starts_with("http://") || x.facilitator_url.starts_with("https://"))
+        {
+            err(
+                "x402.facilitator_url".into(),
+                "must be an http:// or https:// URL",
+            );
+        }
+        if !is_evm_address(&x.pay_to) {
+            err(
+                "x402.pay_to".into(),
+                "must be a 0x-prefixed 20-byte hex address",
+            );
+        }
+        if !is_evm_address(&x.asset) {
+            err(
+                "x402.asset".into(),
+                "must be the token contract's 0x-prefixed 20-byte hex address",
+            );
+        }
+        if x.network.is_empty() {
+            err("x402.network".into(), "must not be empty");
+        }
+        if !x.network_id.contains(':') {
+            err(
+                "x402.network_id".into(),
+                "must be a CAIP-2 id such as eip155:84532",
+            );
+        }
+        if x.max_timeout_seconds == 0 {
+            err("x402.max_timeout_seconds".into(), "must be at least 1");
+        }
+        if x.facilitator_timeout_ms == 0 {
+            err("x402.facilitator_timeout_ms".into(), "must be at least 1");
+        }
+        if x.x402_rate_limit.requests == 0 {
+            err("x402.x402_rate_limit.requests".into(), "must be at least 1");
+        }
+    }
+    for (i, r) in c.routes.iter().enumerate() {
+        let k = |f: &str| format!("routes[{i}].{f}");
+        if r.x402_rate_limit.is_some_and(|l| l.requests == 0) {
+            err(k("x402_rate_limit.requests"), "must be at least 1");
+        }
+        let Some(price) = r.x402_price_micros else {
+            if r.x402_rate_limit.is_some() {
+                err(
+                    k("x402_rate_limit"),
+                    "applies only to a route with x402_price_micros",
+                );
+            }
+            continue;
+        };
+        let Some(x) = &c.x402 else {
+            err(
+                k("x402_price_micros"),
+                "needs an [x402] section (facilitator_url, pay_to, ...)",
+            );
+            continue;
+        };
+        if let Err(e) = paygate_core::amount::atomic_units(price, x.asset_decimals) {
+            err(k("x402_price_micros"), &e.to_string());
+        }
+    }
+}
+
+/// `0x` and 40 hex digits, in any case (checksummed or not).
+fn is_evm_address(s: &str) -> bool {
+    s.len() == 42 && s.starts_with("0x") && s.as_bytes()[2..].iter().all(u8::is_ascii_hexdigit)
 }
 
 fn is_host_port(s: &str) -> bool {

@@ -32,6 +32,17 @@ pub enum ErrorCode {
     TooManyWebsockets,
     QuotaExhausted,
     InsufficientCredits,
+    /// x402: the offer to a caller without credentials.
+    PaymentRequired,
+    /// x402: a payment that does not match the offer, was already used or
+    /// that the facilitator found invalid.
+    PaymentInvalid,
+    /// x402: the facilitator could not settle the payment.
+    PaymentFailed,
+    /// x402: a payment header that is not base64 of a payment.
+    InvalidPayment,
+    /// x402: the facilitator did not answer in time.
+    FacilitatorTimeout,
     LimiterUnavailable,
     IssuerUnavailable,
     UpstreamUnavailable,
@@ -55,14 +66,18 @@ impl ErrorCode {
             Self::MissingCredentials | Self::InvalidCredentials | Self::Unauthorized => 401,
             Self::RouteNotInPlan => 403,
             Self::RateLimited | Self::TooManyWebsockets => 429,
-            Self::QuotaExhausted | Self::InsufficientCredits => 402,
+            Self::QuotaExhausted
+            | Self::InsufficientCredits
+            | Self::PaymentRequired
+            | Self::PaymentInvalid
+            | Self::PaymentFailed => 402,
             Self::LimiterUnavailable | Self::IssuerUnavailable => 503,
             Self::UpstreamUnavailable => 502,
-            Self::UpstreamTimeout => 504,
+            Self::UpstreamTimeout | Self::FacilitatorTimeout => 504,
             Self::BodyTooLarge => 413,
             Self::UriTooLong => 414,
             Self::HeadersTooLarge => 431,
-            Self::BadRequest => 400,
+            Self::BadRequest | Self::InvalidPayment => 400,
             Self::Conflict => 409,
             Self::InvalidRequest => 422,
             Self::Internal => 500,
@@ -80,6 +95,11 @@ impl ErrorCode {
             Self::TooManyWebsockets => "too_many_websockets",
             Self::QuotaExhausted => "quota_exhausted",
             Self::InsufficientCredits => "insufficient_credits",
+            Self::PaymentRequired => "payment_required",
+            Self::PaymentInvalid => "payment_invalid",
+            Self::PaymentFailed => "payment_failed",
+            Self::InvalidPayment => "invalid_payment",
+            Self::FacilitatorTimeout => "facilitator_timeout",
             Self::LimiterUnavailable => "limiter_unavailable",
             Self::IssuerUnavailable => "issuer_unavailable",
             Self::UpstreamUnavailable => "upstream_unavailable",
@@ -100,6 +120,17 @@ impl ErrorCode {
     pub fn body(self, message: &str, request_id: &str) -> String {
         serde_json::json!({
             "error": {"code": self.as_str(), "message": message, "request_id": request_id}
+        })
+        .to_string()
+    }
+
+    /// The error body with a machine-readable `reason` beside the message
+    /// (x402 refusals: `replayed`, the facilitator's `invalidReason` or
+    /// `errorReason`).
+    pub fn body_with_reason(self, message: &str, request_id: &str, reason: &str) -> String {
+        serde_json::json!({
+            "error": {"code": self.as_str(), "message": message, "request_id": request_id,
+                      "reason": reason}
         })
         .to_string()
     }

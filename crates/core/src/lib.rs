@@ -3,6 +3,7 @@
 //! call and the balance view. This crate does no I/O: no async runtime, no
 //! network, no database (the architecture test checks its dependencies).
 
+pub mod amount;
 pub mod apikey;
 pub mod balance;
 pub mod error;
@@ -18,4 +19,4 @@ pub use error::{ErrorCode, ValidationError};
 pub use ids::{CustomerId, KeyId, PlanId, RouteId};
 pub use money::Micros;
 pub use plan::{Overage, Per, Plan, Quota, QuotaPeriod, RateLimit};
-pub use usage::UsageEvent;
+pub use usage::{Payment, PaymentState, UsageEvent};

@@ -10,6 +10,7 @@ use pingora::lb::Backend;
 
 use crate::admission::ReservedIn;
 use crate::headers::{self, HeaderSink};
+use crate::payment::PaidCall;
 use crate::routing::Route;
 use crate::websocket::Exchange;
 use crate::ws_frames::FrameReader;
@@ -49,9 +50,19 @@ pub struct CallCtx {
     pub ws: Option<Arc<WsConnection>>,
     /// Where its upstream's messages start.
     pub frames: FrameReader,
+    /// An x402 payment that passed its checks; it pays for this call.
+    pub paid: Option<PaidCall>,
+    /// How that payment ended, for the ledger.
+    pub payment: Option<paygate_core::Payment>,
 }
 
 impl CallCtx {
+    /// Whether this call came with an x402 payment that passed its checks
+    /// (the route's price, not quota or credits, pays for it).
+    pub fn paid_call(&self) -> bool {
+        self.paid.is_some()
+    }
+
     pub fn new() -> Self {
         Self {
             started: Instant::now(),
@@ -69,6 +80,8 @@ impl CallCtx {
             route_label: None,
             ws: None,
             frames: FrameReader::default(),
+            paid: None,
+            payment: None,
         }
     }
 

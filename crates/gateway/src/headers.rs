@@ -55,6 +55,8 @@ pub(crate) fn limit_headers(
 fn always_stripped(name: &str, is_upgrade: bool) -> bool {
     match name {
         "authorization"
+        | "x-payment"
+        | "payment-signature"
         | "x-api-key"
         | "proxy-authorization"
         | "proxy-connection"

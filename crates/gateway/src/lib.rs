@@ -4,7 +4,9 @@
 //! `proxy.rs` is glue: each phase calls the modules that do one job each.
 //! The admission steps, in order: `sizes`, `routing`, `auth`,
 //! `entitlement`, `websocket`, `admission`; each returns
-//! `Result<_, Refusal>`. `outcome` holds the plain rules for how a call
+//! `Result<_, Refusal>`. On an x402 route a call may instead carry a
+//! payment: `payment` checks it (offer, claim, verify) and `paid` forwards
+//! the call, holds the answer until the payment settled, then sends it. `outcome` holds the plain rules for how a call
 //! ended (the answer to a failed attempt, whether it is billed).
 //! This crate never touches the database: it reads the catalog and makes
 //! one store call per admitted call.
@@ -16,6 +18,8 @@ pub mod entitlement;
 mod headers;
 pub mod me;
 pub mod outcome;
+mod paid;
+pub mod payment;
 mod proxy;
 pub mod refusal;
 mod respond;

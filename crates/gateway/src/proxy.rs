@@ -22,11 +22,12 @@ use bytes::Bytes;
 use ipnet::IpNet;
 use paygate_config::OnUnavailable;
 use paygate_core::metering::limits_for;
-use paygate_core::UsageEvent;
+use paygate_core::{ErrorCode, Payment, PaymentState, UsageEvent};
 use paygate_jwt::Issuers;
 use paygate_metrics::Metrics;
-use paygate_store::{Catalog, MemoryStore, Reservation, Store};
+use paygate_store::{Catalog, Limits, MemoryStore, Reservation, Store};
 use paygate_usage::UsageSink;
+use pingora::connectors::http::Connector;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
@@ -36,7 +37,10 @@ use crate::admission::{self, ReservedIn};
 use crate::auth::{Authenticator, Provisioner};
 use crate::ctx::{Admitted, CallCtx};
 use crate::outcome::{self, Billing};
+use crate::paid::{self, Held, NotHeld, Settlement};
+use crate::payment::{self, Payments};
 use crate::refusal::Refusal;
+use crate::routing::Route;
 use crate::routing::RouteTable;
 use crate::sizes::{self, SizeLimits};
 use crate::store::StoreHandle;
@@ -67,6 +71,8 @@ pub struct GatewayDeps {
     pub background: tokio::runtime::Handle,
     /// How long a WebSocket message may wait for its units to be reserved.
     pub ws_wait: Duration,
+    /// `[x402]`: routes with a price take payments.
+    pub payments: Option<Arc<Payments>>,
 }
 
 pub struct Gateway {
@@ -86,6 +92,9 @@ pub struct Gateway {
     admitted: prometheus::IntCounter,
     background: tokio::runtime::Handle,
     ws_wait: Duration,
+    payments: Option<Arc<Payments>>,
+    /// Forwards paid x402 calls, whose answers are held (`paid`).
+    connector: Connector,
 }
 
 /// What admission decided, when it did not refuse.
@@ -94,6 +103,9 @@ enum Next {
     Proxy,
     /// `/paygate/v1/me`: answer it here with this body.
     Answer(String),
+    /// A verified x402 payment pays for the call: forward it, hold the
+    /// answer, settle, then answer.
+    Pay,
 }
 
 impl Gateway {
@@ -120,6 +132,8 @@ impl Gateway {
             trusted_proxies: d.trusted_proxies,
             background: d.background,
             ws_wait: d.ws_wait,
+            payments: d.payments,
+            connector: Connector::new(None),
         }
     }
 
@@ -136,9 +150,28 @@ impl Gateway {
             &req.method,
             &mut ctx.route_label,
         )?;
-        let principal = ctx
-            .principal
-            .insert(self.auth.authenticate(&req.headers).await?);
+        let offer = match (&self.payments, &route.x402) {
+            (Some(payments), Some(price)) => payments.offer(&route, price, req),
+            _ => None,
+        };
+        let sent = match offer {
+            Some(_) => payment::sent(req)?,
+            None => None,
+        };
+        let principal = match (self.auth.authenticate(&req.headers).await, offer) {
+            (Ok(p), offer) => (p, offer),
+            (Err(r), Some(offer)) if r.code == ErrorCode::MissingCredentials => {
+                return match sent {
+                    Some(sent) => self.admit_paid(req, ctx, route, offer, sent).await,
+                    None => Err(Payments::payment_required(&offer, &ctx.request_id)),
+                };
+            }
+            (Err(r), _) => return Err(r),
+        };
+        let (principal, offer) = (ctx.principal.insert(principal.0), principal.1);
+        if let (Some(offer), Some(sent)) = (offer.clone(), sent) {
+            return self.admit_paid(req, ctx, route, offer, sent).await;
+        }
         let (limits, period) =
             limits_for(&principal.plan, route.cost, &principal.customer, ctx.now);
         ctx.period = Some(period);
@@ -153,13 +186,264 @@ impl Gateway {
             &limits,
             &mut ctx.snapshot,
         )
-        .await?;
+        .await
+        // A customer out of quota or credits may pay for this call instead.
+        .map_err(|r| Payments::offer_on(r, offer.as_ref()))?;
         ctx.admitted = Some(Admitted {
             route,
             reservation: admit.reservation,
             reserved_in: admit.reserved_in,
         });
         Ok(Next::Proxy)
+    }
+
+    /// A call that carries an x402 payment: the payment pays for it instead
+    /// of quota or credits. The caller's rate limit still applies: the
+    /// plan's for a customer, the route's per payer address otherwise.
+    async fn admit_paid(
+        &self,
+        req: &RequestHeader,
+        ctx: &mut CallCtx,
+        route: Arc<Route>,
+        offer: paygate_x402::offer::Offer,
+        sent: paygate_x402::header::Sent,
+    ) -> Result<Next, Refusal> {
+        let Some(payments) = &self.payments else {
+            return Err(Refusal::new(ErrorCode::Internal, "x402 is not configured"));
+        };
+        if websocket::is_upgrade(req) {
+            return Err(Refusal::new(
+                ErrorCode::InvalidPayment,
+                "x402 pays for single HTTP calls, not for WebSocket connections",
+            ));
+        }
+        let now = u64::try_from(ctx.now.timestamp()).unwrap_or(0);
+        let paid = Payments::check(offer, sent, now)?;
+        let (key, limits) = match &ctx.principal {
+            Some(p) => {
+                let (full, period) = limits_for(&p.plan, route.cost, &p.customer, ctx.now);
+                ctx.period = Some(period);
+                entitlement::check(p, &route, &self.store, &full, &mut ctx.snapshot).await?;
+                let rate_only = Limits {
+                    quota: None,
+                    credit_price_micros: None,
+                    ..full
+                };
+                (p.customer.id.as_str().to_owned(), rate_only)
+            }
+            None => {
+                let rate =
+                    route
+                        .x402
+                        .map(|p| p.payer_rate_limit)
+                        .unwrap_or(paygate_core::RateLimit {
+                            requests: 50,
+                            per: paygate_core::Per::Second,
+                            burst: 100,
+                        });
+                let key = format!("x402:{}:{}", route.id, paid.accepted.identity.payer);
+                // A failure here shows again, and is decided, at admission.
+                let _ = self.store.ensure_counters(&key).await;
+                let limits = Limits {
+                    emission_interval_ns: rate.emission_interval_ns(),
+                    capacity: rate.capacity(),
+                    units: 1,
+                    quota: None,
+                    credit_price_micros: None,
+                };
+                (key, limits)
+            }
+        };
+        let admit = admission::admit(
+            &self.store,
+            &self.fallback,
+            self.on_unavailable,
+            &key,
+            &limits,
+            &mut ctx.snapshot,
+        )
+        .await?;
+        if let Some(p) = &ctx.principal {
+            // The rate-only answer says nothing of quota or credits.
+            let (full, _) = limits_for(&p.plan, route.cost, &p.customer, ctx.now);
+            ctx.snapshot = self.store.peek(&key, &full).await.ok().or(ctx.snapshot);
+        }
+        Payments::claim(&self.store, &paid, now).await?;
+        payments.verify(&self.store, &paid).await?;
+        ctx.paid = Some(paid);
+        ctx.admitted = Some(Admitted {
+            route,
+            reservation: admit.reservation,
+            reserved_in: admit.reserved_in,
+        });
+        Ok(Next::Pay)
+    }
+
+    /// Forwards a paid call, holds the answer, settles, then answers: the
+    /// held answer with the settlement's header when it settled, the
+    /// upstream's answer unsettled when it was 400 or more, a 402 when the
+    /// facilitator refused to settle, a 504 when it never said.
+    async fn serve_paid(&self, session: &mut Session, ctx: &mut CallCtx) -> Result<()> {
+        let (Some(payments), Some(paid), Some(a)) =
+            (&self.payments, ctx.paid.clone(), &ctx.admitted)
+        else {
+            return Error::e_explain(ErrorType::InternalError, "paid call without a payment");
+        };
+        let pool = self.upstreams.get(a.route.upstream);
+        let held = match (
+            pool,
+            paid::read_body(session, self.sizes.max_body_bytes).await,
+        ) {
+            (None, _) => Err(NotHeld::Upstream(ErrorCode::UpstreamUnavailable)),
+            (_, Err(code)) => {
+                Payments::release(&self.store, &paid).await;
+                session.set_keepalive(None);
+                let r = Refusal::new(code, outcome::failure_message(code));
+                return self.answer_paid(session, ctx, r).await;
+            }
+            (Some(pool), Ok(body)) => {
+                let mut up = session.req_header().clone();
+                self.prepare_upstream_request(session, &mut up, ctx)?;
+                ctx.decided = Some(Instant::now());
+                paid::forward(
+                    &self.connector,
+                    pool,
+                    &mut ctx.tried,
+                    &up,
+                    &body,
+                    self.sizes.max_body_bytes,
+                )
+                .await
+            }
+        };
+        let held = match held {
+            Ok(h) => h,
+            Err(not_held) => {
+                Payments::release(&self.store, &paid).await;
+                let r = match not_held {
+                    NotHeld::Upstream(code) => Refusal::new(code, outcome::failure_message(code)),
+                    NotHeld::TooLarge => Refusal::new(
+                        ErrorCode::UpstreamUnavailable,
+                        "the upstream's answer is larger than this gateway holds for a paid \
+                         call; the payment was not settled",
+                    ),
+                };
+                return self.answer_paid(session, ctx, r).await;
+            }
+        };
+        let status = held.header.status.as_u16();
+        ctx.upstream_status = Some(status);
+        if status >= 400 {
+            // Not served: not paid. The payment may be sent again.
+            Payments::release(&self.store, &paid).await;
+            return self.release_held(session, ctx, &held, None).await;
+        }
+        let settlement = paid::settle(payments.facilitator(), &paid, payments.settle_window).await;
+        let (state, transaction, reason) = match &settlement {
+            Settlement::Settled(r) => (PaymentState::Settled, Some(r.transaction.clone()), None),
+            Settlement::Failed(why) => (PaymentState::Failed, None, Some(why.clone())),
+            Settlement::Unknown(why) => (PaymentState::SettlementUnknown, None, Some(why.clone())),
+        };
+        let id = &paid.accepted.identity;
+        ctx.payment = Some(Payment {
+            payer: id.payer.clone(),
+            amount_micros: paid.offer.price_micros(),
+            amount_units: paid.accepted.units.to_string(),
+            asset: paid.offer.terms().asset.clone(),
+            network: id.network.clone(),
+            nonce: id.nonce.clone(),
+            valid_before: i64::try_from(paid.accepted.valid_before).unwrap_or(i64::MAX),
+            transaction,
+            state,
+            reason,
+        });
+        match settlement {
+            Settlement::Settled(response) => {
+                let name = if paid.version == 1 {
+                    paygate_x402::header::X_PAYMENT_RESPONSE
+                } else {
+                    paygate_x402::header::PAYMENT_RESPONSE
+                };
+                let value = paygate_x402::header::encode(&response);
+                self.release_held(session, ctx, &held, Some((name, value)))
+                    .await
+            }
+            Settlement::Failed(why) => {
+                // No money moved: the same authorization may be tried again.
+                Payments::release(&self.store, &paid).await;
+                let r = Payments::offer_on(
+                    Refusal::new(
+                        ErrorCode::PaymentFailed,
+                        format!("the payment could not be settled: {why}"),
+                    )
+                    .with_reason(why),
+                    Some(&paid.offer),
+                );
+                self.answer_paid(session, ctx, r).await
+            }
+            Settlement::Unknown(why) => {
+                // The claim stays: the money may have moved.
+                let r = Refusal::new(
+                    ErrorCode::FacilitatorTimeout,
+                    format!(
+                        "the payment's settlement is unknown ({why}); it is recorded for \
+                         reconciliation and this payment will not be accepted again"
+                    ),
+                )
+                .with_reason("settlement_unknown");
+                self.answer_paid(session, ctx, r).await
+            }
+        }
+    }
+
+    /// A paid call's own answer (the upstream's is not sent).
+    async fn answer_paid(
+        &self,
+        session: &mut Session,
+        ctx: &mut CallCtx,
+        r: Refusal,
+    ) -> Result<()> {
+        let body = r.body(&ctx.request_id);
+        respond::json(session, ctx, r.code.status(), body, &r.headers()).await
+    }
+
+    /// Sends a held upstream answer, with `extra` (the settlement's header).
+    async fn release_held(
+        &self,
+        session: &mut Session,
+        ctx: &CallCtx,
+        held: &Held,
+        extra: Option<(&'static str, String)>,
+    ) -> Result<()> {
+        let head = session.req_header().method == http::Method::HEAD;
+        let mut resp = paid::release_header(held, head);
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some((name, value)) = extra {
+            resp.insert_header(name, value)?;
+        }
+        ctx.where_you_stand(&mut resp);
+        session.write_response_header(Box::new(resp), false).await?;
+        session
+            .write_response_body(Some(held.body.clone()), true)
+            .await
+    }
+
+    /// Header hygiene, then the identity headers: what the upstream sees of
+    /// any forwarded call.
+    fn prepare_upstream_request(
+        &self,
+        session: &Session,
+        up: &mut RequestHeader,
+        ctx: &CallCtx,
+    ) -> Result<()> {
+        headers::sanitize_for_upstream(up, ctx.exchange == Exchange::WebSocket);
+        headers::forwarded_for(up, client_ip(session), &self.trusted_proxies);
+        up.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(p) = &ctx.principal {
+            up.insert_header("x-paygate-customer", p.customer.id.as_str())?;
+            up.insert_header("x-paygate-plan", p.plan.id.as_str())?;
+        }
+        Ok(())
     }
 
     async fn me(&self, req: &RequestHeader, ctx: &mut CallCtx) -> Result<Next, Refusal> {
@@ -194,7 +478,7 @@ impl Gateway {
             // The unread body would be taken for the next request.
             session.set_keepalive(None);
         }
-        let body = refusal.code.body(&refusal.message, &ctx.request_id);
+        let body = refusal.body(&ctx.request_id);
         respond::json(
             session,
             ctx,
@@ -272,10 +556,22 @@ impl ProxyHttp for Gateway {
             Ok(Next::Proxy) => {
                 ctx.decided = Some(Instant::now());
                 self.admitted.inc();
+                if ctx.exchange == Exchange::WebSocket {
+                    // Pingora reads a client's body with a 60 s deadline, and
+                    // may start that read (for the upgraded stream) before
+                    // the 101 reaches `response_filter`: a WebSocket client
+                    // may stay quiet longer than that.
+                    session.set_read_timeout(None);
+                }
                 Ok(false)
             }
             Ok(Next::Answer(body)) => {
                 respond::json(session, ctx, 200, body, &[]).await?;
+                Ok(true)
+            }
+            Ok(Next::Pay) => {
+                self.admitted.inc();
+                self.serve_paid(session, ctx).await?;
                 Ok(true)
             }
             Err(refusal) => self.refuse(session, ctx, refusal).await,
@@ -359,13 +655,7 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut CallCtx,
     ) -> Result<()> {
-        headers::sanitize_for_upstream(upstream_request, ctx.exchange == Exchange::WebSocket);
-        headers::forwarded_for(upstream_request, client_ip(session), &self.trusted_proxies);
-        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if let Some(p) = &ctx.principal {
-            upstream_request.insert_header("x-paygate-customer", p.customer.id.as_str())?;
-            upstream_request.insert_header("x-paygate-plan", p.plan.id.as_str())?;
-        }
+        self.prepare_upstream_request(session, upstream_request, ctx)?;
         if let Some(d) = ctx.decided {
             self.metrics
                 .gateway_overhead
@@ -453,40 +743,65 @@ impl ProxyHttp for Gateway {
         let Some(a) = ctx.admitted.take() else {
             return;
         };
-        let Some(p) = &ctx.principal else {
-            return;
+        // A call is billed to its customer, or to the payer of an x402
+        // payment without credentials (grouped by address in reports).
+        let (customer, key_id, plan_id) = match (&ctx.principal, &ctx.paid) {
+            (Some(p), _) => (
+                p.customer.id.as_str().to_owned(),
+                p.key_id().to_owned(),
+                p.plan.id.as_str().to_owned(),
+            ),
+            (None, Some(paid)) => (
+                format!("x402:{}", paid.accepted.identity.payer),
+                "x402".into(),
+                "x402".into(),
+            ),
+            (None, None) => return,
         };
-        let customer = p.customer.id.as_str();
         if let Some(ws) = ctx.ws.take() {
             ws.finish().await;
         }
-        let billing = outcome::billing(ctx.upstream_status, e.map(|e| e.esource()));
+        let billing = match &ctx.payment {
+            // Paid calls: served exactly when the payment settled.
+            Some(pay) if pay.state == PaymentState::Settled => Billing::Billable,
+            Some(_) => Billing::NotBillable,
+            None if ctx.paid_call() => Billing::NotBillable,
+            None => outcome::billing(ctx.upstream_status, e.map(|e| e.esource())),
+        };
         if billing == Billing::NotBillable {
-            self.give_back(customer, &a).await;
+            self.give_back(&customer, &a).await;
         }
-        self.release_websocket(&mut ctx.exchange, customer, &ctx.request_id)
+        self.release_websocket(&mut ctx.exchange, &customer, &ctx.request_id)
             .await;
-        let (billable, r) = match billing {
-            Billing::Billable => (true, a.reservation),
-            Billing::NotBillable => (false, Reservation::default()),
+        let payment = ctx.payment.take();
+        // A paid call spends neither quota nor credits: its money is the payment.
+        let (billable, r, units) = match billing {
+            Billing::Billable if payment.is_some() => (true, Reservation::default(), 0),
+            Billing::Billable => (true, a.reservation, a.route.cost.into()),
+            Billing::NotBillable => (false, Reservation::default(), 0),
+        };
+        let period = match &ctx.period {
+            Some(t) => t.name(),
+            None => ctx.now.format("%Y-%m").to_string(),
         };
         self.usage
             .emit(UsageEvent {
                 request_id: std::mem::take(&mut ctx.request_id),
                 ts: ctx.now,
-                customer_id: customer.to_owned(),
-                key_id: p.key_id().to_owned(),
-                plan_id: p.plan.id.as_str().to_owned(),
+                customer_id: customer,
+                key_id,
+                plan_id,
                 route: a.route.id.to_string(),
                 method: session.req_header().method.as_str().to_owned(),
                 status,
                 billable,
-                units: if billable { a.route.cost.into() } else { 0 },
+                units,
                 overage_units: r.overage_units,
                 amount_micros: r.amount_micros(),
                 credits_micros: r.credits_micros,
-                period: ctx.period.as_ref().map(|t| t.name()).unwrap_or_default(),
+                period,
                 latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+                payment,
             })
             .await;
     }

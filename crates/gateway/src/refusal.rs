@@ -13,6 +13,19 @@ pub struct Refusal {
     pub retry_after_secs: Option<u64>,
     /// `WWW-Authenticate` of a 401, when more than the plain `Bearer`.
     pub challenge: Option<&'static str>,
+    /// A machine-readable `reason` in the error body (x402 refusals).
+    pub reason: Option<Cow<'static, str>>,
+    /// On an x402 route: the offer the caller may pay.
+    pub offer: Option<Box<OfferAnswer>>,
+}
+
+/// The x402 offer on a 402: the `PAYMENT-REQUIRED` header (version 2) and,
+/// to a caller without credentials, the version-1 body that replaces the
+/// error body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferAnswer {
+    pub header: String,
+    pub body: Option<String>,
 }
 
 impl Refusal {
@@ -22,6 +35,24 @@ impl Refusal {
             message: message.into(),
             retry_after_secs: None,
             challenge: None,
+            reason: None,
+            offer: None,
+        }
+    }
+
+    pub fn with_reason(mut self, reason: impl Into<Cow<'static, str>>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// The answer's body: the x402 offer's own, or the error body.
+    pub fn body(&self, request_id: &str) -> String {
+        if let Some(body) = self.offer.as_ref().and_then(|o| o.body.clone()) {
+            return body;
+        }
+        match &self.reason {
+            Some(r) => self.code.body_with_reason(&self.message, request_id, r),
+            None => self.code.body(&self.message, request_id),
         }
     }
 
@@ -62,6 +93,9 @@ impl Refusal {
         }
         if let Some(secs) = self.retry_after_secs {
             h.push(("retry-after", secs.to_string()));
+        }
+        if let Some(o) = &self.offer {
+            h.push((paygate_x402::header::PAYMENT_REQUIRED, o.header.clone()));
         }
         h
     }

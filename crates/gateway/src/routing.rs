@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use http::Method;
-use paygate_config::RouteConfig;
-use paygate_core::ErrorCode;
+use paygate_config::{RouteConfig, X402Config};
+use paygate_core::{ErrorCode, RateLimit};
 
 use crate::refusal::Refusal;
 
@@ -22,6 +22,16 @@ pub struct Route {
     pub ws_minute_cost: u32,
     /// Units per data message the upstream sends over a WebSocket.
     pub ws_message_cost: u32,
+    /// Calls may be paid with x402 at this price.
+    pub x402: Option<RoutePrice>,
+}
+
+/// An x402 route's price, and the rate limit its anonymous payers share
+/// (per payer address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutePrice {
+    pub price_micros: i64,
+    pub payer_rate_limit: RateLimit,
 }
 
 /// Result of matching a request against the table.
@@ -40,8 +50,13 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// `upstream_index` maps an upstream name to its pool; config validation
-    /// has already checked that every route's upstream exists.
-    pub fn new(routes: &[RouteConfig], upstream_index: impl Fn(&str) -> Option<usize>) -> Self {
+    /// has already checked that every route's upstream exists, and that a
+    /// priced route has `[x402]`.
+    pub fn new(
+        routes: &[RouteConfig],
+        x402: Option<&X402Config>,
+        upstream_index: impl Fn(&str) -> Option<usize>,
+    ) -> Self {
         let mut table: Vec<Arc<Route>> = routes
             .iter()
             .filter_map(|r| {
@@ -57,6 +72,13 @@ impl RouteTable {
                     }),
                     ws_minute_cost: r.ws_minute_cost,
                     ws_message_cost: r.ws_message_cost,
+                    x402: match (r.x402_price_micros, x402) {
+                        (Some(price_micros), Some(x)) => Some(RoutePrice {
+                            price_micros,
+                            payer_rate_limit: r.x402_rate_limit(x),
+                        }),
+                        _ => None,
+                    },
                 }))
             })
             .collect();
@@ -122,6 +144,8 @@ mod tests {
             methods: methods.map(|m| m.iter().map(|s| s.to_string()).collect()),
             ws_minute_cost: 0,
             ws_message_cost: 0,
+            x402_price_micros: None,
+            x402_rate_limit: None,
         }
     }
 
@@ -142,6 +166,7 @@ mod tests {
                 route("v1", "/v1", None),
                 route("prices", "/v1/prices", Some(&["GET"])),
             ],
+            None,
             |_| Some(0),
         );
         check(&t, Method::GET, "/v1/prices/AAPL", "found prices");
@@ -149,7 +174,7 @@ mod tests {
         check(&t, Method::GET, "/v1/pricesX", "found v1");
         check(&t, Method::POST, "/v1/prices/AAPL", "405 prices");
         check(&t, Method::GET, "/other", "found root");
-        let t = RouteTable::new(&[route("v1", "/v1", None)], |_| Some(0));
+        let t = RouteTable::new(&[route("v1", "/v1", None)], None, |_| Some(0));
         check(&t, Method::GET, "/v2", "no_route");
         check(&t, Method::GET, "/", "no_route");
     }

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use paygate_store::{
-    Admission, Limits, Reservation, Snapshot, Store, StoreError, WebsocketSlot, WEBSOCKET_LEASE_MS,
+    Admission, Counters, Limits, PaymentClaim, Reservation, Snapshot, Store, StoreError,
+    WebsocketSlot, WEBSOCKET_LEASE_MS,
 };
 
 #[derive(Clone)]
@@ -65,5 +66,33 @@ impl StoreHandle {
                 .renew_websocket(customer, lease, WEBSOCKET_LEASE_MS)
                 .await,
         )
+    }
+
+    pub async fn claim_payment(
+        &self,
+        identity: &str,
+        ttl_ms: u64,
+    ) -> Result<PaymentClaim, StoreError> {
+        self.counted(self.store.claim_payment(identity, ttl_ms).await)
+    }
+
+    /// Creates empty counters for `key` unless it has some: an anonymous
+    /// x402 payer has only a rate, nothing to load from the ledger.
+    pub async fn ensure_counters(&self, key: &str) -> Result<(), StoreError> {
+        let empty = Counters {
+            credits_micros: 0,
+            quota_used: 0,
+            period_start: 0,
+        };
+        self.counted(
+            self.store
+                .seed(key, empty, paygate_store::SeedMode::IfAbsent)
+                .await,
+        )
+        .map(|_| ())
+    }
+
+    pub async fn release_payment(&self, identity: &str) -> Result<(), StoreError> {
+        self.counted(self.store.release_payment(identity).await)
     }
 }

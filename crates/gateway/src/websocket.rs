@@ -19,7 +19,7 @@ pub enum Exchange {
     WebSocket,
 }
 
-fn is_upgrade(req: &RequestHeader) -> bool {
+pub(crate) fn is_upgrade(req: &RequestHeader) -> bool {
     req.headers
         .get(http::header::UPGRADE)
         .and_then(|v| v.to_str().ok())

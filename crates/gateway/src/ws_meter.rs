@@ -471,6 +471,7 @@ impl WsConnection {
                     credits_micros: s.r.credits_micros,
                     period: s.period,
                     latency_us: 0,
+                    payment: None,
                 })
                 .await;
         }

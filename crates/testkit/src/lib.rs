@@ -42,6 +42,7 @@ pub fn usage_event(i: usize) -> paygate_core::UsageEvent {
         credits_micros: 0,
         period: "2026-11".into(),
         latency_us: 5,
+        payment: None,
     }
 }
 

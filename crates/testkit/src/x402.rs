@@ -22,6 +22,8 @@ pub enum Mode {
     Invalid(String),
     /// `/settle` answers HTTP 200 with `success: false` and this reason.
     SettleFails(String),
+    /// `/settle` answers HTTP 400 with `success: false` and this reason.
+    SettleRefused(String),
     /// The first `n` settles never answer; later ones do (honestly).
     SettleHangs(u64),
     /// Nothing answers.
@@ -127,6 +129,11 @@ async fn settle(State(s): State<Arc<Mock>>, body: axum::body::Bytes) -> Response
         (Mode::SettleFails(r), None) => {
             json!({"success": false, "errorReason": r, "payer": payer(&req), "network": network})
         }
+        (Mode::SettleRefused(r), None) => {
+            let body = json!({"success": false, "errorReason": r, "payer": payer(&req),
+                              "network": network});
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
         _ => json!({"success": true, "transaction": format!("0x{:064x}", n + 1),
                     "network": network, "payer": payer(&req)}),
     };
@@ -170,4 +177,97 @@ impl MockFacilitator {
     pub fn last_settle(&self) -> Option<Value> {
         self.state.last_settle.lock().clone()
     }
+}
+
+/// What a paying client signs: the fields of an EIP-3009 authorization
+/// (the signature itself is opaque to paygate; the facilitator checks it).
+#[derive(Debug, Clone)]
+pub struct PaymentSpec {
+    pub from: String,
+    pub to: String,
+    pub value: String,
+    pub valid_after: u64,
+    pub valid_before: u64,
+    pub nonce: String,
+    /// v1 network name (`base-sepolia`).
+    pub network: String,
+    /// v2 CAIP-2 id (`eip155:84532`).
+    pub network_id: String,
+    pub asset: String,
+}
+
+pub const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
+pub const ASSET: &str = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";
+
+impl PaymentSpec {
+    /// A payment of `value` atomic units from `from` to [`PAY_TO`] on Base
+    /// Sepolia, valid for ten minutes, with a nonce unique to this call.
+    pub fn new(from: &str, value: u64) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        Self {
+            from: from.into(),
+            to: PAY_TO.into(),
+            value: value.to_string(),
+            valid_after: now.saturating_sub(60),
+            valid_before: now + 600,
+            nonce: format!("0x{:056x}{:08x}", now, n),
+            network: "base-sepolia".into(),
+            network_id: "eip155:84532".into(),
+            asset: ASSET.into(),
+        }
+    }
+
+    fn payload(&self) -> Value {
+        json!({
+            "signature": format!("0x{}", "ab".repeat(65)),
+            "authorization": {
+                "from": self.from, "to": self.to, "value": self.value,
+                "validAfter": self.valid_after.to_string(),
+                "validBefore": self.valid_before.to_string(),
+                "nonce": self.nonce,
+            }
+        })
+    }
+
+    /// The v1 document (`X-PAYMENT`).
+    pub fn v1(&self) -> Value {
+        json!({"x402Version": 1, "scheme": "exact", "network": self.network,
+               "payload": self.payload()})
+    }
+
+    /// The v2 document (`PAYMENT-SIGNATURE`).
+    pub fn v2(&self) -> Value {
+        json!({"x402Version": 2,
+               "accepted": {"scheme": "exact", "network": self.network_id, "amount": self.value,
+                            "asset": self.asset, "payTo": self.to, "maxTimeoutSeconds": 60,
+                            "extra": {"name": "USDC", "version": "2"}},
+               "payload": self.payload()})
+    }
+
+    /// Base64 of a document, as the headers carry it.
+    pub fn encode(doc: &Value) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(doc.to_string())
+    }
+
+    pub fn x_payment(&self) -> String {
+        Self::encode(&self.v1())
+    }
+
+    pub fn payment_signature(&self) -> String {
+        Self::encode(&self.v2())
+    }
+}
+
+/// Decodes a base64 JSON header (`PAYMENT-REQUIRED`, `X-PAYMENT-RESPONSE`, …).
+pub fn decode_header(raw: &str) -> Value {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw)
+        .unwrap_or_default();
+    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
 }

@@ -4,6 +4,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::wire::{PaymentPayloadV1, PaymentPayloadV2};
 
@@ -51,6 +52,21 @@ fn decode<T: DeserializeOwned>(
     })
 }
 
+/// The JSON document as sent, and the typed payment read from it.
+fn decode_both<T: DeserializeOwned>(
+    header: &'static str,
+    version: u8,
+    raw: &str,
+) -> Result<(T, Value), DecodeError> {
+    let value: Value = decode(header, version, raw)?;
+    let typed = T::deserialize(&value).map_err(|e| DecodeError::NotAPayment {
+        header,
+        version,
+        reason: e.to_string(),
+    })?;
+    Ok((typed, value))
+}
+
 /// A payment as a client sent it, in either version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payment {
@@ -65,15 +81,7 @@ impl Payment {
         x_payment: Option<&str>,
         payment_signature: Option<&str>,
     ) -> Result<Option<Self>, DecodeError> {
-        if let Some(raw) = payment_signature {
-            let p: PaymentPayloadV2 = decode(PAYMENT_SIGNATURE, 2, raw)?;
-            return Ok(Some(Self::V2(Box::new(p))));
-        }
-        if let Some(raw) = x_payment {
-            let p: PaymentPayloadV1 = decode(X_PAYMENT, 1, raw)?;
-            return Ok(Some(Self::V1(Box::new(p))));
-        }
-        Ok(None)
+        Ok(Sent::from_headers(x_payment, payment_signature)?.map(|s| s.payment))
     }
 
     pub fn version(&self) -> u8 {
@@ -81,6 +89,38 @@ impl Payment {
             Self::V1(_) => 1,
             Self::V2(_) => 2,
         }
+    }
+}
+
+/// A payment and the JSON document it came in: the facilitator is sent
+/// the document exactly as the client signed it, not our re-encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    pub payment: Payment,
+    pub document: Value,
+}
+
+impl Sent {
+    /// See [`Payment::from_headers`].
+    pub fn from_headers(
+        x_payment: Option<&str>,
+        payment_signature: Option<&str>,
+    ) -> Result<Option<Self>, DecodeError> {
+        if let Some(raw) = payment_signature {
+            let (p, document) = decode_both::<PaymentPayloadV2>(PAYMENT_SIGNATURE, 2, raw)?;
+            return Ok(Some(Self {
+                payment: Payment::V2(Box::new(p)),
+                document,
+            }));
+        }
+        if let Some(raw) = x_payment {
+            let (p, document) = decode_both::<PaymentPayloadV1>(X_PAYMENT, 1, raw)?;
+            return Ok(Some(Self {
+                payment: Payment::V1(Box::new(p)),
+                document,
+            }));
+        }
+        Ok(None)
     }
 }
 

@@ -21,7 +21,9 @@
 //! The HTTP flow (verify → serve → settle inside the Pingora phases), the
 //! payment claim in the store and the ledger come on top of this crate.
 
-pub mod amount;
+/// Prices to atomic units: in `paygate-core`, so that the configuration
+/// check refuses an unrepresentable price without this crate.
+pub use paygate_core::amount;
 pub mod facilitator;
 pub mod header;
 pub mod offer;

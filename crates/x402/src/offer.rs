@@ -84,6 +84,22 @@ pub enum Mismatch {
     Malformed(&'static str),
 }
 
+impl Mismatch {
+    /// The machine-readable reason in the 402's error body.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Scheme(_) => "unsupported_scheme",
+            Self::Network { .. } => "invalid_network",
+            Self::Asset { .. } => "invalid_asset",
+            Self::PayTo { .. } => "invalid_pay_to",
+            Self::AmountTooLow { .. } => "insufficient_amount",
+            Self::Expired(_) => "expired",
+            Self::NotYetValid(_) => "not_yet_valid",
+            Self::Malformed(_) => "invalid_payload",
+        }
+    }
+}
+
 /// EVM addresses compare without their checksum case.
 fn same_address(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
@@ -116,6 +132,10 @@ impl Offer {
 
     pub fn price_micros(&self) -> i64 {
         self.price_micros
+    }
+
+    pub fn terms(&self) -> &Terms {
+        &self.terms
     }
 
     fn domain(&self) -> AssetDomain {

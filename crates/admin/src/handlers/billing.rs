@@ -10,16 +10,18 @@ use chrono::{DateTime, NaiveDate, Utc};
 use paygate_billing::aggregate::{Dimension, Filter};
 use paygate_billing::audit::AuditFilter;
 use paygate_billing::invoices::{Closed, Invoice};
+use paygate_billing::payments::{PaymentFilter, PaymentRow};
 use paygate_billing::report::UsageReport;
 use paygate_billing::DbError;
 use paygate_core::period::PeriodName;
+use paygate_core::PaymentState;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::extract::{Audited, JsonBody, Paging, Params};
 use crate::handlers::customers;
 use crate::handlers::idempotency::IdempotencyKey;
-use crate::views::{AuditList, InvoiceList};
+use crate::views::{AuditList, InvoiceList, PaymentList};
 use crate::{AdminState, ApiError};
 
 /// JSON (the default) or CSV (RFC 4180, header row).
@@ -89,8 +91,10 @@ fn period(raw: Option<&str>) -> Result<Option<PeriodName>, ApiError> {
         .transpose()
 }
 
+/// A customer the filter may name: a known one, or an anonymous x402 payer
+/// (`x402:<address>`), whose usage is grouped under that id.
 async fn known_customer(s: &AdminState, id: Option<&str>) -> Result<(), ApiError> {
-    if let Some(id) = id {
+    if let Some(id) = id.filter(|id| !id.starts_with("x402:")) {
         customers::load(s, id).await?;
     }
     Ok(())
@@ -360,4 +364,128 @@ pub async fn audit(
         s.db.list_audit(&filter, page.limit, page.starting_after.as_deref())
             .await?;
     Ok(Json(AuditList::from(p)))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PaymentParams {
+    /// From this UTC day (`YYYY-MM-DD`, its midnight) or RFC 3339 time, inclusive.
+    from: Option<String>,
+    /// To this UTC day (`YYYY-MM-DD`, its midnight) or RFC 3339 time, exclusive.
+    to: Option<String>,
+    /// Only payments in this state.
+    #[param(value_type = Option<String>, pattern = "^(settled|failed|settlement_unknown)$")]
+    state: Option<String>,
+    /// Only this customer's payments (`x402:<payer>` for callers without credentials).
+    customer_id: Option<String>,
+    /// Only this payer address's payments.
+    payer: Option<String>,
+    #[param(value_type = Option<Format>, inline)]
+    format: Option<String>,
+}
+
+const PAYMENT_COLUMNS: [&str; 16] = [
+    "request_id",
+    "ts",
+    "customer_id",
+    "key_id",
+    "route",
+    "period",
+    "payer",
+    "amount_micros",
+    "amount_units",
+    "asset",
+    "network",
+    "nonce",
+    "valid_before",
+    "transaction",
+    "state",
+    "reason",
+];
+
+fn payments_csv(rows: &[PaymentRow]) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    w.write_record(PAYMENT_COLUMNS)?;
+    for p in rows {
+        w.write_record([
+            p.request_id.as_str(),
+            &p.ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            &p.customer_id,
+            &p.key_id,
+            &p.route,
+            &p.period,
+            &p.payer,
+            &p.amount_micros.to_string(),
+            &p.amount_units,
+            &p.asset,
+            &p.network,
+            &p.nonce,
+            &p.valid_before.to_string(),
+            p.transaction.as_deref().unwrap_or(""),
+            &p.state,
+            p.reason.as_deref().unwrap_or(""),
+        ])?;
+    }
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}
+
+/// x402 payments
+///
+/// Every call paid with x402, with its payer, amount, network, transaction
+/// and state (`settled`, `failed`, `settlement_unknown`), oldest first.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/payments",
+    operation_id = "list_payments",
+    tag = "billing",
+    params(PaymentParams, Paging),
+    responses(
+        (
+            status = 200,
+            description = "One page of payments; with `format=csv` the same fields as columns",
+            content((PaymentList = "application/json"), (String = "text/csv")),
+            headers(("Content-Disposition" = String, description = "With `format=csv`: `attachment; filename=\"payments.csv\"`")),
+        ),
+        ApiError,
+    )
+)]
+pub async fn payments(
+    State(s): State<Arc<AdminState>>,
+    Params(q): Params<PaymentParams>,
+    page: Paging,
+) -> Result<Response, ApiError> {
+    let fmt = format(q.format.as_deref())?;
+    let from = bound("from", q.from.as_deref())?;
+    let to = bound("to", q.to.as_deref())?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if f >= t {
+            return Err(ApiError::BadRequest(
+                "from: must be before to (to is exclusive)".into(),
+            ));
+        }
+    }
+    let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(raw) => Some(PaymentState::parse(raw).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "state: {raw:?} is not one of settled, failed, settlement_unknown"
+            ))
+        })?),
+    };
+    let filter = PaymentFilter {
+        from,
+        to,
+        state,
+        customer_id: q.customer_id.filter(|c| !c.is_empty()),
+        payer: q.payer.filter(|p| !p.is_empty()),
+    };
+    let p =
+        s.db.list_payments(&filter, page.limit, page.starting_after.as_deref())
+            .await?;
+    Ok(match fmt {
+        Format::Json => Json(PaymentList::from(p)).into_response(),
+        Format::Csv => csv_response(payments_csv(&p.data).map_err(csv_failed)?, "payments.csv"),
+    })
 }
