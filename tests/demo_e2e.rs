@@ -1,5 +1,6 @@
 //! `paygate serve --demo` starts, prints a working admin token and keys, and
-//! the README walkthrough's 200 / 401 / 403 / 429 / 402 happen as written.
+//! the README walkthrough's 200 / 401 / 403 / 429 / 402 and x402 payment
+//! happen as written.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -138,5 +139,31 @@ async fn demo_walkthrough() {
         (used >= Some(3)).then_some(())
     })
     .await;
+
+    // x402 on the signals route, settled by the demo's simulated facilitator.
+    assert_eq!(status("/v1/signals/AAPL", None).await.unwrap(), 402);
+    let pay = paygate_testkit::x402::PaymentSpec::new(
+        "0x857b06519E91e3A54538791bDbb0E22373e36b66",
+        17_000,
+    );
+    let paid = |p: String| {
+        let (client, gw) = (client.clone(), gw.clone());
+        async move {
+            client
+                .get(format!("{gw}/v1/signals/AAPL"))
+                .header("x-payment", p)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let resp = paid(pay.x_payment()).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let settled = paygate_testkit::x402::decode_header(
+        resp.headers()["x-payment-response"].to_str().unwrap(),
+    );
+    assert_eq!(settled["success"], true, "{settled}");
+    let again = paid(pay.x_payment()).await;
+    assert_eq!(again.status().as_u16(), 402, "a payment pays once");
     common::terminate(child).await;
 }

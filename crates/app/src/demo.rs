@@ -34,7 +34,8 @@ impl DemoUpstream {
             .map_err(demo_error)?;
         let addr = listener.local_addr().map_err(demo_error)?;
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, market_data()).await {
+            let app = market_data().merge(crate::demo_facilitator::router());
+            if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "demo upstream stopped");
             }
         });
@@ -75,6 +76,14 @@ id = "signals"
 path_prefix = "/v1/signals"
 upstream = "market"
 methods = ["GET"]
+# Callers without a key may pay per call with x402.
+x402_price_micros = 17000
+
+# x402 against the demo's SIMULATED facilitator: no money moves, no
+# signature is checked.
+[x402]
+facilitator_url = "http://{addr}{facilitator}"
+pay_to = "{pay_to}"
 
 # A WebSocket of price ticks (one a second): the upgrade costs one call,
 # each tick one more unit.
@@ -87,8 +96,15 @@ ws_message_cost = 1
 "#,
             db = db.display(),
             addr = self.addr,
+            facilitator = crate::demo_facilitator::PATH,
+            pay_to = DEMO_PAY_TO,
         );
-        paygate_config::parse(&text, std::env::vars()).map_err(AppError::Config)
+        let mut config =
+            paygate_config::parse(&text, std::env::vars()).map_err(AppError::Config)?;
+        if let Some(x) = config.x402.as_mut() {
+            x.simulated = true;
+        }
+        Ok(config)
     }
 
     /// Seeds plans, customers, keys and credits through the admin API `api`
@@ -157,9 +173,18 @@ ws_message_cost = 1
             "  try: curl -H 'X-API-Key: <key>' http://{}/v1/prices/AAPL",
             config.gateway.listen
         );
+        if config.x402.as_ref().is_some_and(|x| x.simulated) {
+            println!(
+                "  x402: /v1/signals takes payments without a key, settled by a SIMULATED \
+                 facilitator (no money moves; see README: Paying per call with x402)"
+            );
+        }
         Ok(())
     }
 }
+
+/// The demo's x402 payee (a made-up address: the facilitator is simulated).
+const DEMO_PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
 
 /// The four demo plans; the billing tests script a month on the same file.
 const PLANS: &str = include_str!("../../../config/demo-plans.json");

@@ -7,12 +7,14 @@
 //! (records from the database, changes over Redis pub/sub), `store` (the
 //! configured store and the reseed worker), `usage` (the usage writer and
 //! the stream consumer), `drift` (store vs ledger), `server` (Pingora),
-//! `shutdown`, `demo`, `commands`.
+//! `shutdown`, `demo` (with `demo_facilitator`, a simulated x402
+//! facilitator), `commands`.
 
 mod app;
 pub mod catalog_sync;
 pub mod commands;
 mod demo;
+mod demo_facilitator;
 pub mod drift;
 mod error;
 pub mod provision;

@@ -63,8 +63,6 @@ fn csv_failed(e: csv::Error) -> ApiError {
     ApiError::Internal(format!("writing CSV: {e}"))
 }
 
-/// A day boundary: `YYYY-MM-DD`, or an RFC 3339 time at UTC midnight
-/// (the ledger is rolled up by UTC day).
 /// A report bound: a UTC day `YYYY-MM-DD` (its midnight) or an RFC 3339 time.
 fn bound(name: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
     let Some(raw) = raw.filter(|s| !s.is_empty()) else {
@@ -80,6 +78,22 @@ fn bound(name: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiErro
                 "{name}: {raw:?} is neither a date (YYYY-MM-DD) nor an RFC 3339 time"
             ))
         })
+}
+
+/// A time range's bounds, each optional.
+type Range = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// `from` (inclusive) and `to` (exclusive), in that order.
+fn range(from: Option<&str>, to: Option<&str>) -> Result<Range, ApiError> {
+    let (from, to) = (bound("from", from)?, bound("to", to)?);
+    if let (Some(f), Some(t)) = (from, to) {
+        if f >= t {
+            return Err(ApiError::BadRequest(
+                "from: must be before to (to is exclusive)".into(),
+            ));
+        }
+    }
+    Ok((from, to))
 }
 
 fn period(raw: Option<&str>) -> Result<Option<PeriodName>, ApiError> {
@@ -147,15 +161,7 @@ pub async fn usage(
     Params(q): Params<UsageParams>,
 ) -> Result<Response, ApiError> {
     let fmt = format(q.format.as_deref())?;
-    let from = bound("from", q.from.as_deref())?;
-    let to = bound("to", q.to.as_deref())?;
-    if let (Some(f), Some(t)) = (from, to) {
-        if f >= t {
-            return Err(ApiError::BadRequest(
-                "from: must be before to (to is exclusive)".into(),
-            ));
-        }
-    }
+    let (from, to) = range(q.from.as_deref(), q.to.as_deref())?;
     let mut group_by = Vec::new();
     for g in q.group_by.as_deref().unwrap_or("day").split(',') {
         let d = match g.trim() {
@@ -457,15 +463,7 @@ pub async fn payments(
     page: Paging,
 ) -> Result<Response, ApiError> {
     let fmt = format(q.format.as_deref())?;
-    let from = bound("from", q.from.as_deref())?;
-    let to = bound("to", q.to.as_deref())?;
-    if let (Some(f), Some(t)) = (from, to) {
-        if f >= t {
-            return Err(ApiError::BadRequest(
-                "from: must be before to (to is exclusive)".into(),
-            ));
-        }
-    }
+    let (from, to) = range(q.from.as_deref(), q.to.as_deref())?;
     let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(raw) => Some(PaymentState::parse(raw).ok_or_else(|| {
