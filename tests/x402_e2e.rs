@@ -683,3 +683,85 @@ async fn reconcile_lists_payments_whose_settlement_is_unknown() {
         "{line}"
     );
 }
+
+/// Runs the official x402 Python SDK (`tests/x402_sdk_client.py`, needs
+/// `pip install 'x402[evm]'`): (exit code, stdout, stderr).
+fn sdk(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/x402_sdk_client.py"
+        ))
+        .args(args)
+        .output()
+        .expect("python3");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_official_x402_sdk_reads_our_offers_pays_and_reads_the_settlement() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let fac = MockFacilitator::start(Mode::Honest).await;
+    // The SDK signs for maxTimeoutSeconds: give it the production default.
+    let cfg = config(&fac, mock.addr, "", "").replace("max_timeout_seconds = 2", "");
+    let pg = Paygate::start(dir.path(), &cfg).await;
+    // A test key (never a real one): its address is the payer.
+    let key = "0x0000000000000000000000000000000000000000000000000000000000000001";
+    for version in ["1", "2"] {
+        let offer = send(&pg, "/v1/signals/BTC", &[]).await;
+        assert_eq!(offer.status().as_u16(), 402);
+        let header_v2 = header(&offer, "payment-required").unwrap();
+        let body = offer.text().await.unwrap();
+        let (offer_header, offer_body) = if version == "1" {
+            ("", body.as_str())
+        } else {
+            (header_v2.as_str(), "")
+        };
+        let (code, out, err) = sdk(&[
+            "pay",
+            "--version",
+            version,
+            "--offer-header",
+            offer_header,
+            "--offer-body",
+            offer_body,
+            "--private-key",
+            key,
+        ]);
+        assert_eq!(code, 0, "the SDK refused our v{version} offer: {err}");
+        let (name, value) = out.split_once(' ').unwrap();
+        let want = if version == "1" {
+            "X-PAYMENT"
+        } else {
+            "PAYMENT-SIGNATURE"
+        };
+        assert_eq!(name, want);
+        let resp = send(&pg, "/v1/signals/BTC", &[(name, value.to_owned())]).await;
+        assert_eq!(resp.status().as_u16(), 200, "v{version}");
+        let settled_name = if version == "1" {
+            "x-payment-response"
+        } else {
+            "payment-response"
+        };
+        let settled = header(&resp, settled_name).unwrap();
+        let (code, out, err) = sdk(&["settled", "--version", version, "--header", &settled]);
+        assert_eq!(
+            code, 0,
+            "the SDK cannot read our v{version} settlement: {err}"
+        );
+        let read: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(read["success"], true);
+        assert_eq!(
+            read["payer"].as_str().unwrap().to_ascii_lowercase(),
+            "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf"
+        );
+    }
+    assert_eq!(fac.settles(), 2);
+    let list = expect_payments(&pg, 2).await;
+    assert!(list.iter().all(|p| p["state"] == "settled"));
+}
