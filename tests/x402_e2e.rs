@@ -367,6 +367,13 @@ async fn settle_is_retried_with_the_same_payload_then_recorded_unknown() {
     assert_eq!(unknown.len(), 1);
     assert_eq!(unknown[0]["payer"], payer(9));
     assert_eq!(payments(&pg, "?state=settlement_unknown").await.len(), 1);
+    let metrics = pg.metrics().await;
+    for line in [
+        "paygate_x402_payments_total{state=\"settled\"} 1",
+        "paygate_x402_payments_total{state=\"settlement_unknown\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
     fac.set_mode(Mode::Honest);
     assert_eq!(refusal(pay_v1(&pg, "/v1/b", &p).await).await.2, "replayed");
 }

@@ -344,6 +344,10 @@ impl Gateway {
             Settlement::Failed(why) => (PaymentState::Failed, None, Some(why.clone())),
             Settlement::Unknown(why) => (PaymentState::SettlementUnknown, None, Some(why.clone())),
         };
+        self.metrics
+            .x402_payments
+            .with_label_values(&[state.as_str()])
+            .inc();
         let id = &paid.accepted.identity;
         ctx.payment = Some(Payment {
             payer: id.payer.clone(),

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub usage_drift: IntGaugeVec,
     /// JWKS fetches per JWT issuer (`outcome`: ok or error).
     pub jwks_refresh: IntCounterVec,
+    /// x402 payments that reached settlement, by how it ended.
+    pub x402_payments: IntCounterVec,
 }
 
 impl Metrics {
@@ -82,6 +84,14 @@ impl Metrics {
                 ),
                 &["issuer", "outcome"],
             )?,
+            x402_payments: IntCounterVec::new(
+                Opts::new(
+                    "paygate_x402_payments_total",
+                    "x402 payments that reached settlement, by state \
+                     (settled, failed, settlement_unknown)",
+                ),
+                &["state"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -93,6 +103,7 @@ impl Metrics {
         m.registry.register(Box::new(m.usage_backlog.clone()))?;
         m.registry.register(Box::new(m.usage_drift.clone()))?;
         m.registry.register(Box::new(m.jwks_refresh.clone()))?;
+        m.registry.register(Box::new(m.x402_payments.clone()))?;
         Ok(m)
     }
 
