@@ -64,9 +64,10 @@ impl Database {
             .iter()
             .filter(|e| fresh.remove(e.request_id.as_str()))
             .collect();
-        let rows = rollup::roll_up(new_events.iter().copied());
+        // Payments first: the rollup counts only those the ledger holds.
+        let payments = crate::payments::insert(&mut tx, self.backend(), &new_events).await?;
+        let rows = rollup::roll_up(new_events.iter().copied(), &payments);
         rollup::apply(&mut tx, self.backend(), &rows).await?;
-        crate::payments::insert(&mut tx, &new_events).await?;
         tx.commit().await?;
         Ok(new_events.len() as u64)
     }

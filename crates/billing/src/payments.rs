@@ -2,13 +2,16 @@
 //! (same transaction), listed for finance, read back for reconciliation and
 //! for the payment claims a restarted gateway must still refuse.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
-use paygate_core::{Micros, PaymentState, UsageEvent};
+use paygate_core::{Micros, Payment, PaymentState, UsageEvent};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
+use crate::db::values_clause;
 use crate::paging::{page, Page};
-use crate::{Database, DbError};
+use crate::{Backend, Database, DbError};
 
 /// One payment as finance sees it (`GET /admin/v1/payments`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -58,41 +61,80 @@ pub struct LiveClaim {
     pub valid_before: i64,
 }
 
-/// Inserts the payments of events that are new in this transaction. A
+/// Rows per INSERT statement (16 binds each).
+const ROWS_PER_STATEMENT: usize = 64;
+
+/// Inserts the payments of events that are new in this transaction, a
+/// statement per 64 (one round trip to SQLite's worker thread each, not one
+/// per payment), and answers the request ids whose payment it holds now. A
 /// payment whose identity the ledger already holds (settled or unknown) is
 /// not written twice: the unique index is the last word.
-pub(crate) async fn insert(
+pub(crate) async fn insert<'e>(
     conn: &mut AnyConnection,
-    events: &[&UsageEvent],
-) -> Result<(), DbError> {
-    for e in events {
-        let Some(p) = &e.payment else { continue };
-        sqlx::query(
+    backend: Backend,
+    events: &[&'e UsageEvent],
+) -> Result<HashSet<&'e str>, DbError> {
+    let paid: Vec<(&UsageEvent, &Payment)> = events
+        .iter()
+        .filter_map(|e| e.payment.as_ref().map(|p| (*e, p)))
+        .collect();
+    if paid.is_empty() {
+        return Ok(HashSet::new());
+    }
+    for chunk in paid.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
             "INSERT INTO payments (request_id, ts_us, customer_id, key_id, route, period, payer, \
              amount_micros, amount_units, asset, network, nonce, valid_before, tx_hash, state, reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(e.request_id.as_str())
-        .bind(e.ts.timestamp_micros())
-        .bind(e.customer_id.as_str())
-        .bind(e.key_id.as_str())
-        .bind(e.route.as_str())
-        .bind(e.period.as_str())
-        .bind(p.payer.as_str())
-        .bind(p.amount_micros)
-        .bind(p.amount_units.as_str())
-        .bind(p.asset.as_str())
-        .bind(p.network.as_str())
-        .bind(p.nonce.as_str())
-        .bind(p.valid_before)
-        .bind(p.transaction.as_deref())
-        .bind(p.state.as_str())
-        .bind(p.reason.as_deref())
-        .execute(&mut *conn)
-        .await?;
+             {} ON CONFLICT DO NOTHING",
+            values_clause(backend, chunk.len(), 16)
+        );
+        let mut q = sqlx::query(&sql);
+        for (e, p) in chunk {
+            q = q
+                .bind(e.request_id.as_str())
+                .bind(e.ts.timestamp_micros())
+                .bind(e.customer_id.as_str())
+                .bind(e.key_id.as_str())
+                .bind(e.route.as_str())
+                .bind(e.period.as_str())
+                .bind(p.payer.as_str())
+                .bind(p.amount_micros)
+                .bind(p.amount_units.as_str())
+                .bind(p.asset.as_str())
+                .bind(p.network.as_str())
+                .bind(p.nonce.as_str())
+                .bind(p.valid_before)
+                .bind(p.transaction.as_deref())
+                .bind(p.state.as_str())
+                .bind(p.reason.as_deref());
+        }
+        q.execute(&mut *conn).await?;
     }
-    Ok(())
+    // The events are new in this transaction, so a row with one of their ids
+    // was written just now: those are the payments the ledger holds.
+    let mut stored = HashSet::with_capacity(paid.len());
+    for chunk in paid.chunks(ROWS_PER_STATEMENT * 8) {
+        let list = match backend {
+            Backend::Postgres => (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Backend::Sqlite => vec!["?"; chunk.len()].join(", "),
+        };
+        let sql = format!("SELECT request_id FROM payments WHERE request_id IN ({list})");
+        let mut q = sqlx::query_scalar::<_, String>(&sql);
+        for (e, _) in chunk {
+            q = q.bind(e.request_id.as_str());
+        }
+        let ids: HashSet<String> = q.fetch_all(&mut *conn).await?.into_iter().collect();
+        stored.extend(
+            chunk
+                .iter()
+                .map(|(e, _)| e.request_id.as_str())
+                .filter(|id| ids.contains(*id)),
+        );
+    }
+    Ok(stored)
 }
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<PaymentRow, DbError> {

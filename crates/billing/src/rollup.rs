@@ -2,7 +2,7 @@
 //! read. It is updated in the transaction that inserts the events, with only
 //! the events that were new, so a replayed event changes neither.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use paygate_core::{Micros, PaymentState, UsageEvent};
 use sqlx::AnyConnection;
@@ -61,8 +61,11 @@ fn prices(e: &UsageEvent) -> (Micros, Micros) {
 
 /// Sums events per rollup row. A `BTreeMap`, so rows are written in one
 /// order by every writer and two writers cannot deadlock on them.
+/// `payments`: the request ids whose x402 payment the ledger holds (a
+/// payment it refused as a second use of an identity is not counted).
 pub(crate) fn roll_up<'a>(
     events: impl IntoIterator<Item = &'a UsageEvent>,
+    payments: &HashSet<&str>,
 ) -> BTreeMap<DailyKey, DailySums> {
     let mut rows: BTreeMap<DailyKey, DailySums> = BTreeMap::new();
     for e in events {
@@ -85,10 +88,11 @@ pub(crate) fn roll_up<'a>(
             s.amount_micros += e.amount_micros;
             s.credits_micros += e.credits_micros;
         }
+        let held = payments.contains(e.request_id.as_str());
         if let Some(p) = e
             .payment
             .as_ref()
-            .filter(|p| p.state == PaymentState::Settled)
+            .filter(|p| held && p.state == PaymentState::Settled)
         {
             s.x402_calls += 1;
             s.x402_amount_micros += p.amount_micros;

@@ -106,7 +106,79 @@ async fn reports_between_any_two_instants_are_exact(kind: DbKind) {
     assert_eq!(report(None, Some(at(2, 0, 0))).await.1, 0);
 }
 
+/// A paid call: a settled (or failed, or unknown) x402 payment of 17,000
+/// micros with this nonce.
+fn paid(id: usize, nonce: &str, state: paygate_core::PaymentState) -> UsageEvent {
+    UsageEvent {
+        units: 0,
+        billable: state == paygate_core::PaymentState::Settled,
+        payment: Some(paygate_core::Payment {
+            payer: "0xab".into(),
+            amount_micros: 17_000,
+            amount_units: "17000".into(),
+            asset: "0xa".into(),
+            network: "eip155:84532".into(),
+            nonce: nonce.into(),
+            valid_before: 4_000_000_000,
+            transaction: None,
+            state,
+            reason: None,
+        }),
+        ..common::event(id)
+    }
+}
+
+async fn a_payment_identity_is_held_once(kind: DbKind) {
+    use paygate_billing::payments::PaymentFilter;
+    use paygate_core::PaymentState::{Failed, Settled, SettlementUnknown};
+    let test_db = TestDb::new(kind);
+    let db = Database::connect(&test_db.url).await.unwrap();
+    // Failed twice (no money moved, the client may send it again), then settled.
+    let events = [
+        paid(1, "0x01", Failed),
+        paid(2, "0x01", Failed),
+        paid(3, "0x01", Settled),
+    ];
+    assert_eq!(db.insert_events(&events).await.unwrap(), 3);
+    // The same identity settled again by another call, and unknown by a third:
+    // the ledger keeps the first; the calls' events are still held.
+    let again = [paid(4, "0x01", Settled), paid(5, "0x01", SettlementUnknown)];
+    assert_eq!(db.insert_events(&again).await.unwrap(), 2);
+    let all = db
+        .list_payments(&PaymentFilter::default(), 100, None)
+        .await
+        .unwrap();
+    let states: Vec<(&str, &str)> = all
+        .data
+        .iter()
+        .map(|p| (p.request_id.as_str(), p.state.as_str()))
+        .collect();
+    assert_eq!(states.len(), 3, "{states:?}");
+    assert!(
+        states
+            .iter()
+            .all(|(id, _)| ["req-1", "req-2", "req-3"].contains(id)),
+        "{states:?}"
+    );
+    // 70 payments in one batch: more than one statement's worth; replayed, none twice.
+    let many: Vec<_> = (10..80)
+        .map(|i| paid(i, &format!("0x{i:02x}"), Settled))
+        .collect();
+    assert_eq!(db.insert_events(&many).await.unwrap(), 70);
+    assert_eq!(db.insert_events(&many).await.unwrap(), 0);
+    let r = db
+        .usage_report(&paygate_billing::aggregate::Filter::default(), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.totals.x402_calls, r.totals.x402_amount_micros),
+        (71, 71 * 17_000)
+    );
+    assert_eq!(db.live_claims(Utc::now()).await.unwrap().len(), 71);
+}
+
 paygate_testkit::on_both_databases!(
     every_request_is_counted_once,
     reports_between_any_two_instants_are_exact,
+    a_payment_identity_is_held_once,
 );
