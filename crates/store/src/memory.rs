@@ -117,9 +117,21 @@ impl CustomerState {
 pub struct MemoryStore {
     epoch: Instant,
     customers: RwLock<HashMap<String, Arc<Mutex<CustomerState>>>>,
-    /// x402 payment identities claimed → expiry on the store's clock (ns).
-    payments: Mutex<HashMap<String, u64>>,
+    /// x402 payment identities claimed, with their expiry.
+    payments: Mutex<Claims>,
 }
+
+/// Claimed payment identities → expiry on the store's clock (ns). Expired
+/// claims are swept when the map has grown to `sweep_at`, which then moves
+/// to twice what is left: a sweep costs O(n) once per n claims, however
+/// many claims are still live (a sweep at a fixed size would run on every
+/// claim once that many were live).
+struct Claims {
+    expiry: HashMap<String, u64>,
+    sweep_at: usize,
+}
+
+const CLAIMS_FIRST_SWEEP: usize = 10_000;
 
 impl Default for MemoryStore {
     fn default() -> Self {
@@ -132,7 +144,10 @@ impl MemoryStore {
         Self {
             epoch: Instant::now(),
             customers: RwLock::new(HashMap::new()),
-            payments: Mutex::new(HashMap::new()),
+            payments: Mutex::new(Claims {
+                expiry: HashMap::new(),
+                sweep_at: CLAIMS_FIRST_SWEEP,
+            }),
         }
     }
 
@@ -247,23 +262,64 @@ impl Store for MemoryStore {
     async fn claim_payment(&self, identity: &str, ttl_ms: u64) -> Result<PaymentClaim, StoreError> {
         let now = self.now_ns();
         let mut claims = self.payments.lock();
-        if claims.get(identity).is_some_and(|expiry| *expiry > now) {
+        if claims.expiry.get(identity).is_some_and(|e| *e > now) {
             return Ok(PaymentClaim::AlreadyClaimed);
         }
-        // Expired claims are swept now and then, not on every claim.
-        if claims.len() >= 10_000 {
-            claims.retain(|_, expiry| *expiry > now);
+        if claims.expiry.len() >= claims.sweep_at {
+            claims.expiry.retain(|_, e| *e > now);
+            claims.sweep_at = (claims.expiry.len() * 2).max(CLAIMS_FIRST_SWEEP);
         }
-        claims.insert(identity.to_owned(), now + ttl_ms * 1_000_000);
+        let expiry = now.saturating_add(ttl_ms.saturating_mul(1_000_000));
+        claims.expiry.insert(identity.to_owned(), expiry);
         Ok(PaymentClaim::Claimed)
     }
 
     async fn release_payment(&self, identity: &str) -> Result<(), StoreError> {
-        self.payments.lock().remove(identity);
+        self.payments.lock().expiry.remove(identity);
         Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn claims_are_swept_once_per_doubling_and_live_ones_kept() {
+        let store = MemoryStore::new();
+        // Claims that expire at once, then one live claim: the sweep at
+        // 10,000 drops the expired ones.
+        for i in 0..CLAIMS_FIRST_SWEEP {
+            store.claim_payment(&format!("gone-{i}"), 0).await.unwrap();
+        }
+        store.claim_payment("live-0", 60_000).await.unwrap();
+        assert_eq!(store.payments.lock().expiry.len(), 1);
+        // 25,000 live claims: the threshold moves past them instead of
+        // sweeping the whole map on every claim.
+        for i in 1..25_000 {
+            store
+                .claim_payment(&format!("live-{i}"), 60_000)
+                .await
+                .unwrap();
+        }
+        let (len, sweep_at) = {
+            let c = store.payments.lock();
+            (c.expiry.len(), c.sweep_at)
+        };
+        assert_eq!(len, 25_000);
+        assert!(
+            sweep_at > len,
+            "sweep_at {sweep_at} <= {len}: every claim would sweep"
+        );
+        for id in ["live-0", "live-12345", "live-24999"] {
+            assert_eq!(
+                store.claim_payment(id, 60_000).await.unwrap(),
+                PaymentClaim::AlreadyClaimed
+            );
+        }
     }
 }
