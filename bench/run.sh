@@ -6,7 +6,9 @@
 #
 # Knobs (environment):
 #   TARGETS="nginx bare paygate paygate-redis"  which proxies to measure, in this order
-#                                 (also: paygate-baseline, paygate-jwt-rs256, paygate-jwt-hs256)
+#                                 (also: paygate-baseline, paygate-jwt-rs256, paygate-jwt-hs256,
+#                                 paygate-x402: every call pays with a fresh x402 payment,
+#                                 against a facilitator on loopback, bench/x402.lua)
 #   ROUNDS=3 DURATION=10s WARMUP=3s CONNECTIONS=64 THREADS=1   wrk settings
 #   PROXY_THREADS=2               worker threads/processes of every proxy
 #   PIN=auto|0                    CPU pinning (auto: proxy on PROXY_CPUS, wrk+backend+redis on LOAD_CPUS)
@@ -54,6 +56,7 @@ TARGET_DEFS=(
   "paygate-baseline start_paygate memory baseline"
   "paygate-jwt-rs256 start_paygate memory this RS256"
   "paygate-jwt-hs256 start_paygate memory this HS256"
+  "paygate-x402 start_paygate memory this x402"
 )
 
 # ----------------------------------------------------------------- helpers ---
@@ -167,8 +170,8 @@ cpu_ticks() {
   echo "$total"
 }
 
-declare -A T_URL T_PID T_HDR
-register() { T_URL[$1]="$2"; T_PID[$1]="$3"; T_HDR[$1]="${4:-}"; }
+declare -A T_URL T_PID T_HDR T_SCRIPT
+register() { T_URL[$1]="$2"; T_PID[$1]="$3"; T_HDR[$1]="${4:-}"; T_SCRIPT[$1]="${5:-}"; }
 # Targets that use Redis: T_REDIS_URL[name] is the URL redis-cli reads the
 # counters from (empty: not countable, e.g. a cluster URL), T_REDIS_PID[name]
 # the redis-server pid (empty when PAYGATE_REDIS_URL points to a server we did
@@ -220,6 +223,32 @@ start_backend() {
   BACKEND_PID=$LAST_PID
   wait_http "$BACKEND_PID" "$dir/logs/error.log" "http://127.0.0.1:$BACKEND_PORT/"
   log "backend nginx on 127.0.0.1:$BACKEND_PORT (pid $BACKEND_PID)"
+}
+
+# The x402 facilitator of the paygate-x402 target: nginx answering every
+# verify and settle with success, on LOAD_CPUS like the backend (it stands for
+# a service outside paygate, so it must not take CPU from the proxy's core).
+FACILITATOR_URL=""
+start_facilitator() {
+  [[ -n "$FACILITATOR_URL" ]] && return
+  local port dir="$TMP/facilitator"
+  free_port port
+  nginx_conf "$dir" 1 "
+    server {
+        listen 127.0.0.1:$port reuseport backlog=4096;
+        default_type application/json;
+        location = /verify { return 200 '{\"isValid\":true,\"payer\":\"0x857b06519e91e3a54538791bdbb0e22373e36b66\"}'; }
+        location = /settle { return 200 '{\"success\":true,\"transaction\":\"0x5a1f00000000000000000000000000000000000000000000000000000000beef\",\"network\":\"base-sepolia\",\"payer\":\"0x857b06519e91e3a54538791bdbb0e22373e36b66\"}'; }
+    }"
+  start_nginx "$dir" "${PIN_LOAD[@]}"
+  FACILITATOR_URL="http://127.0.0.1:$port"
+  log "x402 facilitator (nginx, always yes) on $FACILITATOR_URL"
+}
+
+# x402_payment: one x402 v1 payment (base64) with a nonce of its own
+x402_payment() {
+  printf '{"x402Version":1,"scheme":"exact","network":"base-sepolia","payload":{"signature":"0x00","authorization":{"from":"0x857b06519E91e3A54538791bDbb0E22373e36b66","to":"0x209693Bc6afc0C5328bA36FaF03C514EF312287C","value":"17000","validAfter":"0","validBefore":"%s","nonce":"0x%s"}}}' \
+    "$(( $(date +%s) + 3600 ))" "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" | base64 -w0
 }
 
 start_nginx_proxy() {
@@ -453,7 +482,20 @@ id = "bench"
 path_prefix = "/"
 upstream = "backend"
 EOF
-  [[ -n "$jwt_alg" ]] && jwt_issuer_toml "$jwt_alg" >>"$dir/paygate.toml"
+  if [[ "$jwt_alg" == x402 ]]; then
+    start_facilitator
+    # Every call pays; one payer sends them all, so its rate limit is lifted.
+    cat >>"$dir/paygate.toml" <<EOF
+x402_price_micros = 17000
+x402_rate_limit = { requests = 10000000, per = "second", burst = 10000000 }
+
+[x402]
+facilitator_url = "$FACILITATOR_URL"
+pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+EOF
+  elif [[ -n "$jwt_alg" ]]; then
+    jwt_issuer_toml "$jwt_alg" >>"$dir/paygate.toml"
+  fi
   cp "$dir/paygate.toml" "$RESULTS_DIR/$name.toml"
   # Drop any PAYGATE_* from the caller's environment: they would override the config.
   local unset_env=() v
@@ -476,6 +518,12 @@ EOF
   key="$(admin POST /admin/v1/customers/bench/keys '{}' | jq -r '.key // empty')"
   [[ "$key" == pg_live_* ]] || die "no API key in the admin answer"
   local header="X-API-Key: $key"
+  if [[ "$jwt_alg" == x402 ]]; then
+    # A paid call goes through; the load itself pays call by call (bench/x402.lua).
+    wait_http "$pid" "$logf" "http://127.0.0.1:$gw_port/" -H "X-PAYMENT: $(x402_payment)"
+    register "$name" "http://127.0.0.1:$gw_port/" "$pid" "" "$BENCH/x402.lua"
+    return
+  fi
   [[ -n "$jwt_alg" ]] && header="Authorization: Bearer $(make_jwt "$jwt_alg")"
   # the credential must be usable at the gateway (keys propagate within 1 s per SPEC)
   wait_http "$pid" "$logf" "http://127.0.0.1:$gw_port/" -H "$header"
@@ -491,6 +539,7 @@ run_wrk() {
   local t="$1" d="$2" out="$3" pid="${T_PID[$t]}"
   local args=(-t "$THREADS" -c "$CONNECTIONS" -d "$d" --timeout 5s --latency)
   [[ -n "${T_HDR[$t]}" ]] && args+=(-H "${T_HDR[$t]}")
+  [[ -n "${T_SCRIPT[$t]}" ]] && args+=(-s "${T_SCRIPT[$t]}")
   local c0 c1 w0 w1 redis="- - -"
   local r0="$TMP/redis-before" r1="$TMP/redis-after"
   kill -0 "$pid" 2>/dev/null || die "$t (pid $pid) is no longer running"
