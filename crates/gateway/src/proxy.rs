@@ -158,20 +158,31 @@ impl Gateway {
             Some(_) => payment::sent(req)?,
             None => None,
         };
-        let principal = match (self.auth.authenticate(&req.headers).await, offer) {
-            (Ok(p), offer) => (p, offer),
-            (Err(r), Some(offer)) if r.code == ErrorCode::MissingCredentials => {
-                return match sent {
-                    Some(sent) => self.admit_paid(req, ctx, route, offer, sent).await,
-                    None => Err(Payments::payment_required(&offer, &ctx.request_id)),
-                };
+        let principal = match self.auth.authenticate(&req.headers).await {
+            Ok(p) => p,
+            // No credentials on a priced route: the payment pays, or the
+            // caller is offered one.
+            Err(r) => {
+                return match (offer, sent) {
+                    (Some(offer), Some(sent)) if r.code == ErrorCode::MissingCredentials => {
+                        self.admit_paid(req, ctx, route, offer, sent).await
+                    }
+                    (Some(offer), None) if r.code == ErrorCode::MissingCredentials => {
+                        Err(Payments::payment_required(&offer, &ctx.request_id))
+                    }
+                    _ => Err(r),
+                }
             }
-            (Err(r), _) => return Err(r),
         };
-        let (principal, offer) = (ctx.principal.insert(principal.0), principal.1);
-        if let (Some(offer), Some(sent)) = (offer.clone(), sent) {
-            return self.admit_paid(req, ctx, route, offer, sent).await;
-        }
+        // A customer who sends a payment pays for this call with it.
+        let offer = match (offer, sent) {
+            (Some(offer), Some(sent)) => {
+                ctx.principal = Some(principal);
+                return self.admit_paid(req, ctx, route, offer, sent).await;
+            }
+            (offer, _) => offer,
+        };
+        let principal = ctx.principal.insert(principal);
         let (limits, period) =
             limits_for(&principal.plan, route.cost, &principal.customer, ctx.now);
         ctx.period = Some(period);
