@@ -28,6 +28,10 @@ enum Command {
         /// Start a sample market-data upstream, seed the four plans and print keys.
         #[arg(long)]
         demo: bool,
+        /// With --demo: HTTPS on 127.0.0.1:8443 too, with a self-signed
+        /// certificate generated at start (its path is printed).
+        #[arg(long)]
+        tls: bool,
     },
     /// Only the gateway (proxy and usage writer), for running several over a
     /// shared Redis. Its admin listener serves /healthz, /readyz and /metrics.
@@ -96,7 +100,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     commands::init_tracing();
     match cli.command {
-        Command::Serve { config, demo } => commands::serve(config.as_deref(), demo),
+        Command::Serve { config, demo, tls } => commands::serve(config.as_deref(), demo, tls),
         Command::Gateway { config } => commands::serve_role(&config, Role::Gateway),
         Command::Admin { config } => commands::serve_role(&config, Role::Admin),
         Command::Migrate { config } => commands::migrate(&config),

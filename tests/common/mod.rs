@@ -386,6 +386,11 @@ url = "{db_url}"
         .await;
     }
 
+    /// The process id (0 once it is stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// SIGKILL: the process dies on the spot, as in a crash.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

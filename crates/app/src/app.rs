@@ -41,6 +41,8 @@ pub struct App {
     provisioner: Arc<dyn Provisioner>,
     metrics: Metrics,
     admin_addr: SocketAddr,
+    /// The HTTPS listener's certificates, when `[gateway.tls]` is set.
+    gateway_certs: Option<Arc<paygate_tls::CertStore>>,
     admin_token: String,
     /// The admin API's state, which the demo seeds through.
     admin: Arc<AdminState>,
@@ -76,11 +78,12 @@ impl App {
     }
 
     /// `paygate serve --demo`: a sample upstream, its own temporary
-    /// database, the demo plans, customers and keys (printed).
-    pub fn demo() -> Result<Self, AppError> {
+    /// database, the demo plans, customers and keys (printed); with `tls`,
+    /// HTTPS too, with a self-signed certificate made at start.
+    pub fn demo(tls: bool) -> Result<Self, AppError> {
         let rt = control_runtime()?;
         let demo = rt.block_on(DemoUpstream::start())?;
-        let config = demo.config()?;
+        let config = demo.config(tls)?;
         let app = Self::build_on(rt, config, Role::All, MissingToken::Generate)?;
         let api = paygate_admin::router(Arc::clone(&app.admin));
         app.rt
@@ -125,6 +128,7 @@ impl App {
             provisioner: started.provisioner,
             metrics: started.metrics,
             admin_addr: started.admin_addr,
+            gateway_certs: started.gateway_certs,
             admin_token,
             admin: started.admin,
             _demo: None,
@@ -162,9 +166,10 @@ impl App {
             issuers,
             provisioner,
             metrics,
+            gateway_certs,
             ..
         } = self;
-        tracing::info!(role = role.command(), admin = %config.admin.listen, gateway = %config.gateway.listen, "paygate starting");
+        tracing::info!(role = role.command(), admin = %config.admin.listen, gateway = ?config.gateway.plain_listen(), https = ?config.gateway.tls.as_ref().map(|t| t.listen), "paygate starting");
         let Some(sink) = sink.filter(|_| role.proxies()) else {
             rt.block_on(shutdown.wait());
             rt.shutdown_timeout(Duration::from_secs(1));
@@ -177,6 +182,7 @@ impl App {
             metrics: metrics.clone(),
             issuers,
             provisioner,
+            certs: gateway_certs,
         };
         server::run(&config, shared, rt.handle().clone(), shutdown)?;
 
@@ -208,6 +214,7 @@ struct Started {
     metrics: Metrics,
     admin_addr: SocketAddr,
     admin: Arc<AdminState>,
+    gateway_certs: Option<Arc<paygate_tls::CertStore>>,
 }
 
 /// Starts the control side of `role`, in dependency order: the database
@@ -215,6 +222,9 @@ struct Started {
 /// from the ledger, the usage pipeline, background checks, then the admin
 /// listener last, so that `/readyz` answers only once the rest is up.
 async fn start(config: &Config, role: Role, token: String) -> Result<Started, AppError> {
+    // Certificates first: a bad file should stop the start before anything
+    // else is touched.
+    let certs = Arc::new(crate::tls::Certificates::load(config, role)?);
     let db = Database::connect(&config.database.url)
         .await
         .map_err(|source| AppError::Database {
@@ -225,6 +235,7 @@ async fn start(config: &Config, role: Role, token: String) -> Result<Started, Ap
     let catalog = Arc::new(Catalog::new(secret.into_bytes()));
     let (store, reseed_requests) = store::build(config)?;
     let metrics = Metrics::new()?;
+    Arc::clone(&certs).watch(metrics.clone());
 
     catalog_sync::load(&db, &catalog).await?;
     let changes = catalog_sync::follow(config, &db, &catalog)?;
@@ -302,11 +313,34 @@ async fn start(config: &Config, role: Role, token: String) -> Result<Started, Ap
     } else {
         paygate_admin::operations_router(Arc::clone(&state))
     };
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %e, "admin API stopped");
+    match certs.admin.as_ref().map(|a| a.server.clone()) {
+        None => {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            });
         }
-    });
+        Some(tls) => {
+            let listener = listener.into_std().map_err(|source| AppError::Bind {
+                key: "admin.listen",
+                addr,
+                source,
+            })?;
+            let server = axum_server::from_tcp(listener)
+                .map_err(|source| AppError::Bind {
+                    key: "admin.listen",
+                    addr,
+                    source,
+                })?
+                .acceptor(axum_server::tls_openssl::OpenSSLAcceptor::new(tls));
+            tokio::spawn(async move {
+                if let Err(e) = server.serve(router.into_make_service()).await {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            });
+        }
+    }
     Ok(Started {
         catalog,
         store,
@@ -316,5 +350,6 @@ async fn start(config: &Config, role: Role, token: String) -> Result<Started, Ap
         metrics,
         admin_addr,
         admin: state,
+        gateway_certs: certs.gateway.clone(),
     })
 }

@@ -27,20 +27,15 @@ pub fn follow(
     match config.store.backend {
         StoreBackend::Memory => Ok(ChangeBus::Local),
         StoreBackend::Redis => {
-            let (url, prefix) = (
-                config.store.redis_url.clone(),
-                config.store.key_prefix.clone(),
-            );
+            let endpoint = crate::store::endpoint(config)?;
+            let (follower, prefix) = (endpoint.clone(), config.store.key_prefix.clone());
             let (db, catalog) = (db.clone(), Arc::clone(catalog));
             tokio::spawn(async move {
                 let apply = |change| apply_change(&db, &catalog, change);
                 let resync = || resync(&db, &catalog);
-                changes::follow(url, prefix, apply, resync).await;
+                changes::follow(follower, prefix, apply, resync).await;
             });
-            Ok(ChangeBus::redis(
-                &config.store.redis_url,
-                &config.store.key_prefix,
-            )?)
+            Ok(ChangeBus::redis(&endpoint, &config.store.key_prefix)?)
         }
     }
 }

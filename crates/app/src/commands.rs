@@ -42,15 +42,21 @@ fn exit(result: Result<(), AppError>) -> ExitCode {
     }
 }
 
-/// `paygate serve [--config FILE | --demo]`: every role in one process.
-pub fn serve(config: Option<&Path>, demo: bool) -> ExitCode {
+/// `paygate serve [--config FILE | --demo [--tls]]`: every role in one process.
+pub fn serve(config: Option<&Path>, demo: bool, tls: bool) -> ExitCode {
+    if tls && !demo {
+        return exit(Err(AppError::Setting {
+            key: "--tls",
+            message: "--tls goes with --demo; with a config file, HTTPS is [gateway.tls]".into(),
+        }));
+    }
     exit(match (config, demo) {
         (Some(_), true) => Err(AppError::Setting {
             key: "--demo",
             message: "--demo brings its own configuration; leave out --config".into(),
         }),
         (Some(p), false) => load(p).and_then(|c| App::build(c, Role::All)?.run(Shutdown::Signals)),
-        (None, true) => App::demo().and_then(|app| app.run(Shutdown::Signals)),
+        (None, true) => App::demo(tls).and_then(|app| app.run(Shutdown::Signals)),
         (None, false) => Err(AppError::Setting {
             key: "--config",
             message: "--config FILE is required (or --demo)".into(),

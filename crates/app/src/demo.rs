@@ -46,14 +46,21 @@ impl DemoUpstream {
         })
     }
 
-    /// The demo configuration; `PAYGATE_<SECTION>__<KEY>` variables still apply.
-    pub fn config(&self) -> Result<Config, AppError> {
+    /// The demo configuration; `PAYGATE_<SECTION>__<KEY>` variables still
+    /// apply. With `tls`, a self-signed certificate for localhost and
+    /// 127.0.0.1 is written beside the database and served on 8443.
+    pub fn config(&self, tls: bool) -> Result<Config, AppError> {
         let db = self.dir.path().join("demo.db");
+        let tls_section = if tls {
+            self.tls_section()?
+        } else {
+            String::new()
+        };
         let text = format!(
             r#"
 [database]
 url = "sqlite://{db}"
-
+{tls_section}
 [[upstreams]]
 name = "market"
 targets = ["{addr}"]
@@ -96,6 +103,7 @@ ws_message_cost = 1
 "#,
             db = db.display(),
             addr = self.addr,
+            tls_section = tls_section,
             facilitator = crate::demo_facilitator::PATH,
             pay_to = DEMO_PAY_TO,
         );
@@ -105,6 +113,30 @@ ws_message_cost = 1
             x.simulated = true;
         }
         Ok(config)
+    }
+
+    /// `[gateway]` with HTTPS beside plain HTTP, and the certificate files.
+    fn tls_section(&self) -> Result<String, AppError> {
+        let issued =
+            paygate_tls::self_signed(&["localhost", "127.0.0.1"], paygate_tls::Validity::days(30))
+                .map_err(demo_error)?;
+        let cert = self.dir.path().join("demo-tls.crt");
+        let key = self.dir.path().join("demo-tls.key");
+        std::fs::write(&cert, issued.cert_pem()).map_err(demo_error)?;
+        std::fs::write(&key, issued.key_pem()).map_err(demo_error)?;
+        Ok(format!(
+            r#"
+[gateway]
+listen = "127.0.0.1:8080"
+
+[gateway.tls]
+listen = "127.0.0.1:8443"
+cert_path = "{cert}"
+key_path = "{key}"
+"#,
+            cert = cert.display(),
+            key = key.display(),
+        ))
     }
 
     /// Seeds plans, customers, keys and credits through the admin API `api`
@@ -158,21 +190,33 @@ ws_message_cost = 1
         )
         .await?;
 
+        let gateway = config
+            .gateway
+            .plain_listen()
+            .map_or_else(String::new, |a| a.to_string());
         println!("paygate demo");
-        println!("  gateway      http://{}", config.gateway.listen);
+        println!("  gateway      http://{gateway}");
+        if let Some(t) = &config.gateway.tls {
+            println!("  https        https://{}", t.listen);
+            println!(
+                "  certificate  {} (self-signed, for localhost and 127.0.0.1)",
+                t.cert_path
+            );
+        }
         println!("  admin        http://{}", config.admin.listen);
         println!("  admin token  {token}");
         for (plan, key) in keys {
             println!("  key {plan:<9}{key}");
         }
-        println!(
-            "  stream: websocat -H 'X-API-Key: <advanced key>' ws://{}/v1/stream/AAPL",
-            config.gateway.listen
-        );
-        println!(
-            "  try: curl -H 'X-API-Key: <key>' http://{}/v1/prices/AAPL",
-            config.gateway.listen
-        );
+        println!("  stream: websocat -H 'X-API-Key: <advanced key>' ws://{gateway}/v1/stream/AAPL");
+        println!("  try: curl -H 'X-API-Key: <key>' http://{gateway}/v1/prices/AAPL");
+        if let Some(t) = &config.gateway.tls {
+            println!(
+                "  try: curl --cacert {} -H 'X-API-Key: <key>' https://localhost:{}/v1/prices/AAPL",
+                t.cert_path,
+                t.listen.port()
+            );
+        }
         if config.x402.as_ref().is_some_and(|x| x.simulated) {
             println!(
                 "  x402: /v1/signals takes payments without a key, settled by a SIMULATED \

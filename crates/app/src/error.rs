@@ -37,6 +37,8 @@ pub enum AppError {
     Replay(#[from] paygate_usage::ReplayError),
     #[error("{0}")]
     Jwt(#[from] paygate_jwt::BuildError),
+    #[error(transparent)]
+    Tls(#[from] paygate_tls::TlsError),
     #[error("demo: {0}")]
     Demo(String),
 }

@@ -7,7 +7,7 @@
 //! (records from the database, changes over Redis pub/sub), `store` (the
 //! configured store and the reseed worker), `usage` (the usage writer and
 //! the stream consumer), `drift` (store vs ledger), `server` (Pingora),
-//! `shutdown`, `demo` (with `demo_facilitator`, a simulated x402
+//! `tls` (served certificates: loading, SIGHUP re-read, expiry), `shutdown`, `demo` (with `demo_facilitator`, a simulated x402
 //! facilitator), `commands`.
 
 mod app;
@@ -22,6 +22,7 @@ mod role;
 mod server;
 mod shutdown;
 pub mod store;
+mod tls;
 pub mod usage;
 
 pub use app::{control_runtime, App};

@@ -1,4 +1,5 @@
 //! The gateway's Pingora server: the proxy service on `gateway.listen` and
+//! `gateway.tls.listen` (HTTPS), and
 //! the upstream health checks, run on the calling thread until shutdown.
 
 use std::sync::Arc;
@@ -25,6 +26,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub issuers: Arc<Issuers>,
     pub provisioner: Arc<dyn Provisioner>,
+    /// Certificates of the HTTPS listener (`[gateway.tls]`).
+    pub certs: Option<Arc<paygate_tls::CertStore>>,
 }
 
 /// Runs Pingora on this thread until `shutdown`; in-flight calls get
@@ -46,6 +49,7 @@ pub fn run(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let shared_certs = shared.certs;
     let (upstreams, health) = Upstreams::new(&config.upstreams)?;
     let routes = RouteTable::new(&config.routes, config.x402.as_ref(), |name| {
         upstreams.index_of(name)
@@ -77,7 +81,21 @@ pub fn run(
         gateway,
         "paygate gateway",
     );
-    proxy.add_tcp(&g.listen.to_string());
+    if let Some(addr) = g.plain_listen() {
+        proxy.add_tcp(&addr.to_string());
+    }
+    if let (Some(t), Some(certs)) = (&g.tls, shared_certs) {
+        let settings = paygate_gateway::tls::listener_settings(
+            certs,
+            crate::tls::ssl_version(t.min_version),
+            t.http2,
+        )
+        .map_err(|e| AppError::Setting {
+            key: "gateway.tls",
+            message: e.to_string(),
+        })?;
+        proxy.add_tls_with_settings(&t.listen.to_string(), None, settings);
+    }
     server.add_service(proxy);
     for h in health {
         server.add_service(h);

@@ -8,10 +8,25 @@ use std::time::Duration;
 use chrono::Utc;
 use paygate_billing::Database;
 use paygate_config::{Config, StoreBackend};
-use paygate_store::{Catalog, MemoryStore, RedisStore, ReseedOnMiss, SeedMode, Store};
+use paygate_store::{
+    Catalog, MemoryStore, RedisEndpoint, RedisStore, ReseedOnMiss, SeedMode, Store,
+};
 use tokio::sync::mpsc;
 
 use crate::AppError;
+
+/// `store.redis_url`, with the CA of `store.tls_ca_path` when one is set.
+pub fn endpoint(config: &Config) -> Result<RedisEndpoint, AppError> {
+    let e = RedisEndpoint::new(config.store.redis_url.as_str());
+    if config.store.tls_ca_path.is_empty() {
+        return Ok(e);
+    }
+    let pem = std::fs::read(&config.store.tls_ca_path).map_err(|err| AppError::Setting {
+        key: "store.tls_ca_path",
+        message: format!("cannot read {}: {err}", config.store.tls_ca_path),
+    })?;
+    Ok(e.with_root_ca(pem))
+}
 
 /// Customer ids whose counters the store asks to be rebuilt.
 pub type ReseedRequests = mpsc::Receiver<String>;
@@ -23,7 +38,7 @@ pub fn build(config: &Config) -> Result<(Arc<dyn Store>, Option<ReseedRequests>)
         StoreBackend::Memory => Ok((Arc::new(MemoryStore::new()), None)),
         StoreBackend::Redis => {
             let redis = RedisStore::connect(
-                &config.store.redis_url,
+                endpoint(config)?,
                 &config.store.key_prefix,
                 Duration::from_millis(config.store.timeout_ms),
             )?;

@@ -24,7 +24,7 @@ pub fn start_writer(
     let target: Arc<dyn BatchTarget> = match config.store.backend {
         StoreBackend::Memory => Arc::new(db.clone()),
         StoreBackend::Redis => {
-            let conn = RedisConn::connect(&config.store.redis_url)?;
+            let conn = RedisConn::connect(crate::store::endpoint(config)?)?;
             Arc::new(UsageStream::new(conn, &config.store.key_prefix))
         }
     };
@@ -50,7 +50,7 @@ pub fn consumer(
     db: Database,
     metrics: Metrics,
 ) -> Result<StreamConsumer, AppError> {
-    let conn = RedisConn::connect(&config.store.redis_url)?;
+    let conn = RedisConn::connect(crate::store::endpoint(config)?)?;
     Ok(StreamConsumer::new(
         conn,
         &config.store.key_prefix,

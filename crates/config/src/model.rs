@@ -22,8 +22,9 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct GatewayConfig {
-    /// Address of the public listener.
-    pub listen: SocketAddr,
+    /// Address of the plain-HTTP listener. Absent: 127.0.0.1:8080, unless
+    /// `[gateway.tls]` is configured, which then is the only listener.
+    pub listen: Option<SocketAddr>,
     /// Pingora worker threads.
     pub threads: usize,
     /// CIDRs whose `X-Forwarded-For` is believed.
@@ -36,12 +37,76 @@ pub struct GatewayConfig {
     pub max_header_bytes: usize,
     /// Seconds in-flight calls get to finish after SIGTERM.
     pub shutdown_grace_seconds: u64,
+    /// HTTPS for callers.
+    pub tls: Option<GatewayTlsConfig>,
+}
+
+impl GatewayConfig {
+    /// The plain-HTTP listener, if there is one.
+    pub fn plain_listen(&self) -> Option<SocketAddr> {
+        match (self.listen, &self.tls) {
+            (Some(addr), _) => Some(addr),
+            (None, None) => Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            (None, Some(_)) => None,
+        }
+    }
+}
+
+/// `[gateway.tls]`: the HTTPS listener and its certificates.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GatewayTlsConfig {
+    pub listen: SocketAddr,
+    /// Certificate chain (leaf first), PEM; served when no SNI entry matches.
+    pub cert_path: String,
+    /// Private key of the leaf, PEM.
+    pub key_path: String,
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// Offer HTTP/2 through ALPN (HTTP/1.1 is always offered).
+    #[serde(default = "yes")]
+    pub http2: bool,
+    /// More certificates, chosen by the client's SNI.
+    #[serde(default)]
+    pub certs: Vec<SniCertConfig>,
+}
+
+/// One `[[gateway.tls.certs]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SniCertConfig {
+    /// `api.example.com`, or `*.example.com` for any one first label.
+    pub server_name: String,
+    pub cert_path: String,
+    pub key_path: String,
+}
+
+/// `[admin.tls]`: the admin listener over HTTPS.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AdminTlsConfig {
+    pub cert_path: String,
+    pub key_path: String,
+    #[serde(default)]
+    pub min_version: TlsVersion,
+}
+
+/// The lowest TLS version a listener accepts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: None,
+            tls: None,
             threads: 2,
             trusted_proxies: Vec::new(),
             max_body_bytes: 10 * 1024 * 1024,
@@ -61,6 +126,8 @@ pub struct AdminConfig {
     pub token: Option<String>,
     /// Environment variable that holds the bearer token for /admin/v1/*.
     pub token_env: String,
+    /// Serve the admin listener over HTTPS.
+    pub tls: Option<AdminTlsConfig>,
 }
 
 impl Default for AdminConfig {
@@ -69,6 +136,7 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             token: None,
             token_env: "PAYGATE_ADMIN_TOKEN".into(),
+            tls: None,
         }
     }
 }
@@ -222,6 +290,9 @@ pub struct StoreConfig {
     /// Deadline for one store operation on the request path.
     pub timeout_ms: u64,
     pub on_unavailable: OnUnavailable,
+    /// CA certificates (PEM) that sign a `rediss://` server's certificate,
+    /// instead of the system roots. Empty: the system roots.
+    pub tls_ca_path: String,
 }
 
 impl Default for StoreConfig {
@@ -232,6 +303,7 @@ impl Default for StoreConfig {
             key_prefix: "paygate".into(),
             timeout_ms: 25,
             on_unavailable: OnUnavailable::Deny,
+            tls_ca_path: String::new(),
         }
     }
 }
@@ -325,6 +397,23 @@ pub struct UpstreamConfig {
     pub connect_timeout_ms: u64,
     #[serde(default = "default_read_timeout")]
     pub read_timeout_ms: u64,
+    /// HTTPS to the targets (and to their health checks).
+    #[serde(default)]
+    pub tls: bool,
+    /// Server name sent and verified. Empty: the host of each target.
+    #[serde(default)]
+    pub sni: String,
+    /// Verify the targets' certificates and host names.
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// CA certificates (PEM) to verify against. Empty: the system roots.
+    #[serde(default)]
+    pub ca_path: String,
+    /// Client certificate (PEM chain) for mutual TLS to the targets.
+    #[serde(default)]
+    pub client_cert_path: String,
+    #[serde(default)]
+    pub client_key_path: String,
 }
 
 fn default_connect_timeout() -> u64 {

@@ -30,7 +30,10 @@ fn keys_of(errs: Vec<ConfigError>) -> Vec<String> {
 #[test]
 fn defaults_follow_the_spec() {
     let c = parse("", env(&[])).unwrap();
-    assert_eq!(c.gateway.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(
+        c.gateway.plain_listen().unwrap().to_string(),
+        "127.0.0.1:8080"
+    );
     assert_eq!(c.gateway.threads, 2);
     assert_eq!(c.gateway.max_body_bytes, 10_485_760);
     assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9090");
@@ -61,7 +64,7 @@ fn env_overrides_file() {
     )
     .unwrap();
     assert_eq!(c.gateway.threads, 4);
-    assert_eq!(c.gateway.listen.port(), 18080);
+    assert_eq!(c.gateway.plain_listen().unwrap().port(), 18080);
     assert_eq!(c.store.on_unavailable, OnUnavailable::Allow);
 }
 

@@ -18,12 +18,14 @@ pub(crate) fn validate(c: &Config) -> Vec<ConfigError> {
     if c.gateway.max_body_bytes == 0 {
         err("gateway.max_body_bytes".into(), "must be at least 1");
     }
-    if c.gateway.listen == c.admin.listen && c.gateway.listen.port() != 0 {
+    let plain = c.gateway.plain_listen();
+    if plain == Some(c.admin.listen) && c.admin.listen.port() != 0 {
         err(
             "admin.listen".into(),
             "must differ from gateway.listen: the admin API never shares the gateway listener",
         );
     }
+    validate_tls(c, plain, &mut err);
     if c.store.timeout_ms == 0 {
         err("store.timeout_ms".into(), "must be at least 1");
     }
@@ -31,13 +33,18 @@ pub(crate) fn validate(c: &Config) -> Vec<ConfigError> {
         err("store.key_prefix".into(), "must not be empty");
     }
     if c.store.backend == StoreBackend::Redis
-        && !(c.store.redis_url.starts_with("redis://")
-            || c.store.redis_url.starts_with("rediss://")
-            || c.store.redis_url.starts_with("redis+cluster://"))
+        && ![
+            "redis://",
+            "rediss://",
+            "redis+cluster://",
+            "rediss+cluster://",
+        ]
+        .iter()
+        .any(|s| c.store.redis_url.starts_with(s))
     {
         err(
             "store.redis_url".into(),
-            "must start with redis://, rediss:// or redis+cluster://",
+            "must start with redis://, rediss://, redis+cluster:// or rediss+cluster://",
         );
     }
     if !(c.database.url.starts_with("sqlite:")
@@ -262,6 +269,107 @@ fn validate_x402(c: &Config, err: &mut impl FnMut(String, &str)) {
         };
         if let Err(e) = paygate_core::amount::atomic_units(price, x.asset_decimals) {
             err(k("x402_price_micros"), &e.to_string());
+        }
+    }
+}
+
+fn validate_tls(
+    c: &Config,
+    plain: Option<std::net::SocketAddr>,
+    err: &mut impl FnMut(String, &str),
+) {
+    if let Some(t) = &c.gateway.tls {
+        if t.listen == c.admin.listen && t.listen.port() != 0 {
+            err(
+                "gateway.tls.listen".into(),
+                "must differ from admin.listen: the admin API never shares the gateway listener",
+            );
+        }
+        if plain == Some(t.listen) && t.listen.port() != 0 {
+            err(
+                "gateway.tls.listen".into(),
+                "must differ from gateway.listen (one port speaks either HTTP or HTTPS)",
+            );
+        }
+        for (field, v) in [("cert_path", &t.cert_path), ("key_path", &t.key_path)] {
+            if v.is_empty() {
+                err(format!("gateway.tls.{field}"), "must name a PEM file");
+            }
+        }
+        let mut names = HashSet::new();
+        for (i, s) in t.certs.iter().enumerate() {
+            let k = |f: &str| format!("gateway.tls.certs[{i}].{f}");
+            let name = s.server_name.to_ascii_lowercase();
+            let label = name.strip_prefix("*.").unwrap_or(&name);
+            if label.is_empty() || label.contains('*') || label.contains(':') {
+                err(
+                    k("server_name"),
+                    "must be a host name such as api.example.com or *.example.com",
+                );
+            } else if !names.insert(name.clone()) {
+                err(k("server_name"), "is listed twice");
+            }
+            for (field, v) in [("cert_path", &s.cert_path), ("key_path", &s.key_path)] {
+                if v.is_empty() {
+                    err(k(field), "must name a PEM file");
+                }
+            }
+        }
+    }
+    if let Some(t) = &c.admin.tls {
+        for (field, v) in [("cert_path", &t.cert_path), ("key_path", &t.key_path)] {
+            if v.is_empty() {
+                err(format!("admin.tls.{field}"), "must name a PEM file");
+            }
+        }
+    }
+    if !c.store.tls_ca_path.is_empty() && !c.store.redis_url.starts_with("rediss://") {
+        let why = if c.store.redis_url.starts_with("rediss+cluster://") {
+            "is not supported with a cluster: a rediss+cluster:// store verifies against the \
+             system roots (add the CA there, or point SSL_CERT_FILE at it)"
+        } else {
+            "applies only to a rediss:// store.redis_url"
+        };
+        err("store.tls_ca_path".into(), why);
+    }
+    for (i, u) in c.upstreams.iter().enumerate() {
+        let k = |f: &str| format!("upstreams[{i}].{f}");
+        if u.client_cert_path.is_empty() != u.client_key_path.is_empty() {
+            let missing = if u.client_cert_path.is_empty() {
+                "client_cert_path"
+            } else {
+                "client_key_path"
+            };
+            err(
+                k(missing),
+                "must be set together with the other half of the client certificate",
+            );
+        }
+        let ip_target = u.targets.iter().chain(&u.backup).any(|t| {
+            let host = t.rsplit_once(':').map_or(t.as_str(), |(h, _)| h);
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok()
+        });
+        if u.tls && u.verify && u.sni.is_empty() && ip_target {
+            err(
+                k("sni"),
+                "must name the host the targets' certificate is for when a target is an IP address \
+                 (or set verify = false)",
+            );
+        }
+        if !u.tls {
+            for (field, set) in [
+                ("sni", !u.sni.is_empty()),
+                ("ca_path", !u.ca_path.is_empty()),
+                ("client_cert_path", !u.client_cert_path.is_empty()),
+                ("verify", !u.verify),
+            ] {
+                if set {
+                    err(k(field), "applies only with tls = true");
+                }
+            }
         }
     }
 }

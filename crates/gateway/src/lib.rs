@@ -26,6 +26,7 @@ mod respond;
 pub mod routing;
 pub mod sizes;
 pub mod store;
+pub mod tls;
 pub mod upstream;
 pub mod websocket;
 pub mod ws_frames;

@@ -1,16 +1,22 @@
 //! Upstream pools: round robin over healthy targets, `backup` targets only
 //! when every primary is down, HTTP health checks run as Pingora background
-//! services.
+//! services; plain HTTP or HTTPS (`tls = true`) to the targets.
 
+use std::collections::HashMap;
+use std::net::ToSocketAddrs;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use paygate_config::UpstreamConfig;
+use paygate_tls::{CertPair, PairSource, TlsError};
 use pingora::lb::health_check::HttpHealthCheck;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer};
 use pingora::services::background::{background_service, GenBackgroundService};
+use pingora::tls::x509::X509;
 use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::CertKey;
 
 type Balancer = LoadBalancer<RoundRobin>;
 
@@ -21,26 +27,117 @@ pub struct Pool {
     connect_timeout: Duration,
     read_timeout: Duration,
     size: usize,
+    tls: Option<PeerTls>,
+    /// Pingora pools connections by peer; this keeps each upstream's apart,
+    /// so a connection verified under one upstream's trust settings is
+    /// never reused for another's calls to the same address.
+    group: u64,
+}
+
+/// How a pool speaks TLS to its targets. The CA list and client
+/// certificate are loaded once and shared by every peer, so pooled
+/// connections are reused (Pingora keys its pool on them).
+#[derive(Clone)]
+struct PeerTls {
+    /// `sni` of the config; empty: the host of each target.
+    sni: String,
+    /// Resolved address of each target -> the host it was named by.
+    hosts: HashMap<std::net::SocketAddr, String>,
+    verify: bool,
+    ca: Option<Arc<Box<[X509]>>>,
+    client: Option<Arc<CertKey>>,
+}
+
+impl PeerTls {
+    fn load(index: usize, cfg: &UpstreamConfig) -> Result<Option<Self>, UpstreamError> {
+        if !cfg.tls {
+            return Ok(None);
+        }
+        let key = |f: &str| format!("upstreams[{index}].{f}");
+        let ca = if cfg.ca_path.is_empty() {
+            None
+        } else {
+            let certs = paygate_tls::load_ca(&key("ca_path"), Path::new(&cfg.ca_path))?;
+            Some(Arc::new(certs.into_boxed_slice()))
+        };
+        let client = if cfg.client_cert_path.is_empty() {
+            None
+        } else {
+            let pair = CertPair::load(&PairSource {
+                label: format!("upstream {}", cfg.name),
+                cert_path: cfg.client_cert_path.clone().into(),
+                key_path: cfg.client_key_path.clone().into(),
+                cert_key: key("client_cert_path"),
+                key_key: key("client_key_path"),
+            })?;
+            Some(Arc::new(CertKey::new(pair.chain, pair.key)))
+        };
+        let mut hosts = HashMap::new();
+        for target in cfg.targets.iter().chain(&cfg.backup) {
+            let host = target
+                .rsplit_once(':')
+                .map_or(target.as_str(), |(h, _)| h)
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            // Unresolvable targets fail in the balancer below with their name.
+            for addr in target.to_socket_addrs().into_iter().flatten() {
+                hosts.insert(addr, host.to_string());
+            }
+        }
+        Ok(Some(Self {
+            sni: cfg.sni.clone(),
+            hosts,
+            verify: cfg.verify,
+            ca,
+            client,
+        }))
+    }
+
+    /// The server name for a target: `sni`, else the host the target was
+    /// configured by. An IP address gives none: Pingora then sends no SNI
+    /// and verifies nothing, which is why the config refuses an IP target
+    /// with `verify = true` and no `sni`.
+    fn sni_for(&self, addr: Option<&std::net::SocketAddr>) -> String {
+        if !self.sni.is_empty() {
+            return self.sni.clone();
+        }
+        addr.and_then(|a| self.hosts.get(a))
+            .filter(|h| h.parse::<std::net::IpAddr>().is_err())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn apply(&self, peer: &mut HttpPeer) {
+        peer.options.verify_cert = self.verify;
+        peer.options.verify_hostname = self.verify;
+        peer.options.ca = self.ca.clone();
+        peer.client_cert_key = self.client.clone();
+    }
 }
 
 /// Background services that must be added to the Pingora server.
 pub type HealthServices = Vec<GenBackgroundService<Balancer>>;
 
 #[derive(Debug, thiserror::Error)]
-#[error("upstream {name}: {source}")]
-pub struct UpstreamError {
-    name: String,
-    source: std::io::Error,
+pub enum UpstreamError {
+    #[error("upstream {name}: {source}")]
+    Targets {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 fn balancer(
     name: &str,
     targets: &[String],
     cfg: &UpstreamConfig,
+    tls: Option<&PeerTls>,
     services: &mut HealthServices,
 ) -> Result<Arc<Balancer>, UpstreamError> {
     let mut lb = Balancer::try_from_iter(targets.iter().map(String::as_str)).map_err(|source| {
-        UpstreamError {
+        UpstreamError::Targets {
             name: name.to_string(),
             source,
         }
@@ -48,14 +145,30 @@ fn balancer(
     let Some(hc_cfg) = &cfg.health_check else {
         return Ok(Arc::new(lb));
     };
-    let mut hc = HttpHealthCheck::new("localhost", false);
+    // Over TLS the check sends the name the calls send, so the target's
+    // certificate is verified the same way.
+    let host = tls
+        .map(|t| {
+            t.sni_for(
+                targets
+                    .first()
+                    .and_then(|t| t.to_socket_addrs().ok()?.next())
+                    .as_ref(),
+            )
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    let mut hc = HttpHealthCheck::new(&host, tls.is_some());
     if let Ok(req) = pingora::http::RequestHeader::build("GET", hc_cfg.path.as_bytes(), None)
         .and_then(|mut r| {
-            r.insert_header("Host", "localhost")?;
+            r.insert_header("Host", host.as_str())?;
             Ok(r)
         })
     {
         hc.req = req;
+    }
+    if let Some(t) = tls {
+        t.apply(&mut hc.peer_template);
     }
     hc.peer_template.options.connection_timeout =
         Some(Duration::from_millis(cfg.connect_timeout_ms));
@@ -69,8 +182,13 @@ fn balancer(
 }
 
 impl Pool {
-    pub fn new(cfg: &UpstreamConfig, services: &mut HealthServices) -> Result<Self, UpstreamError> {
-        let primary = balancer(&cfg.name, &cfg.targets, cfg, services)?;
+    pub fn new(
+        index: usize,
+        cfg: &UpstreamConfig,
+        services: &mut HealthServices,
+    ) -> Result<Self, UpstreamError> {
+        let tls = PeerTls::load(index, cfg)?;
+        let primary = balancer(&cfg.name, &cfg.targets, cfg, tls.as_ref(), services)?;
         let backup = if cfg.backup.is_empty() {
             None
         } else {
@@ -78,6 +196,7 @@ impl Pool {
                 &format!("{} backup", cfg.name),
                 &cfg.backup,
                 cfg,
+                tls.as_ref(),
                 services,
             )?)
         };
@@ -88,6 +207,8 @@ impl Pool {
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             read_timeout: Duration::from_millis(cfg.read_timeout_ms),
             size: cfg.targets.len() + cfg.backup.len(),
+            tls,
+            group: index as u64,
         })
     }
 
@@ -107,7 +228,16 @@ impl Pool {
                     .as_ref()
                     .and_then(|lb| lb.select_with(b"", self.size.max(1) * 2, accept))
             })?;
-        let mut peer = HttpPeer::new(backend.clone(), false, String::new());
+        let mut peer = match &self.tls {
+            None => HttpPeer::new(backend.clone(), false, String::new()),
+            Some(t) => {
+                let sni = t.sni_for(backend.addr.as_inet());
+                let mut peer = HttpPeer::new(backend.clone(), true, sni);
+                t.apply(&mut peer);
+                peer
+            }
+        };
+        peer.group_key = self.group;
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.read_timeout = Some(self.read_timeout);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
@@ -125,7 +255,8 @@ impl Upstreams {
         let mut services = Vec::new();
         let pools = cfgs
             .iter()
-            .map(|c| Pool::new(c, &mut services))
+            .enumerate()
+            .map(|(i, c)| Pool::new(i, c, &mut services))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((Self { pools }, services))
     }

@@ -25,6 +25,11 @@ pub struct Metrics {
     pub jwks_refresh: IntCounterVec,
     /// x402 payments that reached settlement, by how it ended.
     pub x402_payments: IntCounterVec,
+    /// Seconds until each served certificate expires (`name`: the listener
+    /// or server name).
+    pub tls_cert_expiry: IntGaugeVec,
+    /// Certificate re-reads on SIGHUP, by outcome (ok, error).
+    pub tls_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -92,6 +97,21 @@ impl Metrics {
                 ),
                 &["state"],
             )?,
+            tls_cert_expiry: IntGaugeVec::new(
+                Opts::new(
+                    "paygate_tls_cert_expiry_seconds",
+                    "Seconds until a served TLS certificate expires, by name \
+                     (gateway, admin, or an SNI server name)",
+                ),
+                &["name"],
+            )?,
+            tls_reloads: IntCounterVec::new(
+                Opts::new(
+                    "paygate_tls_reloads_total",
+                    "Certificate re-reads on SIGHUP, by outcome (ok, error)",
+                ),
+                &["outcome"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -104,6 +124,8 @@ impl Metrics {
         m.registry.register(Box::new(m.usage_drift.clone()))?;
         m.registry.register(Box::new(m.jwks_refresh.clone()))?;
         m.registry.register(Box::new(m.x402_payments.clone()))?;
+        m.registry.register(Box::new(m.tls_cert_expiry.clone()))?;
+        m.registry.register(Box::new(m.tls_reloads.clone()))?;
         Ok(m)
     }
 

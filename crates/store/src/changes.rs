@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use redis::AsyncCommands;
 
-use crate::redis_store::RedisTarget;
+use crate::redis_store::{RedisEndpoint, RedisTarget};
 use crate::{Catalog, Counters, CustomerRecord, SeedMode, Store, StoreError};
 
 /// What changed; the receiver reloads it from the database.
@@ -86,12 +86,12 @@ pub async fn customer_created(
 
 /// The node pub/sub goes through: the server itself, or the first seed node
 /// of a cluster (Redis Cluster forwards PUBLISH to every node).
-fn pubsub_client(url: &str) -> Result<redis::Client, StoreError> {
-    let node = match RedisTarget::parse(url)? {
+fn pubsub_client(endpoint: &RedisEndpoint) -> Result<redis::Client, StoreError> {
+    let node = match endpoint.target()? {
         RedisTarget::Single(u) => u,
         RedisTarget::Cluster(nodes) => nodes.into_iter().next().unwrap_or_default(),
     };
-    redis::Client::open(node).map_err(|e| StoreError::Unavailable(e.to_string()))
+    endpoint.client(&node)
 }
 
 pub fn channel(prefix: &str) -> String {
@@ -99,11 +99,12 @@ pub fn channel(prefix: &str) -> String {
 }
 
 impl ChangeBus {
-    pub fn redis(url: &str, prefix: &str) -> Result<Self, StoreError> {
+    pub fn redis(endpoint: &RedisEndpoint, prefix: &str) -> Result<Self, StoreError> {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(500)));
-        let conn = redis::aio::ConnectionManager::new_lazy_with_config(pubsub_client(url)?, config)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let conn =
+            redis::aio::ConnectionManager::new_lazy_with_config(pubsub_client(endpoint)?, config)
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Self::Redis {
             conn,
             channel: channel(prefix),
@@ -135,7 +136,7 @@ impl ChangeBus {
 
 /// Subscribes to record changes and calls `apply` for each; calls `resync`
 /// after every (re)connection, since messages sent while disconnected are lost.
-pub async fn follow<A, R, FA, FR>(url: String, prefix: String, apply: A, resync: R)
+pub async fn follow<A, R, FA, FR>(endpoint: RedisEndpoint, prefix: String, apply: A, resync: R)
 where
     A: Fn(RecordChange) -> FA,
     FA: std::future::Future<Output = ()>,
@@ -146,7 +147,7 @@ where
     let mut delay = Duration::from_millis(100);
     loop {
         let subscribed = async {
-            let client = pubsub_client(&url)?;
+            let client = pubsub_client(&endpoint)?;
             let mut pubsub = client
                 .get_async_pubsub()
                 .await

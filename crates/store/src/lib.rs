@@ -17,7 +17,7 @@ pub mod usage_stream;
 pub use catalog::{Catalog, Credential, CustomerRecord, KeyRecord, Principal};
 pub use changes::{ChangeBus, RecordChange};
 pub use memory::MemoryStore;
-pub use redis_store::{RedisConn, RedisStore};
+pub use redis_store::{RedisConn, RedisEndpoint, RedisStore};
 pub use reseed::ReseedOnMiss;
 
 use async_trait::async_trait;

@@ -174,28 +174,108 @@ return 1
 /// Where the store lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisTarget {
-    /// `redis://host:port/db` (or `rediss://`).
+    /// `redis://host:port/db` (or `rediss://` over TLS).
     Single(String),
-    /// `redis+cluster://host:port,host:port`: seed nodes of a Redis Cluster.
+    /// `redis+cluster://host:port,host:port` (or `rediss+cluster://`): seed
+    /// nodes of a Redis Cluster, as node URLs.
     Cluster(Vec<String>),
 }
 
 impl RedisTarget {
     pub fn parse(url: &str) -> Result<Self, StoreError> {
-        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+        let cluster = [
+            ("redis+cluster://", "redis"),
+            ("rediss+cluster://", "rediss"),
+        ]
+        .into_iter()
+        .find_map(|(prefix, scheme)| url.strip_prefix(prefix).map(|rest| (rest, scheme)));
+        if let Some((rest, scheme)) = cluster {
             let nodes: Vec<String> = rest
                 .split(',')
                 .filter(|s| !s.is_empty())
-                .map(|n| format!("redis://{n}"))
+                .map(|n| format!("{scheme}://{n}"))
                 .collect();
             if nodes.is_empty() {
-                return Err(StoreError::Unavailable(
-                    "redis+cluster:// needs at least one host:port".into(),
-                ));
+                return Err(StoreError::Unavailable(format!(
+                    "{scheme}+cluster:// needs at least one host:port"
+                )));
             }
             return Ok(Self::Cluster(nodes));
         }
         Ok(Self::Single(url.to_string()))
+    }
+}
+
+/// A store URL and, for `rediss://`, the CA certificates (PEM) the server's
+/// certificate is checked against; the system roots when there are none.
+#[derive(Debug, Clone)]
+pub struct RedisEndpoint {
+    pub url: String,
+    pub root_ca: Option<Vec<u8>>,
+}
+
+impl RedisEndpoint {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            root_ca: None,
+        }
+    }
+
+    pub fn with_root_ca(self, pem: Vec<u8>) -> Self {
+        Self {
+            root_ca: Some(pem),
+            ..self
+        }
+    }
+
+    pub fn target(&self) -> Result<RedisTarget, StoreError> {
+        RedisTarget::parse(&self.url)
+    }
+
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        self.root_ca.as_ref().map(|ca| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.clone()),
+        })
+    }
+
+    /// A client for one node URL of this endpoint.
+    pub fn client(&self, node: &str) -> Result<redis::Client, StoreError> {
+        match self
+            .certificates()
+            .filter(|_| node.starts_with("rediss://"))
+        {
+            Some(certs) => redis::Client::build_with_tls(node, certs),
+            None => redis::Client::open(node),
+        }
+        .map_err(unavailable)
+    }
+
+    /// A cluster over `rediss://` verifies against the system roots (and
+    /// `SSL_CERT_FILE`): redis-rs takes a CA of its own for a cluster only
+    /// with rustls, and paygate carries OpenSSL alone; the config refuses
+    /// `store.tls_ca_path` with a cluster URL.
+    fn cluster_builder(&self, nodes: Vec<String>) -> redis::cluster::ClusterClientBuilder {
+        redis::cluster::ClusterClient::builder(nodes)
+    }
+}
+
+impl From<&str> for RedisEndpoint {
+    fn from(url: &str) -> Self {
+        Self::new(url)
+    }
+}
+
+impl From<&String> for RedisEndpoint {
+    fn from(url: &String) -> Self {
+        Self::new(url.as_str())
+    }
+}
+
+impl From<&RedisEndpoint> for RedisEndpoint {
+    fn from(e: &RedisEndpoint) -> Self {
+        e.clone()
     }
 }
 
@@ -209,10 +289,11 @@ pub enum RedisConn {
 
 impl RedisConn {
     /// Must run inside a tokio runtime, which then drives the connection.
-    pub fn connect(url: &str) -> Result<Self, StoreError> {
-        Ok(match RedisTarget::parse(url)? {
+    pub fn connect(endpoint: impl Into<RedisEndpoint>) -> Result<Self, StoreError> {
+        let endpoint = endpoint.into();
+        Ok(match endpoint.target()? {
             RedisTarget::Single(u) => {
-                let client = redis::Client::open(u.as_str()).map_err(unavailable)?;
+                let client = endpoint.client(&u)?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_millis(500)))
                     .set_response_timeout(None)
@@ -222,7 +303,8 @@ impl RedisConn {
                 )
             }
             RedisTarget::Cluster(nodes) => {
-                let client = redis::cluster::ClusterClient::builder(nodes)
+                let client = endpoint
+                    .cluster_builder(nodes)
                     .connection_timeout(Duration::from_millis(500))
                     .build()
                     .map_err(unavailable)?;
@@ -409,11 +491,16 @@ impl RedisStore {
     /// Builds the store without waiting for Redis: a gateway starts while
     /// Redis is down and recovers when it comes back. Must run inside a
     /// tokio runtime, which then drives the connection.
-    pub fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let conn = RedisConn::connect(url)?;
-        let hot = match RedisTarget::parse(url)? {
+    pub fn connect(
+        endpoint: impl Into<RedisEndpoint>,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let endpoint = endpoint.into();
+        let conn = RedisConn::connect(&endpoint)?;
+        let hot = match endpoint.target()? {
             RedisTarget::Single(u) => Some(PerThread {
-                client: redis::Client::open(u.as_str()).map_err(unavailable)?,
+                client: endpoint.client(&u)?,
                 conns: thread_local::ThreadLocal::new(),
             }),
             RedisTarget::Cluster(_) => None,

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod jwt;
+pub mod tls;
 pub mod x402;
 
 /// Serves `app` on a free loopback port, on the caller's tokio runtime, for
@@ -159,30 +160,49 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     aof_dir: Option<std::path::PathBuf>,
+    tls: Option<tls::ServerFiles>,
 }
 
 impl RedisServer {
     /// Without persistence.
     pub fn start(port: u16) -> Self {
-        Self::launch(port, None)
+        Self::launch(port, None, None)
     }
 
     /// With AOF and `appendfsync always` in `dir`, as production runs it:
     /// a restart keeps the data.
     pub fn start_with_aof(port: u16, dir: &std::path::Path) -> Self {
-        Self::launch(port, Some(dir.to_path_buf()))
+        Self::launch(port, Some(dir.to_path_buf()), None)
     }
 
-    fn launch(port: u16, aof_dir: Option<std::path::PathBuf>) -> Self {
+    /// TLS only (`--tls-port`, no plain port), with `files` as its
+    /// certificate; clients need no certificate of their own.
+    pub fn start_tls(port: u16, files: tls::ServerFiles) -> Self {
+        Self::launch(port, None, Some(files))
+    }
+
+    fn launch(
+        port: u16,
+        aof_dir: Option<std::path::PathBuf>,
+        tls: Option<tls::ServerFiles>,
+    ) -> Self {
         let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ]);
+        match &tls {
+            None => {
+                cmd.args(["--port", &port.to_string()]);
+            }
+            Some(f) => {
+                cmd.args(["--port", "0", "--tls-port", &port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(&f.cert)
+                    .arg("--tls-key-file")
+                    .arg(&f.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&f.ca)
+                    .args(["--tls-auth-clients", "no"]);
+            }
+        }
+        cmd.args(["--bind", "127.0.0.1", "--save", ""]);
         match &aof_dir {
             Some(dir) => {
                 cmd.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
@@ -201,6 +221,7 @@ impl RedisServer {
             child: Some(child),
             port,
             aof_dir,
+            tls,
         }
     }
 
@@ -219,7 +240,7 @@ impl RedisServer {
     /// Starts again on the same port (and the same AOF directory).
     pub fn restart(&mut self) {
         self.kill();
-        *self = Self::launch(self.port, self.aof_dir.clone());
+        *self = Self::launch(self.port, self.aof_dir.clone(), self.tls.clone());
     }
 }
 
@@ -340,6 +361,8 @@ pub struct PostgresServer {
     child: Option<Child>,
     port: u16,
     data: tempfile::TempDir,
+    /// `ssl = on` with these files (copied into the data directory).
+    ssl: bool,
 }
 
 fn pg_bin(name: &str) -> std::path::PathBuf {
@@ -373,7 +396,26 @@ fn as_postgres(program: std::path::PathBuf) -> Command {
 
 impl PostgresServer {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// `ssl = on`, serving `files`' certificate (plain connections are
+    /// still accepted: clients choose with `sslmode`).
+    pub fn start_with_ssl(files: &tls::ServerFiles) -> Self {
+        Self::start_with(Some(files))
+    }
+
+    fn start_with(ssl: Option<&tls::ServerFiles>) -> Self {
         let data = tempfile::tempdir().unwrap();
+        if let Some(f) = ssl {
+            // The server reads them as its own user; the key must be 0600.
+            std::fs::copy(&f.cert, data.path().join("server.crt")).unwrap();
+            std::fs::copy(&f.key, data.path().join("server.key")).unwrap();
+            let _ = Command::new("chmod")
+                .arg("600")
+                .arg(data.path().join("server.key"))
+                .status();
+        }
         let _ = Command::new("chown")
             .args(["-R", "postgres:postgres"])
             .arg(data.path())
@@ -392,13 +434,27 @@ impl PostgresServer {
             child: None,
             port: cluster_port(),
             data,
+            ssl: ssl.is_some(),
         };
         s.launch();
         s
     }
 
     fn launch(&mut self) {
-        let child = as_postgres(pg_bin("postgres"))
+        let mut cmd = as_postgres(pg_bin("postgres"));
+        if self.ssl {
+            cmd.args(["-c", "ssl=on", "-c"])
+                .arg(format!(
+                    "ssl_cert_file={}",
+                    self.data.path().join("server.crt").display()
+                ))
+                .arg("-c")
+                .arg(format!(
+                    "ssl_key_file={}",
+                    self.data.path().join("server.key").display()
+                ));
+        }
+        let child = cmd
             .arg("-D")
             .arg(self.data.path().join("db"))
             .args([
