@@ -167,3 +167,79 @@ async fn demo_walkthrough() {
     assert_eq!(again.status().as_u16(), 402, "a payment pays once");
     common::terminate(child).await;
 }
+
+/// `serve --demo --tls`: HTTPS with a certificate made at start, whose path
+/// is printed, and the README's `curl --cacert` call answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_https_with_the_certificate_it_prints() {
+    let (gw_port, tls_port, admin_port) = (free_port(), free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paygate"))
+        .args(["serve", "--demo", "--tls"])
+        .env("PAYGATE_GATEWAY__LISTEN", format!("127.0.0.1:{gw_port}"))
+        .env(
+            "PAYGATE_GATEWAY__TLS__LISTEN",
+            format!("127.0.0.1:{tls_port}"),
+        )
+        .env("PAYGATE_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
+        .env("PAYGATE_GATEWAY__SHUTDOWN_GRACE_SECONDS", "0")
+        .env("PAYGATE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.contains("try: curl --cacert");
+            out.push(line);
+            if done {
+                break;
+            }
+        }
+        out
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(30), lines)
+        .await
+        .unwrap()
+        .unwrap();
+    let field = |prefix: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in {lines:?}"))
+    };
+    let cert = field("certificate");
+    let cert = cert.split_whitespace().next().unwrap().to_string();
+    let key = field("key premium");
+    assert!(field("https").ends_with(&format!(":{tls_port}")));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args(["--cacert", &cert, "-H", &format!("X-API-Key: {key}")])
+            .arg(format!("https://localhost:{tls_port}/v1/prices/AAPL"))
+            .output()
+            .await
+            .unwrap();
+        if out.stdout == b"200" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "HTTPS demo call: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    common::terminate(child).await;
+}

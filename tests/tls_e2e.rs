@@ -38,6 +38,21 @@ key_path = "{key}"
     (port, text)
 }
 
+/// Starts paygate with `extra` and `[gateway.tls]` (`files`, plus `more`)
+/// and waits until the HTTPS port accepts connections too.
+async fn start_https(dir: &Path, extra: &str, files: &ServerFiles, more: &str) -> (Paygate, u16) {
+    let (port, tls) = tls_section(files, more);
+    let pg = Paygate::start(dir, &format!("{extra}{tls}")).await;
+    eventually("the HTTPS listener", Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    (pg, port)
+}
+
 /// What curl saw: status, HTTP version, headers (lower-case names), body.
 struct Curl {
     status: u16,
@@ -104,8 +119,7 @@ async fn https_callers_over_http1_and_http2_are_answered_and_metered_alike() {
     let files = pki.issue("gateway", &["localhost", "127.0.0.1"]);
     let dir = tempfile::tempdir().unwrap();
     let mock = mock_upstream().await;
-    let (port, tls) = tls_section(&files, "");
-    let pg = Paygate::start(dir.path(), &format!("{}{tls}", routes_for(mock.addr))).await;
+    let (pg, port) = start_https(dir.path(), &routes_for(mock.addr), &files, "").await;
     let key = pg
         .customer_with_plan("acme", json!({"quota": {"calls": 100, "period": "month"}}))
         .await;
@@ -168,8 +182,7 @@ key_path = "{}"
     );
     let dir = tempfile::tempdir().unwrap();
     let mock = mock_upstream().await;
-    let (port, tls) = tls_section(&default, &more);
-    let _pg = Paygate::start(dir.path(), &format!("{}{tls}", routes_for(mock.addr))).await;
+    let (_pg, port) = start_https(dir.path(), &routes_for(mock.addr), &default, &more).await;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let ca = pki.ca_path.clone();
     let seen = tokio::task::spawn_blocking(move || {
@@ -197,8 +210,7 @@ async fn a_plain_http_client_on_the_tls_port_gets_no_answer_and_no_bill() {
     let files = pki.issue("gateway", &["localhost"]);
     let dir = tempfile::tempdir().unwrap();
     let mock = mock_upstream().await;
-    let (port, tls) = tls_section(&files, "");
-    let pg = Paygate::start(dir.path(), &format!("{}{tls}", routes_for(mock.addr))).await;
+    let (pg, port) = start_https(dir.path(), &routes_for(mock.addr), &files, "").await;
     let key = pg.customer_with_plan("acme", json!({})).await;
 
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -434,8 +446,7 @@ async fn certificates_are_reread_on_sighup_under_load_without_a_failed_call() {
     let first = pki.issue("gateway", &["localhost"]);
     let dir = tempfile::tempdir().unwrap();
     let mock = mock_upstream().await;
-    let (port, tls) = tls_section(&first, "");
-    let pg = Paygate::start(dir.path(), &format!("{}{tls}", routes_for(mock.addr))).await;
+    let (pg, port) = start_https(dir.path(), &routes_for(mock.addr), &first, "").await;
     let key = pg.customer_with_plan("acme", json!({})).await;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let serial_now = {
@@ -564,6 +575,7 @@ async fn refused_start(config: &str) -> String {
         .args(["serve", "--config"])
         .arg(&path)
         .env("PAYGATE_ADMIN_TOKEN", TOKEN)
+        .env("PAYGATE_LOG", "warn")
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -632,6 +644,17 @@ async fn unusable_certificates_stop_the_start_naming_their_key() {
     ))
     .await;
     assert!(err.contains("upstreams[0].ca_path: cannot read"), "{err}");
+    // `tls = true` in front of a plain-HTTP target.
+    let plain = mock_upstream().await;
+    let err = refused_start(&format!(
+        "[[upstreams]]\nname = \"u\"\ntargets = [\"{}\"]\ntls = true\nverify = false\n",
+        plain.addr
+    ))
+    .await;
+    assert!(
+        err.contains("upstreams[0].tls: target") && err.contains("answers plain HTTP"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -647,9 +670,8 @@ async fn a_certificate_near_its_end_is_measured() {
     );
     let dir = tempfile::tempdir().unwrap();
     let mock = mock_upstream().await;
-    let (_, tls) = tls_section(&files, "");
     let started = Instant::now();
-    let pg = Paygate::start(dir.path(), &format!("{}{tls}", routes_for(mock.addr))).await;
+    let (pg, _) = start_https(dir.path(), &routes_for(mock.addr), &files, "").await;
     let metrics = pg.metrics().await;
     let line = metrics
         .lines()
@@ -660,5 +682,92 @@ async fn a_certificate_near_its_end_is_measured() {
     assert!(
         (7 * 86_400 - slack..=7 * 86_400).contains(&seconds),
         "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_gateways_on_a_tls_redis_and_a_tls_postgres_share_one_exact_quota() {
+    let pki = Pki::new("stores");
+    let files = pki.issue("stores", &["localhost", "127.0.0.1"]);
+    let redis_port = paygate_testkit::cluster_port();
+    let _redis = paygate_testkit::RedisServer::start_tls(redis_port, files.clone());
+    let postgres = {
+        let files = files.clone();
+        tokio::task::spawn_blocking(move || paygate_testkit::PostgresServer::start_with_ssl(&files))
+            .await
+            .unwrap()
+    };
+    // Verified against the test's CA, for the host name in the URL.
+    let db_url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        postgres.url().replace("127.0.0.1", "localhost"),
+        pki.ca_path.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ledger.url"), &db_url).unwrap();
+    let mock = mock_upstream().await;
+    let store = format!(
+        "[store]\nbackend = \"redis\"\nredis_url = \"rediss://localhost:{redis_port}/0\"\n\
+         tls_ca_path = \"{}\"\nkey_prefix = \"tls\"\ntimeout_ms = 500\n{}",
+        pki.ca_path.display(),
+        routes_for(mock.addr)
+    );
+    let a = Paygate::start_named(dir.path(), "a", &store, common::Wait::Ready).await;
+    let b = Paygate::start_named(dir.path(), "b", &store, common::Wait::Ready).await;
+    let key = a
+        .customer_with_plan("acme", json!({"quota": {"calls": 30, "period": "month"}}))
+        .await;
+    eventually(
+        "gateway b to know the key",
+        Duration::from_secs(10),
+        || async { (b.get("/v1/x", &key).await.status() != 401).then_some(()) },
+    )
+    .await;
+    let calls = (0..60).map(|i| {
+        let pg = if i % 2 == 0 { &a } else { &b };
+        pg.get("/v1/x", &key)
+    });
+    let statuses: Vec<u16> = futures::future::join_all(calls)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    // The probe above may have spent one unit.
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert!((29..=30).contains(&ok), "{statuses:?}");
+    // The rest: 402 quota_exhausted.
+    assert_eq!(ok + statuses.iter().filter(|s| **s == 402).count(), 60);
+    eventually(
+        "every admitted call in the TLS ledger",
+        Duration::from_secs(10),
+        || async { (a.ledger_counts("acme").await.0 == 30).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_verify_full_refuses_a_server_of_another_ca() {
+    let pki = Pki::new("pg");
+    let other = Pki::new("other");
+    let files = pki.issue("pg", &["localhost"]);
+    let postgres = {
+        let files = files.clone();
+        tokio::task::spawn_blocking(move || paygate_testkit::PostgresServer::start_with_ssl(&files))
+            .await
+            .unwrap()
+    };
+    let url = |ca: &Path| {
+        format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            postgres.url().replace("127.0.0.1", "localhost"),
+            ca.display()
+        )
+    };
+    let db = paygate_billing::Database::connect(&url(&pki.ca_path)).await;
+    assert!(db.is_ok(), "{:?}", db.err());
+    let refused = paygate_billing::Database::connect(&url(&other.ca_path)).await;
+    assert!(
+        refused.is_err(),
+        "a server signed by another CA must be refused"
     );
 }

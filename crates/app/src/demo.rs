@@ -190,38 +190,52 @@ key_path = "{key}"
         )
         .await?;
 
+        // One write of the whole banner: a reader that stops reading (a
+        // pipe closed after the keys) must not make the demo fail.
+        let mut banner = String::new();
+        macro_rules! line {
+            ($($arg:tt)*) => {{
+                banner.push_str(&format!($($arg)*));
+                banner.push('\n');
+            }};
+        }
         let gateway = config
             .gateway
             .plain_listen()
             .map_or_else(String::new, |a| a.to_string());
-        println!("paygate demo");
-        println!("  gateway      http://{gateway}");
+        line!("paygate demo");
+        line!("  gateway      http://{gateway}");
         if let Some(t) = &config.gateway.tls {
-            println!("  https        https://{}", t.listen);
-            println!(
+            line!("  https        https://{}", t.listen);
+            line!(
                 "  certificate  {} (self-signed, for localhost and 127.0.0.1)",
                 t.cert_path
             );
         }
-        println!("  admin        http://{}", config.admin.listen);
-        println!("  admin token  {token}");
+        line!("  admin        http://{}", config.admin.listen);
+        line!("  admin token  {token}");
         for (plan, key) in keys {
-            println!("  key {plan:<9}{key}");
+            line!("  key {plan:<9}{key}");
         }
-        println!("  stream: websocat -H 'X-API-Key: <advanced key>' ws://{gateway}/v1/stream/AAPL");
-        println!("  try: curl -H 'X-API-Key: <key>' http://{gateway}/v1/prices/AAPL");
+        line!("  stream: websocat -H 'X-API-Key: <advanced key>' ws://{gateway}/v1/stream/AAPL");
+        line!("  try: curl -H 'X-API-Key: <key>' http://{gateway}/v1/prices/AAPL");
         if let Some(t) = &config.gateway.tls {
-            println!(
+            line!(
                 "  try: curl --cacert {} -H 'X-API-Key: <key>' https://localhost:{}/v1/prices/AAPL",
                 t.cert_path,
                 t.listen.port()
             );
         }
         if config.x402.as_ref().is_some_and(|x| x.simulated) {
-            println!(
+            line!(
                 "  x402: /v1/signals takes payments without a key, settled by a SIMULATED \
                  facilitator (no money moves; see README: Paying per call with x402)"
             );
+        }
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
         }
         Ok(())
     }

@@ -50,6 +50,7 @@ pub fn run(
     server.bootstrap();
 
     let shared_certs = shared.certs;
+    paygate_gateway::upstream::check_tls_targets(&config.upstreams)?;
     let (upstreams, health) = Upstreams::new(&config.upstreams)?;
     let routes = RouteTable::new(&config.routes, config.x402.as_ref(), |name| {
         upstreams.index_of(name)

@@ -279,3 +279,115 @@ fn x402_addresses_and_urls_are_checked() {
         ["x402.price"]
     );
 }
+
+#[test]
+fn tls_sections_parse_with_their_defaults() {
+    let text = r#"
+[gateway.tls]
+listen = "0.0.0.0:8443"
+cert_path = "/etc/paygate/fullchain.pem"
+key_path = "/etc/paygate/privkey.pem"
+
+[[gateway.tls.certs]]
+server_name = "*.example.com"
+cert_path = "/w.pem"
+key_path = "/w.key"
+
+[admin.tls]
+cert_path = "/a.pem"
+key_path = "/a.key"
+min_version = "1.3"
+
+[store]
+backend = "redis"
+redis_url = "rediss://redis.internal:6380/0"
+tls_ca_path = "/ca.pem"
+
+[[upstreams]]
+name = "market"
+targets = ["api.example.com:443"]
+tls = true
+"#;
+    let c = parse(text, env(&[])).unwrap();
+    let t = c.gateway.tls.as_ref().unwrap();
+    assert_eq!(t.min_version, TlsVersion::V1_2);
+    assert!(t.http2);
+    assert_eq!(t.certs[0].server_name, "*.example.com");
+    // HTTPS only: no plain listener unless gateway.listen is set.
+    assert_eq!(c.gateway.plain_listen(), None);
+    assert_eq!(c.admin.tls.as_ref().unwrap().min_version, TlsVersion::V1_3);
+    let u = &c.upstreams[0];
+    assert!(u.tls && u.verify && u.sni.is_empty() && u.ca_path.is_empty());
+    let both = parse(
+        &format!("{text}\n[gateway]\nlisten = \"127.0.0.1:8080\"\n"),
+        env(&[]),
+    )
+    .unwrap();
+    assert_eq!(
+        both.gateway.plain_listen().map(|a| a.port()),
+        Some(8080),
+        "plain HTTP kept beside HTTPS"
+    );
+}
+
+#[test]
+fn bad_tls_settings_name_their_keys() {
+    let tls = |body: &str| format!("{GOOD}\n{body}\n");
+    let cases = [
+        (
+            "[gateway.tls]\nlisten = \"127.0.0.1:8080\"\ncert_path = \"c\"\nkey_path = \"k\"",
+            "gateway.tls.listen",
+        ),
+        (
+            "[gateway.tls]\nlisten = \"127.0.0.1:8443\"\ncert_path = \"\"\nkey_path = \"k\"",
+            "gateway.tls.cert_path",
+        ),
+        (
+            "[gateway.tls]\nlisten = \"127.0.0.1:8443\"\ncert_path = \"c\"\nkey_path = \"k\"\nmin_version = \"1.1\"",
+            "gateway.tls.min_version",
+        ),
+        (
+            "[gateway.tls]\nlisten = \"127.0.0.1:8443\"\ncert_path = \"c\"\nkey_path = \"k\"\n\
+             [[gateway.tls.certs]]\nserver_name = \"a.*.com\"\ncert_path = \"c\"\nkey_path = \"k\"",
+            "gateway.tls.certs[0].server_name",
+        ),
+        // A missing field is named by serde with its section.
+        ("[admin.tls]\ncert_path = \"c\"", "admin.tls"),
+        (
+            "[store]\nredis_url = \"redis://r:6379\"\ntls_ca_path = \"/ca.pem\"",
+            "store.tls_ca_path",
+        ),
+        (
+            "[store]\nredis_url = \"rediss+cluster://a:1,b:2\"\ntls_ca_path = \"/ca.pem\"",
+            "store.tls_ca_path",
+        ),
+        (
+            "[[upstreams]]\nname = \"s\"\ntargets = [\"10.0.0.5:443\"]\ntls = true",
+            "upstreams[1].sni",
+        ),
+        (
+            "[[upstreams]]\nname = \"s\"\ntargets = [\"a:443\"]\ntls = true\nclient_cert_path = \"c\"",
+            "upstreams[1].client_key_path",
+        ),
+        (
+            "[[upstreams]]\nname = \"s\"\ntargets = [\"a:443\"]\nca_path = \"/ca.pem\"",
+            "upstreams[1].ca_path",
+        ),
+        (
+            "[[upstreams]]\nname = \"s\"\ntargets = [\"a:443\"]\nverify = false",
+            "upstreams[1].verify",
+        ),
+    ];
+    for (body, key) in cases {
+        let errs = keys_of(parse(&tls(body), env(&[])).unwrap_err());
+        assert!(errs.iter().any(|k| k == key), "{body}: {errs:?}");
+    }
+    // An IP target verified against a named host, and verify off, are fine.
+    for ok in [
+        "[[upstreams]]\nname = \"s\"\ntargets = [\"10.0.0.5:443\"]\ntls = true\nsni = \"api.internal\"",
+        "[[upstreams]]\nname = \"s\"\ntargets = [\"10.0.0.5:443\"]\ntls = true\nverify = false",
+        "[store]\nbackend = \"redis\"\nredis_url = \"rediss+cluster://a:1,b:2\"",
+    ] {
+        assert!(parse(&tls(ok), env(&[])).is_ok(), "{ok}");
+    }
+}

@@ -127,6 +127,36 @@ pub enum UpstreamError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("upstreams[{index}].tls: target {target} answers plain HTTP, not TLS (set tls = false, or use its HTTPS port)")]
+    PlainHttp { index: usize, target: String },
+}
+
+/// Sends a TLS ClientHello to every target of every `tls = true` upstream:
+/// one that answers in plain HTTP stops the start, naming the key. A target
+/// that does not answer is only logged: it may come up later, and health
+/// checks will tell.
+pub fn check_tls_targets(cfgs: &[UpstreamConfig]) -> Result<(), UpstreamError> {
+    for (index, cfg) in cfgs.iter().enumerate().filter(|(_, c)| c.tls) {
+        let timeout = Duration::from_millis(cfg.connect_timeout_ms.clamp(100, 2000));
+        for target in cfg.targets.iter().chain(&cfg.backup) {
+            for addr in target.to_socket_addrs().into_iter().flatten() {
+                match paygate_tls::probe::probe(addr, timeout) {
+                    paygate_tls::probe::Probe::Tls => {}
+                    paygate_tls::probe::Probe::PlainHttp => {
+                        return Err(UpstreamError::PlainHttp {
+                            index,
+                            target: target.clone(),
+                        })
+                    }
+                    paygate_tls::probe::Probe::Unknown(why) => tracing::warn!(
+                        upstream = %cfg.name, %target, %why,
+                        "TLS target not checked at start"
+                    ),
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn balancer(

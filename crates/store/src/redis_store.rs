@@ -258,6 +258,7 @@ impl RedisEndpoint {
     /// `store.tls_ca_path` with a cluster URL.
     fn cluster_builder(&self, nodes: Vec<String>) -> redis::cluster::ClusterClientBuilder {
         redis::cluster::ClusterClient::builder(nodes)
+            .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
     }
 }
 
@@ -439,40 +440,56 @@ struct Scripts {
 /// connection's driver task runs where the connection was made; made on the
 /// gateway's own threads, a call's request and answer do not hop to another
 /// runtime's thread and back (two thread wake-ups per call otherwise).
+///
+/// A thread's connection is made in the background, once, while its first
+/// calls go over the shared connection: over `rediss://` making one costs
+/// tens of milliseconds of CPU (OpenSSL loads the trust store), and every
+/// call that found no connection making its own would pile those up.
 struct PerThread {
     client: redis::Client,
-    conns: thread_local::ThreadLocal<std::cell::RefCell<Option<redis::aio::MultiplexedConnection>>>,
+    conns: thread_local::ThreadLocal<Arc<ThreadSlot>>,
+}
+
+#[derive(Default)]
+struct ThreadSlot {
+    conn: arc_swap::ArcSwapOption<redis::aio::MultiplexedConnection>,
+    connecting: std::sync::atomic::AtomicBool,
 }
 
 impl PerThread {
     async fn invoke<T: redis::FromRedisValue>(
         &self,
         inv: &redis::ScriptInvocation<'_>,
+        shared: &RedisConn,
     ) -> Result<T, StoreError> {
-        let existing = self.slot().borrow().clone();
-        let mut conn = match existing {
-            Some(c) => c,
-            None => {
-                let c = self
-                    .client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map_err(unavailable)?;
-                // Tasks may move between threads: store it in this thread's slot.
-                *self.slot().borrow_mut() = Some(c.clone());
-                c
-            }
+        let slot = Arc::clone(self.conns.get_or(Default::default));
+        let Some(conn) = slot.conn.load_full() else {
+            self.connect_in_background(slot);
+            return shared.invoke(inv).await;
         };
-        let result = inv.invoke_async(&mut conn).await.map_err(unavailable);
+        let result = inv
+            .invoke_async(&mut (*conn).clone())
+            .await
+            .map_err(unavailable);
         if result.is_err() {
-            // Reconnect on the next call from this thread.
-            *self.slot().borrow_mut() = None;
+            // Made again by the next call from this thread.
+            slot.conn.store(None);
         }
         result
     }
 
-    fn slot(&self) -> &std::cell::RefCell<Option<redis::aio::MultiplexedConnection>> {
-        self.conns.get_or(|| std::cell::RefCell::new(None))
+    fn connect_in_background(&self, slot: Arc<ThreadSlot>) {
+        if slot.connecting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            match client.get_multiplexed_async_connection().await {
+                Ok(c) => slot.conn.store(Some(Arc::new(c))),
+                Err(e) => tracing::debug!(error = %e, "per-thread redis connection not made"),
+            }
+            slot.connecting.store(false, Ordering::Release);
+        });
     }
 }
 
@@ -555,7 +572,7 @@ impl RedisStore {
         }
         let call = async {
             match &self.hot {
-                Some(hot) => hot.invoke(&inv).await,
+                Some(hot) => hot.invoke(&inv, &self.conn).await,
                 None => self.conn.invoke(&inv).await,
             }
         };

@@ -1,7 +1,9 @@
 //! The `Store` contract: every behaviour of the trait, asserted once and run
 //! against each backend, as `memory::<case>`, `redis::<case>` (the shared test
-//! Redis, 127.0.0.1:6379 or `PAYGATE_TEST_REDIS_URL`, one key prefix per test)
-//! and `cluster::<case>` (one 3-master Redis Cluster per test process).
+//! Redis, 127.0.0.1:6379 or `PAYGATE_TEST_REDIS_URL`, one key prefix per test),
+//! `redis_tls::<case>` (a TLS-only `redis-server` per test process, reached
+//! over `rediss://` and verified against the test's own CA) and
+//! `cluster::<case>` (one 3-master Redis Cluster per test process).
 //!
 //! Where the backends differ on purpose, the case reads a capability flag of
 //! [`Backend`] and asserts what that backend does; nothing is skipped.
@@ -14,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use paygate_core::Micros;
 use paygate_store::{
-    Admission, Counters, Decision, Limits, MemoryStore, PaymentClaim, QuotaLimit, RedisStore,
-    Reservation, SeedMode, Snapshot, Store, StoreError, WebsocketSlot, WEBSOCKET_LEASE_MS,
+    Admission, Counters, Decision, Limits, MemoryStore, PaymentClaim, QuotaLimit, RedisEndpoint,
+    RedisStore, Reservation, SeedMode, Snapshot, Store, StoreError, WebsocketSlot,
+    WEBSOCKET_LEASE_MS,
 };
-use paygate_testkit::RedisCluster;
+use paygate_testkit::tls::Pki;
+use paygate_testkit::{RedisCluster, RedisServer};
 
 /// One store under test and what it does where the backends differ.
 pub struct Backend {
@@ -52,18 +56,30 @@ impl Backend {
         let url = tokio::task::spawn_blocking(|| CLUSTER.url.clone())
             .await
             .unwrap();
-        Self::on_redis(&url).await
+        Self::on_redis(RedisEndpoint::new(url)).await
+    }
+
+    async fn redis_tls() -> Self {
+        let endpoint = tokio::task::spawn_blocking(|| TLS_REDIS.endpoint.clone())
+            .await
+            .unwrap();
+        Self::on_redis(endpoint).await
     }
 
     /// A store with a key prefix of its own, once it answers: the cluster
     /// connection is made in the background after `connect` returns. `ping`
     /// does not go through the circuit breaker, so waiting does not open it.
-    async fn on_redis(url: &str) -> Self {
+    async fn on_redis(endpoint: impl Into<RedisEndpoint>) -> Self {
+        let endpoint = endpoint.into();
         let prefix = format!("contract-{}", uuid::Uuid::now_v7().simple());
-        let store = RedisStore::connect(url, &prefix, TIMEOUT).unwrap();
+        let store = RedisStore::connect(&endpoint, &prefix, TIMEOUT).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while let Err(e) = store.ping().await {
-            assert!(Instant::now() < deadline, "{url} not reachable: {e}");
+            assert!(
+                Instant::now() < deadline,
+                "{} not reachable: {e}",
+                endpoint.url
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Self {
@@ -120,13 +136,47 @@ static CLUSTER: LazyLock<SharedCluster> = LazyLock::new(|| {
     } else {
         String::new()
     };
-    let ports: Vec<String> = cluster.ports.iter().map(u16::to_string).collect();
+    SharedCluster {
+        url: cluster.url(),
+        _cluster: cluster,
+        _reaper: reaper(&pids, &dir),
+    }
+});
+
+/// The TLS-only Redis all `redis_tls::*` tests of this process share, with
+/// the CA that signed its certificate; reaped like [`CLUSTER`].
+struct SharedTlsRedis {
+    endpoint: RedisEndpoint,
+    _server: RedisServer,
+    _pki: Pki,
+    _reaper: Child,
+}
+
+static TLS_REDIS: LazyLock<SharedTlsRedis> = LazyLock::new(|| {
+    let pki = Pki::new("redis");
+    let files = pki.issue("redis", &["localhost", "127.0.0.1"]);
+    let port = paygate_testkit::cluster_port();
+    let server = RedisServer::start_tls(port, files);
+    let endpoint = RedisEndpoint::new(format!("rediss://localhost:{port}/0"))
+        .with_root_ca(std::fs::read(&pki.ca_path).unwrap());
+    let dir = pki.dir().display().to_string();
+    SharedTlsRedis {
+        endpoint,
+        _reaper: reaper(&[server.pid().to_string()], &dir),
+        _server: server,
+        _pki: pki,
+    }
+});
+
+/// A process that stops `pids` (SIGTERM: no persistence, nothing to save)
+/// and removes `dir` when this test process is gone, however it ends.
+fn reaper(pids: &[String], dir: &str) -> Child {
     // `read` returns at end of input: when the write end of its stdin, held
     // by this process (and, close-on-exec, by no other), is closed, which
     // the kernel does when this process ends however it ends.
     let script = r#"
         read -r _
-        for p in $PORTS; do redis-cli -p "$p" shutdown nosave >/dev/null 2>&1; done
+        for pid in $PIDS; do kill "$pid" 2>/dev/null; done
         for pid in $PIDS; do
             n=0
             while s=$(ps -o stat= -p "$pid") && [ "${s#Z}" = "$s" ] && [ "$n" -lt 100 ]; do
@@ -135,23 +185,17 @@ static CLUSTER: LazyLock<SharedCluster> = LazyLock::new(|| {
         done
         [ -n "$DIR" ] && rm -rf -- "$DIR"
     "#;
-    let reaper = Command::new("sh")
+    Command::new("sh")
         .arg("-c")
         .arg(script)
-        .env("PORTS", ports.join(" "))
         .env("PIDS", pids.join(" "))
         .env("DIR", dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    SharedCluster {
-        url: cluster.url(),
-        _cluster: cluster,
-        _reaper: reaper,
-    }
-});
+        .unwrap()
+}
 
 /// Generates one test per case per backend: `memory::<case>`,
 /// `redis::<case>`, `cluster::<case>`. Each case gets its name as the prefix
@@ -174,7 +218,7 @@ macro_rules! contract_tests {
 }
 
 contract_tests! {
-    backends: [memory, redis, cluster],
+    backends: [memory, redis, redis_tls, cluster],
     cases: [
         rate_limit_admits_the_burst_then_refuses,
         rate_limit_refills_over_time,

@@ -10,6 +10,7 @@
 
 pub mod cert;
 pub mod generate;
+pub mod probe;
 pub mod server;
 
 pub use cert::{load_ca, CertPair, PairSource};
