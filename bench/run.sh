@@ -8,7 +8,9 @@
 #   TARGETS="nginx bare paygate paygate-redis"  which proxies to measure, in this order
 #                                 (also: paygate-baseline, paygate-jwt-rs256, paygate-jwt-hs256,
 #                                 paygate-x402: every call pays with a fresh x402 payment,
-#                                 against a facilitator on loopback, bench/x402.lua)
+#                                 against a facilitator on loopback, bench/x402.lua;
+#                                 nginx-tls, bare-tls, paygate-tls: nginx, bare, paygate
+#                                 called over HTTPS with keep-alive, self-signed certificate)
 #   ROUNDS=3 DURATION=10s WARMUP=3s CONNECTIONS=64 THREADS=1   wrk settings
 #   PROXY_THREADS=2               worker threads/processes of every proxy
 #   PIN=auto|0                    CPU pinning (auto: proxy on PROXY_CPUS, wrk+backend+redis on LOAD_CPUS)
@@ -48,6 +50,8 @@ ADMIN_TOKEN="benchtoken"
 # starts the proxy (pinned to PROXY_CPUS), waits until it answers, and calls
 #   register <name> <url> <pid> [wrk header]
 # Adding a target = adding a line here (plus a start function if it is new).
+# The last argument "https" of a start function adds an HTTPS listener (the
+# self-signed certificate of tls_cert) and registers its https:// URL for wrk.
 TARGET_DEFS=(
   "nginx          start_nginx_proxy"
   "bare           start_bare"
@@ -57,6 +61,9 @@ TARGET_DEFS=(
   "paygate-jwt-rs256 start_paygate memory this RS256"
   "paygate-jwt-hs256 start_paygate memory this HS256"
   "paygate-x402 start_paygate memory this x402"
+  "nginx-tls      start_nginx_proxy https"
+  "bare-tls       start_bare https"
+  "paygate-tls    start_paygate $PAYGATE_STORE_MODE this key https"
 )
 
 # ----------------------------------------------------------------- helpers ---
@@ -156,6 +163,34 @@ wait_http() {
   die "$url not ready after ${READY_TIMEOUT}s (last status $code, log: $logf)"
 }
 
+# HTTPS targets: one self-signed certificate (EC P-256, SAN localhost and
+# 127.0.0.1) in RESULTS_DIR, made by the first HTTPS target and shared by all.
+# Readiness checks verify it (--cacert); wrk does not verify certificates.
+TLS_CERT="" TLS_KEY=""
+tls_cert() {
+  [[ -n "$TLS_CERT" ]] && return 0
+  command -v openssl >/dev/null || die "openssl not found (needed for the HTTPS targets)"
+  local dir
+  dir="$(cd "$RESULTS_DIR" && pwd)"    # absolute: nginx resolves relative paths against its prefix
+  timeout 60 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$dir/tls-key.pem" -out "$dir/tls-cert.pem" >"$dir/tls-cert.log" 2>&1 \
+    || { cat "$dir/tls-cert.log" >&2; die "openssl could not make the certificate"; }
+  TLS_CERT="$dir/tls-cert.pem"; TLS_KEY="$dir/tls-key.pem"
+  log "self-signed certificate (EC P-256, localhost, 127.0.0.1): $TLS_CERT"
+}
+# tls_session <name> <url>: remember the protocol and cipher curl negotiates
+# with the target over HTTP/1.1 (curl links the same OpenSSL as wrk and sends
+# the same defaults), e.g. "TLSv1.3 / TLS_AES_256_GCM_SHA384", for the summary.
+declare -A T_TLS
+tls_session() {
+  local s
+  s="$(curl -sv --http1.1 -m 5 --cacert "$TLS_CERT" -o /dev/null "$2" 2>&1 \
+        | sed -n 's/^\* SSL connection using //p' | head -n 1 || true)"
+  T_TLS[$1]="${s:-unknown}"
+  log "$1: ${T_TLS[$1]}"
+}
+
 # user+system CPU ticks of a process, all its threads and its child processes
 cpu_ticks() {
   local root="$1" total=0 p line rest
@@ -251,9 +286,23 @@ x402_payment() {
     "$(( $(date +%s) + 3600 ))" "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" | base64 -w0
 }
 
+# start_nginx_proxy <name> [http|https]: with https, the same nginx plus a
+# "listen ssl" on a second port (TLS 1.2 and 1.3, h2 and http/1.1 offered
+# through ALPN, nginx's defaults otherwise), and wrk calls that port.
 start_nginx_proxy() {
-  local name="$1" port dir="$TMP/nginx-proxy"
+  local name="$1" scheme="${2:-http}" port tls_port="" dir="$TMP/nginx-proxy" tls_conf=""
   free_port port
+  local url="http://127.0.0.1:$port/" ready=()
+  if [[ "$scheme" == https ]]; then
+    tls_cert; free_port tls_port
+    dir="$TMP/nginx-proxy-tls"
+    tls_conf="
+        listen 127.0.0.1:$tls_port ssl http2 reuseport backlog=4096;
+        ssl_certificate $TLS_CERT;
+        ssl_certificate_key $TLS_KEY;
+        ssl_protocols TLSv1.2 TLSv1.3;"
+    url="https://127.0.0.1:$tls_port/"; ready=(--cacert "$TLS_CERT")
+  fi
   nginx_conf "$dir" "$PROXY_THREADS" "
     upstream backend {
         server 127.0.0.1:$BACKEND_PORT;
@@ -261,7 +310,7 @@ start_nginx_proxy() {
         keepalive_requests 100000000;
     }
     server {
-        listen 127.0.0.1:$port reuseport backlog=4096;
+        listen 127.0.0.1:$port reuseport backlog=4096;$tls_conf
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -269,20 +318,32 @@ start_nginx_proxy() {
         }
     }"
   start_nginx "$dir" "${PIN_PROXY[@]}"
-  wait_http "$LAST_PID" "$dir/logs/error.log" "http://127.0.0.1:$port/"
-  register "$name" "http://127.0.0.1:$port/" "$LAST_PID"
+  wait_http "$LAST_PID" "$dir/logs/error.log" "$url" "${ready[@]}"
+  [[ "$scheme" == https ]] && tls_session "$name" "$url"
+  register "$name" "$url" "$LAST_PID"
 }
 
+# start_bare <name> [http|https]: with https, bare-proxy also listens with TLS
+# (BARE_PROXY_TLS_*: TlsSettings::intermediate, h2 offered) and wrk calls that.
 start_bare() {
-  local name="$1" port logf="$RESULTS_DIR/bare-proxy.log"
+  local name="$1" scheme="${2:-http}" port tls_port logf="$RESULTS_DIR/bare-proxy.log"
   free_port port
-  BARE_PROXY_LISTEN="127.0.0.1:$port" BARE_PROXY_UPSTREAM="127.0.0.1:$BACKEND_PORT" \
-    BARE_PROXY_THREADS="$PROXY_THREADS" \
+  local url="http://127.0.0.1:$port/" ready=() tls_env=()
+  if [[ "$scheme" == https ]]; then
+    tls_cert; free_port tls_port
+    logf="$RESULTS_DIR/bare-proxy-tls.log"
+    tls_env=(BARE_PROXY_TLS_LISTEN="127.0.0.1:$tls_port" BARE_PROXY_TLS_CERT="$TLS_CERT"
+             BARE_PROXY_TLS_KEY="$TLS_KEY")
+    url="https://127.0.0.1:$tls_port/"; ready=(--cacert "$TLS_CERT")
+  fi
+  env BARE_PROXY_LISTEN="127.0.0.1:$port" BARE_PROXY_UPSTREAM="127.0.0.1:$BACKEND_PORT" \
+    BARE_PROXY_THREADS="$PROXY_THREADS" "${tls_env[@]}" \
     "${PIN_PROXY[@]}" "$TARGET_DIR/release/bare-proxy" >"$logf" 2>&1 &
   PIDS+=("$!")
   local pid=$!
-  wait_http "$pid" "$logf" "http://127.0.0.1:$port/"
-  register "$name" "http://127.0.0.1:$port/" "$pid"
+  wait_http "$pid" "$logf" "$url" "${ready[@]}"
+  [[ "$scheme" == https ]] && tls_session "$name" "$url"
+  register "$name" "$url" "$pid"
 }
 
 REDIS_URL_STARTED=""
@@ -435,10 +496,14 @@ jwt_issuer_toml() {
   esac
 }
 
-# start_paygate <name> <store> [this|baseline] [jwt algorithm]: without an
-# algorithm, calls carry an API key; with one, a JWT signed with it.
+# start_paygate <name> <store> [this|baseline] [key|RS256|HS256|x402] [http|https]:
+# calls carry an API key (key, the default), a JWT signed with RS256/HS256, or
+# an x402 payment. With https, paygate also gets a [gateway.tls] listener (the
+# self-signed certificate, TLS 1.2 and 1.3, h2 offered) and wrk calls that.
 start_paygate() {
-  local name="$1" store="$2" build="${3:-this}" jwt_alg="${4:-}" gw_port admin_port dir="$TMP/$1" logf="$RESULTS_DIR/$1.log"
+  local name="$1" store="$2" build="${3:-this}" jwt_alg="${4:-}" scheme="${5:-http}"
+  local gw_port admin_port tls_port dir="$TMP/$1" logf="$RESULTS_DIR/$1.log"
+  [[ "$jwt_alg" == key ]] && jwt_alg=""
   local bin="$TARGET_DIR/release/paygate"
   if [[ "$build" == baseline ]]; then
     bin="${PAYGATE_BASELINE_BIN:-}"
@@ -448,6 +513,18 @@ start_paygate() {
   command -v jq >/dev/null || die "jq not found (needed to read the API key)"
   free_port gw_port; free_port admin_port
   mkdir -p "$dir"
+  local url="http://127.0.0.1:$gw_port/" ready=() gateway_tls=""
+  if [[ "$scheme" == https ]]; then
+    tls_cert; free_port tls_port
+    gateway_tls="
+[gateway.tls]
+listen = \"127.0.0.1:$tls_port\"
+cert_path = \"$TLS_CERT\"
+key_path = \"$TLS_KEY\"
+min_version = \"1.2\"
+http2 = true"
+    url="https://127.0.0.1:$tls_port/"; ready=(--cacert "$TLS_CERT")
+  fi
   local store_extra=""
   if [[ "$store" == redis ]]; then
     start_redis
@@ -462,6 +539,7 @@ key_prefix = \"bench-$name-$$\""
 [gateway]
 listen = "127.0.0.1:$gw_port"
 threads = $PROXY_THREADS
+$gateway_tls
 
 [admin]
 listen = "127.0.0.1:$admin_port"
@@ -520,14 +598,16 @@ EOF
   local header="X-API-Key: $key"
   if [[ "$jwt_alg" == x402 ]]; then
     # A paid call goes through; the load itself pays call by call (bench/x402.lua).
-    wait_http "$pid" "$logf" "http://127.0.0.1:$gw_port/" -H "X-PAYMENT: $(x402_payment)"
-    register "$name" "http://127.0.0.1:$gw_port/" "$pid" "" "$BENCH/x402.lua"
+    wait_http "$pid" "$logf" "$url" "${ready[@]}" -H "X-PAYMENT: $(x402_payment)"
+    [[ "$scheme" == https ]] && tls_session "$name" "$url"
+    register "$name" "$url" "$pid" "" "$BENCH/x402.lua"
     return
   fi
   [[ -n "$jwt_alg" ]] && header="Authorization: Bearer $(make_jwt "$jwt_alg")"
   # the credential must be usable at the gateway (keys propagate within 1 s per SPEC)
-  wait_http "$pid" "$logf" "http://127.0.0.1:$gw_port/" -H "$header"
-  register "$name" "http://127.0.0.1:$gw_port/" "$pid" "$header"
+  wait_http "$pid" "$logf" "$url" "${ready[@]}" -H "$header"
+  [[ "$scheme" == https ]] && tls_session "$name" "$url"
+  register "$name" "$url" "$pid" "$header"
 }
 
 # ----------------------------------------------------------------- measure ---
@@ -648,14 +728,16 @@ SUMMARY="$RESULTS_DIR/summary.md"
   for t in "${SEL[@]}"; do
     [[ -f "$RESULTS_DIR/redis-sources-$t.txt" ]] && sed "s/^/$t /" "$RESULTS_DIR/redis-sources-$t.txt"
   done >"$TMP/sources.txt"
-  awk -F'\t' -v order="$TARGETS" -v tck="$CLK_TCK" -v ncpu="$PROXY_NCPU" -v srcfile="$TMP/sources.txt" -v scmds="$SCRIPT_CMDS" '
+  for t in "${!T_TLS[@]}"; do printf '%s\t%s\n' "$t" "${T_TLS[$t]}"; done >"$TMP/tls.txt"
+  awk -F'\t' -v order="$TARGETS" -v tck="$CLK_TCK" -v ncpu="$PROXY_NCPU" -v srcfile="$TMP/sources.txt" -v scmds="$SCRIPT_CMDS" -v tlsfile="$TMP/tls.txt" '
     function median(s,   a, n, i, j, x) {
       n = split(s, a, " ")
       for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j+1] = a[j]; a[j+1] = x }
       return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
     }
     function ms(u) { return sprintf("%.2f ms", u / 1000) }
-    BEGIN { while ((getline line < srcfile) > 0) { split(line, f, " "); scli[f[1], f[2]] = f[3]; slua[f[1], f[2]] = f[4] } }
+    BEGIN { while ((getline line < srcfile) > 0) { split(line, f, " "); scli[f[1], f[2]] = f[3]; slua[f[1], f[2]] = f[4] }
+            while ((getline line < tlsfile) > 0) { split(line, f, "\t"); tlsinfo[f[1]] = f[2] } }
     NR == 1 { next }
     { rr[$1, $2] = $3; rounds[$1] = 1
       rps[$2] = rps[$2] " " $3; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $6
@@ -674,10 +756,15 @@ SUMMARY="$RESULTS_DIR/summary.md"
       for (i = 1; i <= n; i++) m[T[i]] = median(rps[T[i]])
       # Ratios: the median over rounds of (this target / the reference in the
       # same round), so drift of the machine between rounds cancels out.
+      for (i = 1; i <= n; i++) sel[T[i]] = 1
       for (i = 1; i <= n; i++) {
+        # an HTTPS target (<x>-tls) is also set against bare-tls and against <x>
+        plain = T[i]; istls = sub(/-tls$/, "", plain); if (istls) ntls++
         for (r in rounds) {
           if (rr[r, "bare"] > 0) qb[T[i]] = qb[T[i]] " " rr[r, T[i]] / rr[r, "bare"]
           if (rr[r, "nginx"] > 0) qn[T[i]] = qn[T[i]] " " rr[r, T[i]] / rr[r, "nginx"]
+          if (istls && rr[r, "bare-tls"] > 0) qt[T[i]] = qt[T[i]] " " rr[r, T[i]] / rr[r, "bare-tls"]
+          if (istls && (plain in sel) && rr[r, plain] > 0) qp[T[i]] = qp[T[i]] " " rr[r, T[i]] / rr[r, plain]
         }
       }
       print "| target | req/s (median) | p50 | p99 | CPU µs/call | vs bare pingora | vs nginx | proxy CPU use | errors |"
@@ -686,6 +773,7 @@ SUMMARY="$RESULTS_DIR/summary.md"
       for (i = 1; i <= n; i++) {
         t = T[i]
         cpu = req[t] > 0 ? ticks[t] * 1e6 / tck / req[t] : 0
+        cpus[t] = cpu
         util = wall[t] > 0 ? 100 * (ticks[t] * 1000 / tck) / wall[t] / ncpu : 0
         vb = (t in qb) ? sprintf("%.2f", median(qb[t])) : "n/a"
         vn = (t in qn) ? sprintf("%.2f", median(qn[t])) : "n/a"
@@ -694,6 +782,22 @@ SUMMARY="$RESULTS_DIR/summary.md"
         printf "| %s | %.0f | %s | %s | %.1f | %s | %s | %.0f%% | %s |\n", t, m[t], ms(median(p50[t])), ms(median(p99[t])), cpu, vb, vn, util, err
       }
       if (flagged) print "\nA flagged target answered errors: its numbers do not measure proxying; see the wrk-*.txt files."
+
+      if (ntls) {
+        print ""
+        print "| HTTPS target | vs bare-tls | vs the same proxy over HTTP | CPU µs/call added by HTTPS | TLS session (curl) |"
+        print "|---|---:|---:|---:|---|"
+        for (i = 1; i <= n; i++) {
+          t = T[i]; plain = t
+          if (!sub(/-tls$/, "", plain)) continue
+          vt = (t in qt) ? sprintf("%.2f", median(qt[t])) : "n/a"
+          vp = (t in qp) ? sprintf("%.2f", median(qp[t])) : "n/a"
+          dc = (plain in sel) ? sprintf("%+.1f", cpus[t] - cpus[plain]) : "n/a"
+          printf "| %s | %s | %s | %s | %s |\n", t, vt, vp, dc, (t in tlsinfo) ? tlsinfo[t] : "n/a"
+        }
+        print ""
+        print "HTTPS: one self-signed EC P-256 certificate for all HTTPS targets, TLS 1.2 and 1.3 accepted, h2 and http/1.1 offered through ALPN (wrk speaks HTTP/1.1), session resumption at each server'"'"'s defaults. wrk keeps its connections alive, so each connection makes one handshake per run: these rows measure the per-request cost of TLS records, not handshakes. Ratios are medians of per-round ratios; CPU is the difference of the two rows'"'"' CPU µs/call."
+      }
 
       split(scmds, S, " "); for (j in S) isscript[S[j]] = 1
       print ""

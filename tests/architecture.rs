@@ -107,8 +107,36 @@ const RULES: &[Rule] = &[
     },
     Rule {
         krate: "paygate-config",
-        forbidden: &["tokio", "redis", "sqlx", "axum", "pingora"],
+        forbidden: &["tokio", "redis", "sqlx", "axum", "pingora", "openssl"],
         why: "config is parsing and validation only",
+    },
+    Rule {
+        krate: "paygate-tls",
+        forbidden: &[
+            "tokio", "redis", "sqlx", "axum", "pingora", "hyper", "reqwest",
+        ],
+        why: "certificates and keys only, on OpenSSL: no runtime, no network stack",
+    },
+    Rule {
+        // The whole binary: every TLS connection (listeners, upstreams,
+        // Redis, Postgres, JWKS, facilitator) goes through the system's
+        // OpenSSL. A second TLS library would mean a second set of roots,
+        // a second set of security updates and minutes more build time.
+        krate: "paygate",
+        // (Named by what a second stack cannot do without: rustls's
+        // certificate verifier and async adapters, its crypto providers,
+        // BoringSSL. reqwest's public API pulls `rustls-pki-types`, a
+        // crate of plain types, even when built on native-tls.)
+        forbidden: &[
+            "rustls-webpki",
+            "tokio-rustls",
+            "hyper-rustls",
+            "ring",
+            "aws-lc-rs",
+            "aws-lc-sys",
+            "boring",
+        ],
+        why: "one TLS stack: the system's OpenSSL (native-tls for redis-rs, sqlx and reqwest)",
     },
 ];
 

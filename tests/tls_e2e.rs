@@ -771,3 +771,70 @@ async fn postgres_verify_full_refuses_a_server_of_another_ca() {
         "a server signed by another CA must be refused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_websocket_over_https_is_metered_message_by_message() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let pki = Pki::new("wss");
+    let files = pki.issue("gateway", &["localhost"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let routes = format!(
+        "{}\n[[routes]]\nid = \"stream\"\npath_prefix = \"/v1/ticks\"\nupstream = \"mock\"\nws_message_cost = 1\n",
+        routes_for(mock.addr)
+    );
+    let (pg, port) = start_https(dir.path(), &routes, &files, "").await;
+    let key = pg
+        .customer_with_plan(
+            "acme",
+            json!({"quota": {"calls": 1000, "period": "month"}, "max_websockets": 1}),
+        )
+        .await;
+    let ca = native_tls::Certificate::from_pem(&std::fs::read(&pki.ca_path).unwrap()).unwrap();
+    let tls = native_tls::TlsConnector::builder()
+        .disable_built_in_roots(true)
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let mut req = format!("wss://localhost:{port}/v1/ticks/9")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("x-api-key", key.parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        None,
+        false,
+        Some(tokio_tungstenite::Connector::NativeTls(tls)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 101);
+    let mut data = 0;
+    while let Some(m) = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("the stream stalled")
+    {
+        match m {
+            Ok(Message::Text(_) | Message::Binary(_)) => data += 1,
+            // After a Close, polling on answers it and ends the stream.
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    drop(ws);
+    assert_eq!(data, 9);
+    // The upgrade and nine messages of one unit each.
+    eventually(
+        "quota used by the WebSocket",
+        Duration::from_secs(10),
+        || async {
+            let (_, b) = pg
+                .admin("GET", "/admin/v1/customers/acme/balance", None)
+                .await;
+            (b["quota"]["used"] == 10).then_some(())
+        },
+    )
+    .await;
+}

@@ -151,19 +151,20 @@ impl Certificates {
     }
 
     /// On SIGHUP, re-reads the certificates; keeps the expiry gauge current.
+    /// SIGHUP is taken even without certificates: `systemctl reload` must
+    /// not end the process (SIGHUP's default action).
     pub fn watch(self: Arc<Self>, metrics: Metrics) {
-        if self.is_empty() {
-            return;
+        if !self.is_empty() {
+            self.publish_expiry(&metrics, true);
+            let certs = Arc::clone(&self);
+            let gauge = metrics.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(EXPIRY_REFRESH).await;
+                    certs.publish_expiry(&gauge, false);
+                }
+            });
         }
-        self.publish_expiry(&metrics, true);
-        let certs = Arc::clone(&self);
-        let gauge = metrics.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(EXPIRY_REFRESH).await;
-                certs.publish_expiry(&gauge, false);
-            }
-        });
         use tokio::signal::unix::{signal, SignalKind};
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(s) => s,
@@ -174,6 +175,10 @@ impl Certificates {
         };
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
+                if self.is_empty() {
+                    tracing::info!("SIGHUP: no TLS certificates to re-read");
+                    continue;
+                }
                 match self.reload() {
                     Ok(()) => {
                         metrics.tls_reloads.with_label_values(&["ok"]).inc();
