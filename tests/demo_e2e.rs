@@ -11,13 +11,17 @@ use std::time::{Duration, Instant};
 
 use common::free_port;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_walkthrough() {
-    let (gw_port, admin_port) = (free_port(), free_port());
+/// Starts `paygate serve --demo <args>` with `env`, and returns it with the
+/// lines it printed up to the first that contains `last`.
+async fn start_demo(
+    args: &[&str],
+    env: &[(&str, String)],
+    last: &'static str,
+) -> (std::process::Child, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_paygate"))
         .args(["serve", "--demo"])
-        .env("PAYGATE_GATEWAY__LISTEN", format!("127.0.0.1:{gw_port}"))
-        .env("PAYGATE_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("PAYGATE_GATEWAY__SHUTDOWN_GRACE_SECONDS", "0")
         .env("PAYGATE_LOG", "warn")
         .stdout(Stdio::piped())
@@ -28,7 +32,7 @@ async fn demo_walkthrough() {
         let mut out = Vec::new();
         for line in BufReader::new(stdout).lines() {
             let line = line.unwrap();
-            let done = line.contains("try: curl");
+            let done = line.contains(last);
             out.push(line);
             if done {
                 break;
@@ -40,12 +44,30 @@ async fn demo_walkthrough() {
         .await
         .unwrap()
         .unwrap();
-    let field = |prefix: &str| {
-        lines
-            .iter()
-            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
-            .unwrap_or_else(|| panic!("no {prefix:?} line in {lines:?}"))
-    };
+    (child, lines)
+}
+
+/// The value after `prefix` on the line that starts with it.
+fn field(lines: &[String], prefix: &str) -> String {
+    lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in {lines:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_walkthrough() {
+    let (gw_port, admin_port) = (free_port(), free_port());
+    let (child, lines) = start_demo(
+        &[],
+        &[
+            ("PAYGATE_GATEWAY__LISTEN", format!("127.0.0.1:{gw_port}")),
+            ("PAYGATE_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}")),
+        ],
+        "try: curl",
+    )
+    .await;
+    let field = |prefix: &str| field(&lines, prefix);
     let (token, free, payg) = (field("admin token"), field("key free"), field("key payg"));
     let advanced = field("key advanced");
     assert!(free.starts_with("pg_live_") && free.len() == 40, "{free}");
@@ -173,42 +195,20 @@ async fn demo_walkthrough() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_https_with_the_certificate_it_prints() {
     let (gw_port, tls_port, admin_port) = (free_port(), free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_paygate"))
-        .args(["serve", "--demo", "--tls"])
-        .env("PAYGATE_GATEWAY__LISTEN", format!("127.0.0.1:{gw_port}"))
-        .env(
-            "PAYGATE_GATEWAY__TLS__LISTEN",
-            format!("127.0.0.1:{tls_port}"),
-        )
-        .env("PAYGATE_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
-        .env("PAYGATE_GATEWAY__SHUTDOWN_GRACE_SECONDS", "0")
-        .env("PAYGATE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let lines = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let done = line.contains("try: curl --cacert");
-            out.push(line);
-            if done {
-                break;
-            }
-        }
-        out
-    });
-    let lines = tokio::time::timeout(Duration::from_secs(30), lines)
-        .await
-        .unwrap()
-        .unwrap();
-    let field = |prefix: &str| {
-        lines
-            .iter()
-            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
-            .unwrap_or_else(|| panic!("no {prefix:?} line in {lines:?}"))
-    };
+    let (child, lines) = start_demo(
+        &["--tls"],
+        &[
+            ("PAYGATE_GATEWAY__LISTEN", format!("127.0.0.1:{gw_port}")),
+            (
+                "PAYGATE_GATEWAY__TLS__LISTEN",
+                format!("127.0.0.1:{tls_port}"),
+            ),
+            ("PAYGATE_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}")),
+        ],
+        "try: curl --cacert",
+    )
+    .await;
+    let field = |prefix: &str| field(&lines, prefix);
     let cert = field("certificate");
     let cert = cert.split_whitespace().next().unwrap().to_string();
     let key = field("key premium");

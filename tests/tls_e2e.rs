@@ -145,6 +145,41 @@ async fn https_callers_over_http1_and_http2_are_answered_and_metered_alike() {
         let nowhere = curl(&[flag, "-H", &auth], &pki.ca_path, &format!("{base}/x")).await;
         assert_eq!(nowhere.status, 404);
         assert_eq!(nowhere.json()["error"]["code"], "no_route");
+
+        // A body over gateway.max_body_bytes (1024 in these tests): 413. At
+        // 200 KB the client is still uploading when the answer comes (past
+        // HTTP/2's 64 KB window): it must still get the answer, not a reset.
+        let upload = dir.path().join("upload.bin");
+        std::fs::write(&upload, vec![b'x'; 200_000]).unwrap();
+        let big = curl(
+            &[
+                flag,
+                "-H",
+                &auth,
+                "--data-binary",
+                &format!("@{}", upload.display()),
+            ],
+            &pki.ca_path,
+            &format!("{base}/v1/upload"),
+        )
+        .await;
+        assert_eq!(big.status, 413, "{}", big.body);
+        assert_eq!(big.json()["error"]["code"], "body_too_large");
+
+        // The rate limit answers 429 with Retry-After.
+        let slow = pg
+            .customer_with_plan(
+                &format!("slow-{version}").replace('.', "-"),
+                json!({"rate_limit": {"requests": 1, "per": "minute", "burst": 1}}),
+            )
+            .await;
+        let slow = format!("X-API-Key: {slow}");
+        let first = curl(&[flag, "-H", &slow], &pki.ca_path, &format!("{base}/v1/a")).await;
+        assert_eq!(first.status, 200);
+        let limited = curl(&[flag, "-H", &slow], &pki.ca_path, &format!("{base}/v1/a")).await;
+        assert_eq!(limited.status, 429);
+        assert_eq!(limited.json()["error"]["code"], "rate_limited");
+        assert!(limited.header("retry-after").is_some());
     }
     // Plain HTTP stays beside HTTPS.
     assert_eq!(pg.get("/v1/b", &key).await.status(), 200);
@@ -655,6 +690,46 @@ async fn unusable_certificates_stop_the_start_naming_their_key() {
         err.contains("upstreams[0].tls: target") && err.contains("answers plain HTTP"),
         "{err}"
     );
+}
+
+#[test]
+fn check_config_reads_the_certificates_too() {
+    let pki = Pki::new("check");
+    let good = pki.issue("good", &["localhost"]);
+    let dir = tempfile::tempdir().unwrap();
+    let check = |tls: &str| {
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, tls).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_paygate"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let section = |key: &Path| {
+        format!(
+            "[gateway.tls]\nlisten = \"127.0.0.1:8443\"\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
+            good.cert.display(),
+            key.display()
+        )
+    };
+    let (code, out) = check(&section(&good.key));
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = check(&section(&pki.dir().join("gone.key")));
+    assert_eq!(code, Some(2));
+    assert!(out.contains("gateway.tls.key_path: cannot read"), "{out}");
+    let (code, out) = check(&format!(
+        "[[upstreams]]\nname = \"u\"\ntargets = [\"localhost:443\"]\ntls = true\n\
+         client_cert_path = \"{}\"\nclient_key_path = \"{}\"\n",
+        good.cert.display(),
+        good.cert.display()
+    ));
+    assert_eq!(code, Some(2));
+    assert!(out.contains("upstreams[0].client_key_path"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -86,10 +86,11 @@ pub fn serve_role(path: &Path, role: Role) -> ExitCode {
 /// `paygate check-config`: exit 0, or every problem with its key and exit 2.
 pub fn check_config(path: &Path) -> ExitCode {
     match paygate_config::load(path) {
-        // Keys that parse but cannot be used (a PEM that is no key) are
-        // problems of the config too.
-        Ok(config) => match paygate_jwt::Issuers::from_config(&config.auth.jwt) {
-            Ok(_) => {
+        // Keys that parse but cannot be used (a PEM that is no key, a
+        // certificate file that is missing or expired) are problems of the
+        // config too.
+        Ok(config) => match usable(&config) {
+            Ok(()) => {
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS
             }
@@ -105,6 +106,15 @@ pub fn check_config(path: &Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// What `check-config` reads beyond the file: JWT keys, served
+/// certificates, upstream CA files and client certificates.
+fn usable(config: &Config) -> Result<(), AppError> {
+    paygate_jwt::Issuers::from_config(&config.auth.jwt)?;
+    crate::tls::Certificates::load(config, Role::All)?;
+    paygate_gateway::upstream::check_tls_files(&config.upstreams)?;
+    Ok(())
 }
 
 /// Opens the configured database (applying migrations).

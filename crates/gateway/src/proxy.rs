@@ -267,6 +267,11 @@ impl Gateway {
             &refusal.headers(),
         )
         .await?;
+        if sizes::has_body(session.req_header()) {
+            // What a caller may send anyway, and at least 1 MiB.
+            let cap = self.sizes.max_body_bytes.saturating_mul(2).max(1 << 20);
+            respond::drain_refused_upload(session, cap).await;
+        }
         Ok(true)
     }
 

@@ -30,3 +30,24 @@ pub async fn json(
         .write_response_body(Some(Bytes::from(body)), true)
         .await
 }
+
+/// Over HTTP/2, ending a refused call's stream while the client is still
+/// uploading makes the h2 layer reset it (`RST_STREAM` with `NO_ERROR`, as
+/// RFC 9113 allows), and common clients (curl 7.x among them) then report a
+/// failed transfer instead of the answer they already got. nginx reads and
+/// drops such a body; so does this, up to `cap` bytes or two seconds, and
+/// past that the stream is reset. HTTP/1.1 needs none of this: the
+/// connection is closed after the answer.
+pub async fn drain_refused_upload(session: &mut Session, cap: u64) {
+    if !session.is_http2() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut read = 0u64;
+    while read <= cap {
+        match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+            Ok(Ok(Some(chunk))) => read += chunk.len() as u64,
+            _ => return,
+        }
+    }
+}

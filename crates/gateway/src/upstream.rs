@@ -131,6 +131,15 @@ pub enum UpstreamError {
     PlainHttp { index: usize, target: String },
 }
 
+/// Reads the CA files and client certificates of every `tls = true`
+/// upstream, as the start does (for `check-config`).
+pub fn check_tls_files(cfgs: &[UpstreamConfig]) -> Result<(), UpstreamError> {
+    for (i, cfg) in cfgs.iter().enumerate() {
+        PeerTls::load(i, cfg)?;
+    }
+    Ok(())
+}
+
 /// Sends a TLS ClientHello to every target of every `tls = true` upstream:
 /// one that answers in plain HTTP stops the start, naming the key. A target
 /// that does not answer is only logged: it may come up later, and health

@@ -152,20 +152,16 @@ impl Ca {
     /// A leaf for `names` (DNS names or IP addresses; the first is also the
     /// common name), valid for servers and clients.
     pub fn issue(&self, names: &[&str], validity: Validity) -> Result<Issued, TlsError> {
-        let key = new_key().map_err(err)?;
-        let spec = Spec {
-            common_name: names.first().copied().unwrap_or("paygate"),
-            names,
-            validity,
-            is_ca: false,
-        };
-        let cert = build(&spec, &key, Some(&self.0)).map_err(err)?;
-        Ok(Issued { cert, key })
+        leaf(names, validity, Some(&self.0))
     }
 }
 
 /// A self-signed leaf for `names`.
 pub fn self_signed(names: &[&str], validity: Validity) -> Result<Issued, TlsError> {
+    leaf(names, validity, None)
+}
+
+fn leaf(names: &[&str], validity: Validity, issuer: Option<&Issued>) -> Result<Issued, TlsError> {
     let key = new_key().map_err(err)?;
     let spec = Spec {
         common_name: names.first().copied().unwrap_or("paygate"),
@@ -173,7 +169,7 @@ pub fn self_signed(names: &[&str], validity: Validity) -> Result<Issued, TlsErro
         validity,
         is_ca: false,
     };
-    let cert = build(&spec, &key, None).map_err(err)?;
+    let cert = build(&spec, &key, issuer).map_err(err)?;
     Ok(Issued { cert, key })
 }
 
