@@ -357,8 +357,16 @@ url = "{db_url}"
             .arg(&self.config_path)
             .env("PAYGATE_ADMIN_TOKEN", TOKEN)
             .env("PAYGATE_KEY_SECRET", "test-key-secret")
-            .env("PAYGATE_LOG", "warn")
-            .stdout(Stdio::null())
+            // PAYGATE_TEST_LOG=debug shows a failing test's paygate in full
+            // (paygate logs to standard output).
+            .env(
+                "PAYGATE_LOG",
+                std::env::var("PAYGATE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(match std::env::var_os("PAYGATE_TEST_LOG") {
+                Some(_) => Stdio::inherit(),
+                None => Stdio::null(),
+            })
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
