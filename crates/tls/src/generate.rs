@@ -193,22 +193,6 @@ mod tests {
         }
     }
 
-    fn dir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "paygate-tls-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    fn rand_suffix() -> u64 {
-        let mut b = [0u8; 8];
-        openssl::rand::rand_bytes(&mut b).unwrap();
-        u64::from_le_bytes(b)
-    }
-
     #[test]
     fn an_issued_leaf_verifies_against_its_ca_and_names_its_hosts() {
         let ca = Ca::new("test ca").unwrap();
@@ -216,8 +200,8 @@ mod tests {
             .issue(&["api.example.com", "127.0.0.1"], Validity::days(30))
             .unwrap();
         assert!(leaf.cert.verify(&ca.0.key).unwrap());
-        let d = dir();
-        let pair = CertPair::load(&write(&d, "leaf", &leaf)).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let pair = CertPair::load(&write(d.path(), "leaf", &leaf)).unwrap();
         assert_eq!(pair.dns_names(), vec!["api.example.com"]);
         let left = pair.seconds_left(crate::now_unix());
         assert!((29 * 86_400..=30 * 86_400).contains(&left), "{left}");
@@ -228,9 +212,9 @@ mod tests {
         let ca = Ca::new("test ca").unwrap();
         let a = ca.issue(&["a.example"], Validity::days(30)).unwrap();
         let b = ca.issue(&["b.example"], Validity::days(30)).unwrap();
-        let d = dir();
-        let mut src = write(&d, "a", &a);
-        src.key_path = write(&d, "b", &b).key_path;
+        let d = tempfile::tempdir().unwrap();
+        let mut src = write(d.path(), "a", &a);
+        src.key_path = write(d.path(), "b", &b).key_path;
         let e = CertPair::load(&src).err().unwrap().to_string();
         assert!(e.starts_with("t.key_path: the private key in"), "{e}");
     }
@@ -247,13 +231,13 @@ mod tests {
                 },
             )
             .unwrap();
-        let d = dir();
-        let src = write(&d, "old", &old);
+        let d = tempfile::tempdir().unwrap();
+        let src = write(d.path(), "old", &old);
         let e = CertPair::load(&src).err().unwrap().to_string();
         assert!(e.starts_with("t.cert_path: the certificate in"), "{e}");
         assert!(e.contains("expired"), "{e}");
         let mut missing = src.clone();
-        missing.cert_path = d.join("nope.crt");
+        missing.cert_path = d.path().join("nope.crt");
         let e = CertPair::load(&missing).err().unwrap().to_string();
         assert!(e.starts_with("t.cert_path: cannot read"), "{e}");
         std::fs::write(&missing.cert_path, b"not pem").unwrap();
@@ -264,7 +248,7 @@ mod tests {
     #[test]
     fn sni_picks_exact_then_wildcard_then_default() {
         let ca = Ca::new("test ca").unwrap();
-        let d = dir();
+        let d = tempfile::tempdir().unwrap();
         let def = write(
             &d,
             "default",
