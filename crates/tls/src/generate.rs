@@ -250,17 +250,17 @@ mod tests {
         let ca = Ca::new("test ca").unwrap();
         let d = tempfile::tempdir().unwrap();
         let def = write(
-            &d,
+            d.path(),
             "default",
             &ca.issue(&["default.example"], Validity::days(30)).unwrap(),
         );
         let exact = write(
-            &d,
+            d.path(),
             "exact",
             &ca.issue(&["api.example.com"], Validity::days(30)).unwrap(),
         );
         let wild = write(
-            &d,
+            d.path(),
             "wild",
             &ca.issue(&["*.example.com"], Validity::days(30)).unwrap(),
         );
