@@ -239,14 +239,29 @@ key_path = "{}"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_plain_http_client_on_the_tls_port_gets_no_answer_and_no_bill() {
+async fn a_plain_http_client_or_an_old_tls_one_gets_no_answer_and_no_bill() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let pki = Pki::new("plain");
     let files = pki.issue("gateway", &["localhost"]);
     let dir = tempfile::tempdir().unwrap();
     let mock = mock_upstream().await;
-    let (pg, port) = start_https(dir.path(), &routes_for(mock.addr), &files, "").await;
+    let (pg, port) = start_https(
+        dir.path(),
+        &routes_for(mock.addr),
+        &files,
+        "min_version = \"1.3\"",
+    )
+    .await;
     let key = pg.customer_with_plan("acme", json!({})).await;
+    // min_version = "1.3": a client that offers at most TLS 1.2 is refused.
+    assert!(
+        curl_fails(
+            &["--tls-max", "1.2"],
+            &pki.ca_path,
+            &format!("https://localhost:{port}/v1/a")
+        )
+        .await
+    );
 
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
