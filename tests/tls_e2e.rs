@@ -409,7 +409,7 @@ async fn the_admin_listener_serves_https() {
     let pki = Pki::new("admin");
     let files = pki.issue("admin", &["localhost", "127.0.0.1"]);
     let dir = tempfile::tempdir().unwrap();
-    let admin_port = free_port();
+    let (admin_port, gw_port) = (free_port(), free_port());
     let config = dir.path().join("c.toml");
     std::fs::write(
         &config,
@@ -430,7 +430,7 @@ min_version = "1.3"
 [database]
 url = "sqlite://{db}"
 "#,
-            gw = free_port(),
+            gw = gw_port,
             cert = files.cert.display(),
             key = files.key.display(),
             db = dir.path().join("l.db").display(),
@@ -454,6 +454,15 @@ url = "sqlite://{db}"
     eventually("admin over HTTPS", Duration::from_secs(30), || async {
         let r = client.get(format!("{url}/readyz")).send().await.ok()?;
         r.status().is_success().then_some(())
+    })
+    .await;
+    // The gateway listens once Pingora runs, which is also when SIGTERM
+    // starts to mean "drain" (before, it ends the starting process).
+    eventually("the gateway", Duration::from_secs(30), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", gw_port))
+            .await
+            .ok()
+            .map(|_| ())
     })
     .await;
     let plans = client
