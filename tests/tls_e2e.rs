@@ -43,14 +43,19 @@ key_path = "{key}"
 async fn start_https(dir: &Path, extra: &str, files: &ServerFiles, more: &str) -> (Paygate, u16) {
     let (port, tls) = tls_section(files, more);
     let pg = Paygate::start(dir, &format!("{extra}{tls}")).await;
-    eventually("the HTTPS listener", Duration::from_secs(10), || async {
+    listening("the HTTPS listener", port).await;
+    (pg, port)
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+async fn listening(what: &str, port: u16) {
+    eventually(what, Duration::from_secs(30), || async {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .ok()
             .map(|_| ())
     })
     .await;
-    (pg, port)
 }
 
 /// What curl saw: status, HTTP version, headers (lower-case names), body.
@@ -458,13 +463,7 @@ url = "sqlite://{db}"
     .await;
     // The gateway listens once Pingora runs, which is also when SIGTERM
     // starts to mean "drain" (before, it ends the starting process).
-    eventually("the gateway", Duration::from_secs(30), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", gw_port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
+    listening("the gateway", gw_port).await;
     let plans = client
         .get(format!("{url}/admin/v1/plans"))
         .bearer_auth(TOKEN)
