@@ -34,10 +34,11 @@ pub struct AdminCerts {
     pub server: OpenSSLConfig,
 }
 
-impl AdminCerts {
-    fn acceptor(&self) -> Result<openssl::ssl::SslAcceptor, TlsError> {
-        paygate_tls::server::acceptor(self.store.current().default_pair(), self.min_version)
-    }
+fn admin_acceptor(
+    store: &CertStore,
+    min_version: SslVersion,
+) -> Result<openssl::ssl::SslAcceptor, TlsError> {
+    paygate_tls::server::acceptor(store.current().default_pair(), min_version)
 }
 
 /// Every certificate this process serves.
@@ -87,8 +88,7 @@ impl Certificates {
                     Vec::new(),
                 )?;
                 let min_version = ssl_version(t.min_version);
-                let acceptor =
-                    paygate_tls::server::acceptor(store.current().default_pair(), min_version)?;
+                let acceptor = admin_acceptor(&store, min_version)?;
                 Some(AdminCerts {
                     store,
                     min_version,
@@ -112,7 +112,10 @@ impl Certificates {
             }
         }
         if let Some(a) = &self.admin {
-            let swapped = a.store.reload().and_then(|()| a.acceptor());
+            let swapped = a
+                .store
+                .reload()
+                .and_then(|()| admin_acceptor(&a.store, a.min_version));
             match swapped {
                 Ok(acceptor) => a.server.reload_from_acceptor(Arc::new(acceptor)),
                 Err(e) => {

@@ -48,6 +48,17 @@ struct PeerTls {
     client: Option<Arc<CertKey>>,
 }
 
+/// The host name of a `host:port` target; `None` for an IP address (which
+/// sends no SNI).
+fn host_name(target: &str) -> Option<&str> {
+    let host = target
+        .rsplit_once(':')
+        .map_or(target, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.parse::<std::net::IpAddr>().is_err().then_some(host)
+}
+
 impl PeerTls {
     fn load(index: usize, cfg: &UpstreamConfig) -> Result<Option<Self>, UpstreamError> {
         if !cfg.tls {
@@ -74,14 +85,12 @@ impl PeerTls {
         };
         let mut hosts = HashMap::new();
         for target in cfg.targets.iter().chain(&cfg.backup) {
-            let host = target
-                .rsplit_once(':')
-                .map_or(target.as_str(), |(h, _)| h)
-                .trim_start_matches('[')
-                .trim_end_matches(']');
+            let Some(name) = host_name(target) else {
+                continue;
+            };
             // Unresolvable targets fail in the balancer below with their name.
             for addr in target.to_socket_addrs().into_iter().flatten() {
-                hosts.insert(addr, host.to_string());
+                hosts.insert(addr, name.to_string());
             }
         }
         Ok(Some(Self {
@@ -102,9 +111,16 @@ impl PeerTls {
             return self.sni.clone();
         }
         addr.and_then(|a| self.hosts.get(a))
-            .filter(|h| h.parse::<std::net::IpAddr>().is_err())
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// [`Self::sni_for`] by the target as configured (no resolution).
+    fn sni_for_target(&self, target: &str) -> String {
+        if !self.sni.is_empty() {
+            return self.sni.clone();
+        }
+        host_name(target).unwrap_or_default().to_string()
     }
 
     fn apply(&self, peer: &mut HttpPeer) {
@@ -187,14 +203,8 @@ fn balancer(
     // Over TLS the check sends the name the calls send, so the target's
     // certificate is verified the same way.
     let host = tls
-        .map(|t| {
-            t.sni_for(
-                targets
-                    .first()
-                    .and_then(|t| t.to_socket_addrs().ok()?.next())
-                    .as_ref(),
-            )
-        })
+        .zip(targets.first())
+        .map(|(t, target)| t.sni_for_target(target))
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_string());
     let mut hc = HttpHealthCheck::new(&host, tls.is_some());
