@@ -3,8 +3,10 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use chrono::Utc;
+use futures::stream::{self, StreamExt};
 use paygate_billing::reconcile::{self, Drift};
 use paygate_billing::Database;
 use paygate_config::{Config, StoreBackend};
@@ -149,18 +151,28 @@ pub fn rebuild_counters(path: &Path) -> ExitCode {
             let (store, _) = store::build(&config)?;
             store.ping().await?;
             let (_, customers, _) = db.load_catalog().await?;
-            let now = Utc::now();
-            for c in &customers {
-                let counters = db.counters(c, now).await?;
-                store
-                    .seed(c.id.as_str(), counters, SeedMode::Overwrite)
-                    .await?;
+            let customers: Vec<_> = customers.into_iter().map(Arc::new).collect();
+            let mut counters: Vec<_> = db
+                .counters_of(&customers, Utc::now())
+                .await?
+                .into_iter()
+                .collect();
+            counters.sort_by(|a, b| a.0.cmp(&b.0));
+            // Pipelined, like the start-up seeding; the first failure stops it.
+            let store = store.as_ref();
+            let mut seeded = stream::iter(&counters)
+                .map(|(id, c)| async move { store.seed(id, *c, SeedMode::Overwrite).await })
+                .buffered(256);
+            while let Some(r) = seeded.next().await {
+                r?;
+            }
+            for (id, c) in &counters {
                 println!(
-                    "{}: quota used {}, credits {} micros",
-                    c.id, counters.quota_used, counters.credits_micros
+                    "{id}: quota used {}, credits {} micros",
+                    c.quota_used, c.credits_micros
                 );
             }
-            println!("rebuilt {} customer(s) from the ledger", customers.len());
+            println!("rebuilt {} customer(s) from the ledger", counters.len());
             Ok(())
         })
     }))
@@ -216,8 +228,14 @@ pub fn reconcile(path: &Path, period: &str) -> ExitCode {
             let (store, _) = store::build(&config)?;
             store.ping().await?;
             let (plans, customers, _) = db.load_catalog().await?;
-            let plan_of = |id: &str| plans.iter().find(|p| p.id.as_str() == id).cloned();
-            let rows = drift::drifts(&db, store.as_ref(), &customers, plan_of, period).await?;
+            let customers: Vec<_> = customers.into_iter().map(Arc::new).collect();
+            let plan_of = |id: &str| {
+                plans
+                    .iter()
+                    .find(|p| p.id.as_str() == id)
+                    .map(|p| Arc::new(p.clone()))
+            };
+            let rows = drift::drifts(&db, store.as_ref(), &customers, plan_of, |_| period).await?;
             print!("{}", reconcile::table(period, &rows));
             let unknown = db.unknown_payments().await?;
             print!("{}", reconcile::unknown_payments_table(&unknown));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt, TryStreamExt};
 use paygate_billing::reconcile::{self, Drift, DriftTotal, StoreReading};
 use paygate_billing::{Database, DbError};
 use paygate_core::metering::limits_for;
@@ -42,38 +43,63 @@ async fn read_store(
     }
 }
 
-/// Checks every customer (whose plan is known) against the ledger for `period`.
+/// Store reads in flight at once (Redis pipelines them on one connection).
+const READS_IN_FLIGHT: usize = 64;
+
+/// Checks every customer (whose plan is known) against the ledger, each for
+/// `period_of(customer)`. The ledger's side is read in a few grouped
+/// queries whatever the number of customers.
 pub async fn drifts(
     db: &Database,
     store: &dyn Store,
-    customers: &[CustomerRecord],
-    plan_of: impl Fn(&str) -> Option<Plan>,
-    period: PeriodName,
+    customers: &[Arc<CustomerRecord>],
+    plan_of: impl Fn(&str) -> Option<Arc<Plan>>,
+    period_of: impl Fn(&CustomerRecord) -> PeriodName,
 ) -> Result<Vec<Drift>, DriftError> {
     let now = Utc::now();
-    let mut out = Vec::with_capacity(customers.len());
-    for c in customers {
-        let Some(plan) = plan_of(c.plan_id.as_str()) else {
-            continue;
-        };
-        let customer = c.id.to_string();
-        let reading =
-            read_store(store, c, &plan, now)
-                .await
-                .map_err(|source| DriftError::Store {
-                    customer: customer.clone(),
-                    source,
-                })?;
-        let d = reconcile::check(db, c, reading, plan.quota.is_some(), period, now)
-            .await
-            .map_err(|source| DriftError::Ledger { customer, source })?;
-        out.push(d);
-    }
-    Ok(out)
+    let ledger = db
+        .counters_of(customers, now)
+        .await
+        .map_err(|source| DriftError::Ledger {
+            customer: "(all)".into(),
+            source,
+        })?;
+    // Collected first: an iterator adapter's closure held across the awaits
+    // below would make this future not `Send` (a known rustc limitation).
+    let checks: Vec<_> = customers
+        .iter()
+        .filter_map(|c| {
+            let plan = plan_of(c.plan_id.as_str())?;
+            let counters = ledger.get(c.id.as_str()).copied().unwrap_or_default();
+            let period = period_of(c);
+            Some(async move {
+                let reading =
+                    read_store(store, c, &plan, now)
+                        .await
+                        .map_err(|source| DriftError::Store {
+                            customer: c.id.to_string(),
+                            source,
+                        })?;
+                Ok(reconcile::compare(
+                    c,
+                    reading,
+                    counters,
+                    plan.quota.is_some(),
+                    period,
+                    now,
+                ))
+            })
+        })
+        .collect();
+    stream::iter(checks)
+        .buffered(READS_IN_FLIGHT)
+        .try_collect()
+        .await
 }
 
 /// Keeps `paygate_usage_drift` current: every customer, its current period.
-/// Each round reads two sums per customer from the rollup: at the default of
+/// Each round reads the ledger's sums in a few grouped queries and each
+/// customer's counters from the store: at the default of
 /// once a minute (`usage.drift_interval_ms`) that is negligible and still
 /// flags a lasting drift long before an invoice is closed. A round in which
 /// a customer cannot be checked (store or database down) leaves the gauge as
@@ -111,15 +137,18 @@ pub async fn round(
     catalog: &Catalog,
     store: &dyn Store,
 ) -> Result<DriftTotal, DriftError> {
-    let customers: Vec<CustomerRecord> =
-        catalog.customers().iter().map(|c| (**c).clone()).collect();
-    let plan_of = |id: &str| catalog.plan(id).map(|p| (*p).clone());
+    let now = Utc::now();
+    let rows = drifts(
+        db,
+        store,
+        &catalog.customers(),
+        |id| catalog.plan(id),
+        |c| paygate_billing::invoices::current_period(c, now),
+    )
+    .await?;
     let mut total = DriftTotal::default();
-    for c in &customers {
-        let period = paygate_billing::invoices::current_period(c, Utc::now());
-        for d in drifts(db, store, std::slice::from_ref(c), plan_of, period).await? {
-            total.add(&d);
-        }
+    for d in &rows {
+        total.add(d);
     }
     Ok(total)
 }

@@ -8,11 +8,12 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use paygate_core::metering::Snapshot;
+use paygate_core::metering::{Counters, Snapshot};
 use paygate_core::period::{Period, PeriodName};
 use paygate_core::records::CustomerRecord;
 
-use crate::{Database, DbError};
+#[cfg(doc)]
+use crate::Database;
 
 /// What the store answered when asked for one customer's counters (the
 /// caller asks: this crate talks to no store).
@@ -102,25 +103,27 @@ impl DriftTotal {
 }
 
 /// Compares one customer's store counters, read by the caller just before,
-/// with the ledger; `has_quota` whether the plan counts a quota.
-pub async fn check(
-    db: &Database,
+/// with the ledger's (`ledger`, as [`Database::counters_of`] read them at
+/// `now`: credits, and quota used in the customer's current period);
+/// `has_quota` whether the plan counts a quota.
+pub fn compare(
     c: &CustomerRecord,
     store: StoreReading,
+    ledger: Counters,
     has_quota: bool,
     period: PeriodName,
     now: DateTime<Utc>,
-) -> Result<Drift, DbError> {
+) -> Drift {
     let cid = c.id.as_str();
-    let credits_ledger = db.credit_balance(cid).await?;
+    let credits_ledger = ledger.credits_micros;
     let snapshot = match store {
         StoreReading::Counters(s) => s,
         StoreReading::NotSeeded => {
-            return Ok(Drift {
+            return Drift {
                 customer_id: cid.to_owned(),
                 store: StoreSide::NotSeeded,
                 credits_ledger,
-            })
+            }
         }
     };
     let current = PeriodName::of(Period::containing(c.anchor_day, now).start);
@@ -131,17 +134,17 @@ pub async fn check(
     } else {
         QuotaCheck::Compared {
             store: snapshot.quota_used,
-            ledger: db.units_in_period(cid, &period.to_string()).await?,
+            ledger: ledger.quota_used,
         }
     };
-    Ok(Drift {
+    Drift {
         customer_id: cid.to_owned(),
         store: StoreSide::Seen {
             quota,
             credits: snapshot.credits_micros,
         },
         credits_ledger,
-    })
+    }
 }
 
 /// The table `paygate billing reconcile` prints: one line per customer.

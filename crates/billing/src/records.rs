@@ -1,6 +1,7 @@
 //! Plans, customers, keys and credit grants: the records the admin API writes.
 
 use chrono::{DateTime, Datelike, SubsecRound, Utc};
+use futures::TryStreamExt;
 use paygate_core::apikey::KeyHash;
 use paygate_core::records::{CustomerRecord, KeyRecord};
 use paygate_core::{CustomerId, KeyId, Micros, Plan, PlanId};
@@ -513,12 +514,16 @@ impl Database {
             .iter()
             .map(customer_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        let keys = sqlx::query("SELECT * FROM api_keys WHERE revoked_at IS NULL")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(key_record)
-            .collect::<Result<Vec<_>, DbError>>()?;
+        // A row at a time: a million keys read with `fetch_all` held every
+        // row twice over (the driver's rows, then the records).
+        let mut keys = Vec::new();
+        let mut rows = sqlx::query(
+            "SELECT id, customer_id, prefix, hash, created_at, revoked_at FROM api_keys WHERE revoked_at IS NULL",
+        )
+        .fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            keys.push(key_record(&row)?);
+        }
         Ok((plans, customers, keys))
     }
 }

@@ -45,23 +45,44 @@ pub fn display_prefix(key: &str) -> &str {
     key.get(..DISPLAY_PREFIX_LEN).unwrap_or(key)
 }
 
-fn mac(server_secret: &[u8], key: &str) -> Hmac<Sha256> {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut m = match Hmac::<Sha256>::new_from_slice(server_secret) {
-        Ok(m) => m,
-        Err(_) => unreachable!("HMAC takes keys of any length"),
-    };
-    m.update(key.as_bytes());
-    m
+/// HMAC-SHA-256 under one server secret, with the secret's key schedule
+/// (the inner and outer pads, two of the four SHA-256 blocks of a key's
+/// hash) computed once instead of on every call.
+#[derive(Clone)]
+pub struct KeyHasher(Hmac<Sha256>);
+
+impl KeyHasher {
+    pub fn new(server_secret: &[u8]) -> Self {
+        // HMAC accepts keys of any length, so this cannot fail.
+        match Hmac::<Sha256>::new_from_slice(server_secret) {
+            Ok(m) => Self(m),
+            Err(_) => unreachable!("HMAC takes keys of any length"),
+        }
+    }
+
+    fn mac(&self, key: &str) -> Hmac<Sha256> {
+        let mut m = self.0.clone();
+        m.update(key.as_bytes());
+        m
+    }
+
+    pub fn hash(&self, key: &str) -> KeyHash {
+        self.mac(key).finalize().into_bytes().into()
+    }
+
+    /// Constant-time comparison of `key`'s keyed hash with a stored one.
+    pub fn verify(&self, key: &str, stored: &KeyHash) -> bool {
+        self.mac(key).verify_slice(stored).is_ok()
+    }
 }
 
 pub fn hash(server_secret: &[u8], key: &str) -> KeyHash {
-    mac(server_secret, key).finalize().into_bytes().into()
+    KeyHasher::new(server_secret).hash(key)
 }
 
 /// Constant-time comparison of `key`'s keyed hash with a stored one.
 pub fn verify(server_secret: &[u8], key: &str, stored: &KeyHash) -> bool {
-    mac(server_secret, key).verify_slice(stored).is_ok()
+    KeyHasher::new(server_secret).verify(key, stored)
 }
 
 /// A random server secret for keys, used when none is configured.
@@ -105,5 +126,26 @@ mod tests {
         assert!(verify(b"s1", &k.secret, &h));
         assert!(!verify(b"s2", &k.secret, &h));
         assert!(!verify(b"s1", &generate().secret, &h));
+    }
+
+    /// The precomputed pads are HMAC-SHA-256 all the same (RFC 4231 test
+    /// case 2), and one hasher used for many keys carries nothing from one
+    /// key to the next.
+    #[test]
+    fn a_reused_hasher_is_plain_hmac_sha256() {
+        let h = KeyHasher::new(b"Jefe");
+        let expected = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        for _ in 0..3 {
+            let got: String = h
+                .hash("what do ya want for nothing?")
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(got, expected);
+        }
+        let keys: Vec<NewKey> = (0..5).map(|_| generate()).collect();
+        for k in &keys {
+            assert!(h.verify(&k.secret, &hash(b"Jefe", &k.secret)));
+        }
     }
 }

@@ -624,7 +624,7 @@ mod tests {
                 created_at: Utc::now(),
             };
             Principal {
-                credential: Credential::ApiKey(Arc::new(key)),
+                credential: Credential::ApiKey(Arc::new(key.into())),
                 customer: Arc::new(customer),
                 plan: Arc::new(plan),
             }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use paygate_core::apikey;
 pub use paygate_core::records::{CustomerRecord, KeyRecord};
-use paygate_core::{CustomerId, Plan, PlanId};
+use paygate_core::{CustomerId, KeyId, Plan, PlanId};
+
+use crate::shards::Shards;
 
 /// Who is calling: the credential, its customer and the customer's plan, as
 /// of now.
@@ -22,10 +24,29 @@ pub struct Principal {
 /// What the caller proved its identity with.
 #[derive(Debug, Clone)]
 pub enum Credential {
-    ApiKey(Arc<KeyRecord>),
+    ApiKey(Arc<ApiKey>),
     /// A token of a JWT issuer; the value is the usage events' `key_id` for
     /// that issuer (`jwt:<issuer>`).
     Jwt(Arc<str>),
+}
+
+/// A live API key as the gateway keeps it: what a call needs and no more
+/// (a million of them must fit in a gateway's memory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: KeyId,
+    pub customer_id: CustomerId,
+    hash: apikey::KeyHash,
+}
+
+impl From<KeyRecord> for ApiKey {
+    fn from(k: KeyRecord) -> Self {
+        Self {
+            id: k.id,
+            customer_id: k.customer_id,
+            hash: k.hash,
+        }
+    }
 }
 
 impl Principal {
@@ -38,35 +59,57 @@ impl Principal {
     }
 }
 
+/// A key's display prefix, the index of the key map.
+type Prefix = [u8; apikey::DISPLAY_PREFIX_LEN];
+
+fn prefix_of(s: &str) -> Option<Prefix> {
+    s.as_bytes().try_into().ok()
+}
+
+/// The keys of one display prefix: nearly always one (a prefix holds about
+/// 24 random bits), so a boxed slice, not a `Vec` with spare room.
+type KeysOfPrefix = Box<[Arc<ApiKey>]>;
+
 #[derive(Debug, Default, Clone)]
 struct Snapshot {
     plans: HashMap<PlanId, Arc<Plan>>,
-    customers: HashMap<CustomerId, Arc<CustomerRecord>>,
-    /// Display prefix → keys with that prefix (collisions are possible but rare).
-    keys: HashMap<String, Vec<Arc<KeyRecord>>>,
+    customers: Shards<CustomerId, Arc<CustomerRecord>>,
+    keys: Shards<Prefix, KeysOfPrefix>,
 }
 
 impl Snapshot {
     fn of(plans: Vec<Plan>, customers: Vec<CustomerRecord>, keys: Vec<KeyRecord>) -> Self {
-        let mut s = Snapshot::default();
-        for p in plans {
-            s.plans.insert(p.id.clone(), Arc::new(p));
-        }
-        for c in customers {
-            s.customers.insert(c.id.clone(), Arc::new(c));
-        }
+        let mut by_prefix: HashMap<Prefix, Vec<Arc<ApiKey>>> = HashMap::with_capacity(keys.len());
         for k in keys {
-            s.keys
-                .entry(k.prefix.clone())
-                .or_default()
-                .push(Arc::new(k));
+            match prefix_of(&k.prefix) {
+                Some(p) => by_prefix
+                    .entry(p)
+                    .or_default()
+                    .push(Arc::new(ApiKey::from(k))),
+                // Not a prefix paygate makes: no presented key can match it.
+                None => tracing::warn!(key = %k.id, "API key with a malformed prefix skipped"),
+            }
         }
-        s
+        Snapshot {
+            plans: plans
+                .into_iter()
+                .map(|p| (p.id.clone(), Arc::new(p)))
+                .collect(),
+            customers: customers
+                .into_iter()
+                .map(|c| (c.id.clone(), Arc::new(c)))
+                .collect(),
+            keys: by_prefix
+                .into_iter()
+                .map(|(p, list)| (p, list.into_boxed_slice()))
+                .collect(),
+        }
     }
 }
 
 pub struct Catalog {
     secret: Vec<u8>,
+    hasher: apikey::KeyHasher,
     snap: ArcSwap<Snapshot>,
     /// Number of single-record edits so far. Held while any write replaces
     /// the snapshot, so a reload from the database can tell whether an edit
@@ -77,8 +120,10 @@ pub struct Catalog {
 impl Catalog {
     /// `secret` is the server's HMAC secret for API keys.
     pub fn new(secret: impl Into<Vec<u8>>) -> Self {
+        let secret = secret.into();
         Self {
-            secret: secret.into(),
+            hasher: apikey::KeyHasher::new(&secret),
+            secret,
             snap: ArcSwap::from_pointee(Snapshot::default()),
             edits: parking_lot::Mutex::new(0),
         }
@@ -94,10 +139,12 @@ impl Catalog {
             return None;
         }
         let snap = self.snap.load();
-        let candidates = snap.keys.get(apikey::display_prefix(presented))?;
+        let candidates = snap
+            .keys
+            .get(&prefix_of(apikey::display_prefix(presented))?)?;
         let key = candidates
             .iter()
-            .find(|k| apikey::verify(&self.secret, presented, &k.hash))?;
+            .find(|k| self.hasher.verify(presented, &k.hash))?;
         let customer = snap.customers.get(&key.customer_id)?;
         let plan = snap.plans.get(&customer.plan_id)?;
         Some(Principal {
@@ -130,6 +177,11 @@ impl Catalog {
 
     pub fn customers(&self) -> Vec<Arc<CustomerRecord>> {
         self.snap.load().customers.values().cloned().collect()
+    }
+
+    /// How many live keys the catalog holds.
+    pub fn key_count(&self) -> usize {
+        self.snap.load().keys.values().map(|l| l.len()).sum()
     }
 
     /// How many single-record edits have been applied so far.
@@ -194,27 +246,58 @@ impl Catalog {
 
     pub fn put_customer(&self, c: CustomerRecord) {
         let c = Arc::new(c);
-        self.edit(|s| {
-            s.customers.insert(c.id.clone(), Arc::clone(&c));
-        });
+        self.edit(|s| s.customers.insert(c.id.clone(), Arc::clone(&c)));
     }
 
+    /// Adds a key, or replaces the one with the same id.
     pub fn put_key(&self, k: KeyRecord) {
-        let k = Arc::new(k);
+        let Some(prefix) = prefix_of(&k.prefix) else {
+            tracing::warn!(key = %k.id, "API key with a malformed prefix not loaded");
+            return;
+        };
+        let k = Arc::new(ApiKey::from(k));
         self.edit(|s| {
-            let list = s.keys.entry(k.prefix.clone()).or_default();
-            list.retain(|old| old.id != k.id);
-            list.push(Arc::clone(&k));
+            s.keys.update(prefix, |old| {
+                let others = old.into_iter().flatten().filter(|o| o.id != k.id);
+                Some(others.cloned().chain([Arc::clone(&k)]).collect())
+            })
         });
     }
 
-    /// Removes a key; the next call presenting it is refused.
-    pub fn revoke_key(&self, id: &str) {
+    /// Removes the key `id` shown with `prefix`; the next call presenting it
+    /// is refused.
+    pub fn revoke_key(&self, id: &str, prefix: &str) {
+        let Some(prefix) = prefix_of(prefix) else {
+            return self.forget_key(id);
+        };
         self.edit(|s| {
-            for list in s.keys.values_mut() {
-                list.retain(|k| k.id.as_str() != id);
-            }
-            s.keys.retain(|_, list| !list.is_empty());
+            s.keys.update(prefix, |old| {
+                let left: KeysOfPrefix = old
+                    .into_iter()
+                    .flatten()
+                    .filter(|k| k.id.as_str() != id)
+                    .cloned()
+                    .collect();
+                (!left.is_empty()).then_some(left)
+            })
+        });
+    }
+
+    /// Removes the key `id` whatever its prefix (a key the database no
+    /// longer holds): a pass over every key.
+    pub fn forget_key(&self, id: &str) {
+        self.edit(|s| {
+            s.keys.update_where(
+                |list| list.iter().any(|k| k.id.as_str() == id),
+                |list| {
+                    let left: KeysOfPrefix = list
+                        .iter()
+                        .filter(|k| k.id.as_str() != id)
+                        .cloned()
+                        .collect();
+                    (!left.is_empty()).then_some(left)
+                },
+            )
         });
     }
 }
@@ -223,7 +306,6 @@ impl Catalog {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use paygate_core::KeyId;
 
     fn plan() -> Plan {
         serde_json::from_value(
@@ -257,8 +339,96 @@ mod tests {
         assert_eq!(p.customer.id.as_str(), "c");
         assert_eq!(p.plan.id.as_str(), "p");
         assert!(cat.authenticate(&apikey::generate().secret).is_none());
-        cat.revoke_key(id.as_str());
+        cat.revoke_key(id.as_str(), &k.prefix);
         assert!(cat.authenticate(&k.secret).is_none());
+        assert_eq!(cat.key_count(), 0);
+    }
+
+    fn customer_and_plan(cat: &Catalog) {
+        cat.put_plan(plan());
+        cat.put_customer(CustomerRecord {
+            id: CustomerId::new("c").unwrap(),
+            name: "C".into(),
+            email: "c@example.com".into(),
+            plan_id: PlanId::new("p").unwrap(),
+            anchor_day: 1,
+            created_at: Utc::now(),
+        });
+    }
+
+    fn key_with_prefix(cat: &Catalog, secret: &str, id: &str) -> KeyRecord {
+        let k = KeyRecord {
+            id: KeyId::new(id).unwrap(),
+            customer_id: CustomerId::new("c").unwrap(),
+            prefix: apikey::display_prefix(secret).into(),
+            hash: apikey::hash(b"secret", secret),
+            created_at: Utc::now(),
+        };
+        cat.put_key(k.clone());
+        k
+    }
+
+    /// Two keys whose display prefixes collide are told apart by their
+    /// hashes; revoking one (by prefix, or without it) leaves the other.
+    #[test]
+    fn keys_sharing_a_prefix_are_kept_and_revoked_apart() {
+        let cat = Catalog::new(b"secret".to_vec());
+        customer_and_plan(&cat);
+        let a = format!("pg_live_AAAA{}", "a".repeat(28));
+        let b = format!("pg_live_AAAA{}", "b".repeat(28));
+        let c = format!("pg_live_CCCC{}", "c".repeat(28));
+        let ka = key_with_prefix(&cat, &a, "ka");
+        key_with_prefix(&cat, &b, "kb");
+        key_with_prefix(&cat, &c, "kc");
+        // Putting a key again replaces it rather than adding a copy.
+        cat.put_key(ka.clone());
+        assert_eq!(cat.key_count(), 3);
+        for k in [&a, &b, &c] {
+            assert!(cat.authenticate(k).is_some());
+        }
+        assert_eq!(cat.authenticate(&a).unwrap().key_id(), "ka");
+        cat.revoke_key("ka", &ka.prefix);
+        assert!(cat.authenticate(&a).is_none());
+        assert_eq!(cat.authenticate(&b).unwrap().key_id(), "kb");
+        cat.forget_key("kb");
+        assert!(cat.authenticate(&b).is_none());
+        assert!(cat.authenticate(&c).is_some());
+        assert_eq!(cat.key_count(), 1);
+    }
+
+    /// A well-formed key whose display prefix is its own.
+    fn secret_of(i: usize) -> String {
+        format!("pg_live_{i:04}{}", "x".repeat(28))
+    }
+
+    /// A snapshot read before an edit keeps its own view of the keys.
+    #[test]
+    fn an_edit_leaves_earlier_snapshots_alone() {
+        let cat = Catalog::new(b"secret".to_vec());
+        customer_and_plan(&cat);
+        let keys: Vec<KeyRecord> = (0..2000)
+            .map(|i| {
+                let secret = secret_of(i);
+                KeyRecord {
+                    id: KeyId::new(format!("k{i}")).unwrap(),
+                    customer_id: CustomerId::new("c").unwrap(),
+                    prefix: apikey::display_prefix(&secret).into(),
+                    hash: apikey::hash(b"secret", &secret),
+                    created_at: Utc::now(),
+                }
+            })
+            .collect();
+        cat.replace_all(
+            vec![plan()],
+            cat.customers().iter().map(|c| (**c).clone()).collect(),
+            keys,
+        );
+        let before = cat.snap.load_full();
+        cat.revoke_key("k7", apikey::display_prefix(&secret_of(7)));
+        assert_eq!(before.keys.values().map(|l| l.len()).sum::<usize>(), 2000);
+        assert_eq!(cat.key_count(), 1999);
+        assert!(cat.authenticate(&secret_of(8)).is_some());
+        assert!(cat.authenticate(&secret_of(7)).is_none());
     }
 
     #[test]

@@ -12,9 +12,10 @@ mod gcra;
 pub mod memory;
 pub mod redis_store;
 pub mod reseed;
+mod shards;
 pub mod usage_stream;
 
-pub use catalog::{Catalog, Credential, CustomerRecord, KeyRecord, Principal};
+pub use catalog::{ApiKey, Catalog, Credential, CustomerRecord, KeyRecord, Principal};
 pub use changes::{ChangeBus, RecordChange};
 pub use memory::MemoryStore;
 pub use redis_store::{RedisConn, RedisEndpoint, RedisStore};

@@ -100,7 +100,7 @@ pub async fn revoke(
         Err(DbError::NotFound) => return Err(ApiError::not_found("key", &key_id)),
         other => other?,
     };
-    s.catalog.revoke_key(&key_id);
+    s.catalog.revoke_key(&key_id, &row.prefix);
     s.changes.publish(RecordChange::Key(key_id.clone())).await;
     tracing::info!(prefix = %row.prefix, "api key revoked");
     Ok(Json(row))

@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# bench/profile.sh — where a call's instructions go, bare Pingora and paygate
+# side by side, counted by valgrind's callgrind (exact and repeatable on a
+# noisy machine, unlike req/s).
+#
+#   bench/profile.sh [PAYGATE_BIN [BARE_BIN]]
+#       defaults: target/release/paygate, target/release/bare-proxy
+#
+# Each proxy runs under callgrind in front of a static nginx. After start-up
+# (and for paygate the admin calls that create its plan, customer and key) and
+# WARM calls, the counters are zeroed (`callgrind_control -z`), N sequential
+# keep-alive calls are made, and the counters are dumped (`callgrind_control
+# -d`): the dump holds exactly those N calls, every thread of the process
+# included (for paygate: gateway, usage writer, SQLite ledger).
+#
+# Prints, per proxy: instructions per call and heap allocations per call (Rust
+# ones, whatever the global allocator; C ones, from SQLite and OpenSSL), then
+# paygate's TOP functions by inclusive instructions per call.
+# Knobs: N=2000 WARM=300 TOP=60 KEEP=1 (keep the callgrind files; the path is
+# printed). Needs valgrind (callgrind_control, callgrind_annotate), nginx,
+# curl, jq, python3.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+N="${N:-2000}"
+WARM="${WARM:-300}"
+TOP="${TOP:-60}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+PAYGATE_BIN="$(realpath "${1:-$TARGET_DIR/release/paygate}")"
+BARE_BIN="$(realpath "${2:-$TARGET_DIR/release/bare-proxy}")"
+for tool in valgrind callgrind_control callgrind_annotate nginx curl jq python3; do
+  command -v "$tool" >/dev/null || { echo "profile.sh: $tool not found" >&2; exit 1; }
+done
+for bin in "$PAYGATE_BIN" "$BARE_BIN"; do
+  [[ -x "$bin" ]] || { echo "profile.sh: $bin not executable (cargo build --release -p paygate -p bare-proxy)" >&2; exit 1; }
+done
+
+TMP="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [[ "${KEEP:-0}" == 1 ]]; then echo "profile.sh: files kept in $TMP" >&2; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_http() { # url deadline_s [log file to show on failure]
+  local end=$((SECONDS + $2))
+  until curl -s -o /dev/null -m 2 "$1"; do
+    if (( SECONDS >= end )); then
+      echo "profile.sh: $1 did not answer" >&2
+      [[ -n "${3:-}" ]] && tail -n 20 "$3" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+}
+
+BACKEND_PORT="$(free_port)"
+mkdir -p "$TMP/nginx"
+cat >"$TMP/nginx/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $TMP/nginx;
+  server { listen 127.0.0.1:$BACKEND_PORT; location / { return 200 '{"ok":true}'; } }
+}
+EOF
+nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" &
+PIDS+=("$!")
+wait_http "http://127.0.0.1:$BACKEND_PORT/" 10
+
+# calls N URL KEY: N sequential calls on one keep-alive connection, each 200.
+calls() {
+  python3 - "$@" <<'EOF'
+import http.client, sys, urllib.parse
+n, url, key = int(sys.argv[1]), urllib.parse.urlparse(sys.argv[2]), sys.argv[3]
+c = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+for _ in range(n):
+    c.request("GET", "/bench", headers={"X-API-Key": key})
+    r = c.getresponse(); r.read()
+    if r.status != 200:
+        sys.exit(f"status {r.status}")
+EOF
+}
+
+# measure NAME PID URL KEY: zero, N calls, dump; leaves $TMP/NAME.out.
+measure() {
+  local name="$1" pid="$2" url="$3" key="$4"
+  calls "$WARM" "$url" "$key"
+  callgrind_control -z "$pid" >/dev/null
+  calls "$N" "$url" "$key"
+  # Background work of the last calls (the usage writer's batch) lands in
+  # this window too; give it the writer's flush interval and more.
+  sleep 1
+  callgrind_control -d "$pid" >/dev/null
+  local dump
+  dump="$(ls -t "$TMP/$name".cg.out.* 2>/dev/null | head -n 1)"
+  [[ -n "$dump" ]] || { echo "profile.sh: no callgrind dump for $name" >&2; exit 1; }
+  mv "$dump" "$TMP/$name.out"
+  kill -TERM "$pid"
+  wait "$pid" || true
+}
+
+# total FILE: instructions in a dump.
+total() { awk '/^summary:|^totals:/ { print $2; exit }' "$1"; }
+
+# allocations FILE: "RUST C": calls into Rust's allocator entry points
+# (`__rust_alloc`, `__rust_alloc_zeroed`, `__rust_realloc`: whichever global
+# allocator sits behind them) and into the C library's `malloc`, `calloc` and
+# `realloc` from anything but Rust's system allocator shim (`__rdl_*`, which
+# only forwards Rust allocations already counted): SQLite and OpenSSL.
+allocations() {
+  python3 - "$1" <<'EOF'
+import re, sys
+rust = {"__rust_alloc", "__rust_alloc_zeroed", "__rust_realloc"}
+c = {"malloc", "calloc", "realloc"}
+# callgrind's compressed names: "(id) name" defines an id, "(id)" refers to
+# it. Calls are listed inside the caller's "fn=" block: a "cfn=" line names
+# the callee of the "calls=COUNT ..." line after it.
+names, caller, callee, n_rust, n_c = {}, "", None, 0, 0
+for line in open(sys.argv[1], errors="replace"):
+    if line.startswith(("fn=", "cfn=")):
+        key, _, rest = line.rstrip("\n").partition("=")
+        m = re.match(r"\((\d+)\)(?: (.*))?$", rest)
+        name = rest
+        if m:
+            if m.group(2):
+                names[m.group(1)] = m.group(2)
+            name = names.get(m.group(1), "")
+        if key == "fn":
+            caller = name
+        else:
+            callee = name
+    elif line.startswith("calls=") and callee is not None:
+        count = int(line.split()[0][6:])
+        if callee in rust:
+            n_rust += count
+        elif callee in c and not caller.startswith("__rdl_"):
+            n_c += count
+        callee = None
+print(n_rust, n_c)
+EOF
+}
+
+# bare-proxy
+port="$(free_port)"
+(cd "$TMP" && exec env BARE_PROXY_LISTEN="127.0.0.1:$port" BARE_PROXY_UPSTREAM="127.0.0.1:$BACKEND_PORT" BARE_PROXY_THREADS=2 \
+  valgrind --tool=callgrind --callgrind-out-file="$TMP/bare.cg.out.%p" --log-file="$TMP/bare.vg.log" \
+  "$BARE_BIN" >"$TMP/bare.log" 2>&1) &
+bare_pid=$!
+PIDS+=("$bare_pid")
+wait_http "http://127.0.0.1:$port/" 120 "$TMP/bare.log"
+measure bare "$bare_pid" "http://127.0.0.1:$port" none
+
+# paygate: memory store, SQLite ledger, one route on the backend.
+dir="$TMP/paygate"
+mkdir -p "$dir"
+gw="$(free_port)"; admin="$(free_port)"; token=benchtoken
+cat >"$dir/paygate.toml" <<EOF
+[gateway]
+listen = "127.0.0.1:$gw"
+threads = 2
+shutdown_grace_seconds = 0
+[admin]
+listen = "127.0.0.1:$admin"
+[database]
+url = "sqlite://$dir/ledger.db"
+[[upstreams]]
+name = "backend"
+targets = ["127.0.0.1:$BACKEND_PORT"]
+[[routes]]
+id = "bench"
+path_prefix = "/"
+upstream = "backend"
+EOF
+(cd "$dir" && exec env -i PATH="$PATH" HOME="$HOME" PAYGATE_ADMIN_TOKEN="$token" PAYGATE_KEY_SECRET=bench PAYGATE_LOG=warn \
+  valgrind --tool=callgrind --callgrind-out-file="$TMP/paygate.cg.out.%p" --log-file="$TMP/paygate.vg.log" \
+  "$PAYGATE_BIN" serve --config "$dir/paygate.toml" >"$dir/paygate.log" 2>&1) &
+pg_pid=$!
+PIDS+=("$pg_pid")
+wait_http "http://127.0.0.1:$admin/readyz" 120 "$dir/paygate.log"
+a=(-s -f -m 60 -H "Authorization: Bearer $token" -H "Content-Type: application/json")
+curl "${a[@]}" -X POST "http://127.0.0.1:$admin/admin/v1/plans" \
+  -d '{"id":"bench","name":"Bench","rate_limit":{"requests":10000000,"per":"second","burst":10000000},"routes":["*"]}' >/dev/null
+curl "${a[@]}" -X POST "http://127.0.0.1:$admin/admin/v1/customers" \
+  -d '{"id":"bench","name":"Bench","email":"bench@example.com","plan_id":"bench"}' >/dev/null
+key="$(curl "${a[@]}" -X POST "http://127.0.0.1:$admin/admin/v1/customers/bench/keys" | jq -r .key)"
+wait_http "http://127.0.0.1:$gw/" 120
+measure paygate "$pg_pid" "http://127.0.0.1:$gw" "$key"
+
+bare_total="$(total "$TMP/bare.out")"
+pg_total="$(total "$TMP/paygate.out")"
+read -r bare_rust bare_c <<<"$(allocations "$TMP/bare.out")"
+read -r pg_rust pg_c <<<"$(allocations "$TMP/paygate.out")"
+printf '| proxy | instructions per call | Rust allocations per call | C allocations per call |\n|---|---:|---:|---:|\n'
+awk -v n="$N" -v bt="$bare_total" -v pt="$pg_total" -v br="$bare_rust" -v bc="$bare_c" -v pr="$pg_rust" -v pc="$pg_c" 'BEGIN {
+  printf "| bare Pingora | %d | %.1f | %.1f |\n", bt / n, br / n, bc / n
+  printf "| paygate (memory store, SQLite) | %d | %.1f | %.1f |\n", pt / n, pr / n, pc / n
+  printf "| paygate − bare | %d | %.1f | %.1f |\n", (pt - bt) / n, (pr - br) / n, (pc - bc) / n
+}'
+echo
+echo "paygate, top $TOP functions by inclusive instructions per call:"
+callgrind_annotate --inclusive=yes --threshold=100 "$TMP/paygate.out" 2>/dev/null |
+  awk -v n="$N" -v top="$TOP" '
+    /^-+$/ { sep++; next }
+    sep >= 3 && $1 ~ /^[0-9,]+$/ {
+      ir = $1; gsub(",", "", ir)
+      $1 = ""; sub(/^ +/, "")
+      sub(/\([0-9.]+%\) */, "")
+      printf "%10.0f  %s\n", ir / n, substr($0, 1, 160)
+      if (++shown >= top) exit
+    }'
