@@ -13,9 +13,9 @@
 # -d`): the dump holds exactly those N calls, every thread of the process
 # included (for paygate: gateway, usage writer, SQLite ledger).
 #
-# Prints, per proxy: instructions per call and heap allocations per call (Rust
-# ones, whatever the global allocator; C ones, from SQLite and OpenSSL), then
-# paygate's TOP functions by inclusive instructions per call.
+# Prints, per proxy: instructions per call and heap allocations per call
+# (see allocations() below), then paygate's TOP functions by inclusive
+# instructions per call.
 # Knobs: N=2000 WARM=300 TOP=60 KEEP=1 (keep the callgrind files; the path is
 # printed). Needs valgrind (callgrind_control, callgrind_annotate), nginx,
 # curl, jq, python3.
@@ -110,20 +110,22 @@ measure() {
 # total FILE: instructions in a dump.
 total() { awk '/^summary:|^totals:/ { print $2; exit }' "$1"; }
 
-# allocations FILE: "RUST C": calls into Rust's allocator entry points
-# (`__rust_alloc`, `__rust_alloc_zeroed`, `__rust_realloc`: whichever global
-# allocator sits behind them) and into the C library's `malloc`, `calloc` and
-# `realloc` from anything but Rust's system allocator shim (`__rdl_*`, which
-# only forwards Rust allocations already counted): SQLite and OpenSSL.
+# allocations FILE: heap allocations, counted as calls into the allocator's
+# entry points from anything that is not itself part of an allocator (so one
+# allocation counts once however many layers it passes): Rust's
+# (`__rust_alloc*`, `__rust_realloc`, which LTO often inlines away), mimalloc's
+# (`mi_malloc*`, `mi_zalloc*`, `mi_calloc*`, `mi_realloc*`: paygate's global
+# allocator) and the C library's (`malloc`, `calloc`, `realloc`: bare-proxy's
+# global allocator, and SQLite's and OpenSSL's in both).
 allocations() {
   python3 - "$1" <<'EOF'
 import re, sys
-rust = {"__rust_alloc", "__rust_alloc_zeroed", "__rust_realloc"}
-c = {"malloc", "calloc", "realloc"}
+entry = re.compile(r"^(__rust_alloc(_zeroed)?|__rust_realloc|mi_(malloc|zalloc|calloc|realloc)(_aligned)?|malloc|calloc|realloc)$")
+inside = re.compile(r"^(__rust_|__rdl_|mi_|_mi_|malloc|calloc|realloc|<mimalloc::MiMalloc)")
 # callgrind's compressed names: "(id) name" defines an id, "(id)" refers to
 # it. Calls are listed inside the caller's "fn=" block: a "cfn=" line names
 # the callee of the "calls=COUNT ..." line after it.
-names, caller, callee, n_rust, n_c = {}, "", None, 0, 0
+names, caller, callee, n = {}, "", None, 0
 for line in open(sys.argv[1], errors="replace"):
     if line.startswith(("fn=", "cfn=")):
         key, _, rest = line.rstrip("\n").partition("=")
@@ -138,13 +140,10 @@ for line in open(sys.argv[1], errors="replace"):
         else:
             callee = name
     elif line.startswith("calls=") and callee is not None:
-        count = int(line.split()[0][6:])
-        if callee in rust:
-            n_rust += count
-        elif callee in c and not caller.startswith("__rdl_"):
-            n_c += count
+        if entry.match(callee) and not inside.match(caller):
+            n += int(line.split()[0][6:])
         callee = None
-print(n_rust, n_c)
+print(n)
 EOF
 }
 
@@ -196,13 +195,13 @@ measure paygate "$pg_pid" "http://127.0.0.1:$gw" "$key"
 
 bare_total="$(total "$TMP/bare.out")"
 pg_total="$(total "$TMP/paygate.out")"
-read -r bare_rust bare_c <<<"$(allocations "$TMP/bare.out")"
-read -r pg_rust pg_c <<<"$(allocations "$TMP/paygate.out")"
-printf '| proxy | instructions per call | Rust allocations per call | C allocations per call |\n|---|---:|---:|---:|\n'
-awk -v n="$N" -v bt="$bare_total" -v pt="$pg_total" -v br="$bare_rust" -v bc="$bare_c" -v pr="$pg_rust" -v pc="$pg_c" 'BEGIN {
-  printf "| bare Pingora | %d | %.1f | %.1f |\n", bt / n, br / n, bc / n
-  printf "| paygate (memory store, SQLite) | %d | %.1f | %.1f |\n", pt / n, pr / n, pc / n
-  printf "| paygate − bare | %d | %.1f | %.1f |\n", (pt - bt) / n, (pr - br) / n, (pc - bc) / n
+bare_alloc="$(allocations "$TMP/bare.out")"
+pg_alloc="$(allocations "$TMP/paygate.out")"
+printf '| proxy | instructions per call | heap allocations per call |\n|---|---:|---:|\n'
+awk -v n="$N" -v bt="$bare_total" -v pt="$pg_total" -v ba="$bare_alloc" -v pa="$pg_alloc" 'BEGIN {
+  printf "| bare Pingora | %d | %.1f |\n", bt / n, ba / n
+  printf "| paygate (memory store, SQLite) | %d | %.1f |\n", pt / n, pa / n
+  printf "| paygate − bare | %d | %.1f |\n", (pt - bt) / n, (pa - ba) / n
 }'
 echo
 echo "paygate, top $TOP functions by inclusive instructions per call:"

@@ -112,7 +112,10 @@ pub async fn watch(
     metrics: Metrics,
     every: Duration,
 ) {
-    let mut tick = tokio::time::interval(every);
+    // Not at once: the counters were just seeded from the ledger, and a
+    // round over every customer would compete with the start's first calls
+    // and admin changes (with 100,000 customers it delayed one by a second).
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tick.tick().await;
         match round(&db, &catalog, store.as_ref()).await {
