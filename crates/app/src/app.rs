@@ -237,8 +237,7 @@ async fn start(config: &Config, role: Role, token: String) -> Result<Started, Ap
     let metrics = Metrics::new()?;
     Arc::clone(&certs).watch(metrics.clone());
 
-    catalog_sync::load(&db, &catalog).await?;
-    let changes = catalog_sync::follow(config, &db, &catalog)?;
+    let changes = catalog_sync::load_and_follow(config, &db, &catalog).await?;
     catalog_sync::seed_counters(&db, &catalog, store.as_ref()).await?;
     if role.proxies() {
         store::seed_payment_claims(&db, store.as_ref()).await?;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use paygate_core::metering::Counters;
@@ -21,27 +22,39 @@ pub async fn load(db: &Database, catalog: &Catalog) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Subscribes this process to other processes' record changes (Redis mode)
-/// and returns the bus on which this process publishes its own.
-pub fn follow(
+/// How long the start waits for the change subscription before it loads the
+/// catalog anyway (Redis down: the subscription reloads it once it is up).
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(1);
+
+/// Subscribes this process to other processes' record changes (Redis mode),
+/// then loads every record into `catalog`, and returns the bus on which this
+/// process publishes its own changes. Subscribing first means no change made
+/// during the load is missed, without a second load after it.
+pub async fn load_and_follow(
     config: &Config,
     db: &Database,
     catalog: &Arc<Catalog>,
 ) -> Result<ChangeBus, AppError> {
-    match config.store.backend {
-        StoreBackend::Memory => Ok(ChangeBus::Local),
+    let bus = match config.store.backend {
+        StoreBackend::Memory => ChangeBus::Local,
         StoreBackend::Redis => {
             let endpoint = crate::store::endpoint(config)?;
             let (follower, prefix) = (endpoint.clone(), config.store.key_prefix.clone());
-            let (db, catalog) = (db.clone(), Arc::clone(catalog));
+            let (db, follower_catalog) = (db.clone(), Arc::clone(catalog));
+            let (subscribed, first) = tokio::sync::oneshot::channel();
             tokio::spawn(async move {
-                let apply = |change| apply_change(&db, &catalog, change);
-                let resync = || resync(&db, &catalog);
-                changes::follow(follower, prefix, apply, resync).await;
+                let apply = |change| apply_change(&db, &follower_catalog, change);
+                let resync = || resync(&db, &follower_catalog);
+                changes::follow(follower, prefix, apply, resync, Some(subscribed)).await;
             });
-            Ok(ChangeBus::redis(&endpoint, &config.store.key_prefix)?)
+            // Timed out (Redis down): load now; the subscription, once made,
+            // reloads (the sender then finds nobody listening).
+            let _ = tokio::time::timeout(SUBSCRIBE_WAIT, first).await;
+            ChangeBus::redis(&endpoint, &config.store.key_prefix)?
         }
-    }
+    };
+    load(db, catalog).await?;
+    Ok(bus)
 }
 
 /// Loads quota used and credits from the ledger into the store, so a

@@ -205,6 +205,14 @@ impl Database {
             .collect())
     }
 
+    /// Every event the ledger holds, for checks and benchmarks.
+    pub async fn events_held(&self) -> Result<u64, DbError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Events per billable flag, for checks and tests.
     pub async fn event_counts(&self, customer_id: &str) -> Result<HashMap<bool, u64>, DbError> {
         let rows: Vec<(i64, i64)> = sqlx::query_as(

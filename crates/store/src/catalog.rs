@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use paygate_core::apikey;
 pub use paygate_core::records::{CustomerRecord, KeyRecord};
-use paygate_core::{CustomerId, KeyId, Plan, PlanId};
+use paygate_core::{CustomerId, Plan, PlanId};
 
 use crate::shards::Shards;
 
@@ -34,16 +34,16 @@ pub enum Credential {
 /// (a million of them must fit in a gateway's memory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {
-    pub id: KeyId,
-    pub customer_id: CustomerId,
+    pub id: Box<str>,
+    pub customer_id: Box<str>,
     hash: apikey::KeyHash,
 }
 
 impl From<KeyRecord> for ApiKey {
     fn from(k: KeyRecord) -> Self {
         Self {
-            id: k.id,
-            customer_id: k.customer_id,
+            id: k.id.into_string().into_boxed_str(),
+            customer_id: k.customer_id.into_string().into_boxed_str(),
             hash: k.hash,
         }
     }
@@ -53,7 +53,7 @@ impl Principal {
     /// The usage events' `key_id`: the API key's id, or `jwt:<issuer>`.
     pub fn key_id(&self) -> &str {
         match &self.credential {
-            Credential::ApiKey(k) => k.id.as_str(),
+            Credential::ApiKey(k) => &k.id,
             Credential::Jwt(label) => label,
         }
     }
@@ -67,8 +67,36 @@ fn prefix_of(s: &str) -> Option<Prefix> {
 }
 
 /// The keys of one display prefix: nearly always one (a prefix holds about
-/// 24 random bits), so a boxed slice, not a `Vec` with spare room.
-type KeysOfPrefix = Box<[Arc<ApiKey>]>;
+/// 24 random bits), held without a list of its own.
+#[derive(Debug, Clone)]
+enum KeysOfPrefix {
+    One(Arc<ApiKey>),
+    Several(Arc<[Arc<ApiKey>]>),
+}
+
+impl KeysOfPrefix {
+    fn as_slice(&self) -> &[Arc<ApiKey>] {
+        match self {
+            Self::One(k) => std::slice::from_ref(k),
+            Self::Several(list) => list,
+        }
+    }
+
+    /// `None` for no keys.
+    fn of(mut keys: Vec<Arc<ApiKey>>) -> Option<Self> {
+        match keys.len() {
+            0 => None,
+            1 => keys.pop().map(Self::One),
+            _ => Some(Self::Several(keys.into())),
+        }
+    }
+
+    /// These keys without `id`, and `add` if given.
+    fn edited(&self, id: &str, add: Option<&Arc<ApiKey>>) -> Option<Self> {
+        let kept = self.as_slice().iter().filter(|k| &*k.id != id);
+        Self::of(kept.chain(add).cloned().collect())
+    }
+}
 
 #[derive(Debug, Default, Clone)]
 struct Snapshot {
@@ -79,17 +107,14 @@ struct Snapshot {
 
 impl Snapshot {
     fn of(plans: Vec<Plan>, customers: Vec<CustomerRecord>, keys: Vec<KeyRecord>) -> Self {
-        let mut by_prefix: HashMap<Prefix, Vec<Arc<ApiKey>>> = HashMap::with_capacity(keys.len());
-        for k in keys {
-            match prefix_of(&k.prefix) {
-                Some(p) => by_prefix
-                    .entry(p)
-                    .or_default()
-                    .push(Arc::new(ApiKey::from(k))),
-                // Not a prefix paygate makes: no presented key can match it.
-                None => tracing::warn!(key = %k.id, "API key with a malformed prefix skipped"),
+        let keys = keys.into_iter().filter_map(|k| match prefix_of(&k.prefix) {
+            Some(p) => Some((p, KeysOfPrefix::One(Arc::new(ApiKey::from(k))))),
+            // Not a prefix paygate makes: no presented key can match it.
+            None => {
+                tracing::warn!(key = %k.id, "API key with a malformed prefix skipped");
+                None
             }
-        }
+        });
         Snapshot {
             plans: plans
                 .into_iter()
@@ -99,10 +124,12 @@ impl Snapshot {
                 .into_iter()
                 .map(|c| (c.id.clone(), Arc::new(c)))
                 .collect(),
-            keys: by_prefix
-                .into_iter()
-                .map(|(p, list)| (p, list.into_boxed_slice()))
-                .collect(),
+            keys: Shards::merged(keys, |old, new| {
+                let all = old.as_slice().iter().chain(new.as_slice()).cloned();
+                if let Some(list) = KeysOfPrefix::of(all.collect()) {
+                    *old = list;
+                }
+            }),
         }
     }
 }
@@ -143,9 +170,10 @@ impl Catalog {
             .keys
             .get(&prefix_of(apikey::display_prefix(presented))?)?;
         let key = candidates
+            .as_slice()
             .iter()
             .find(|k| self.hasher.verify(presented, &k.hash))?;
-        let customer = snap.customers.get(&key.customer_id)?;
+        let customer = snap.customers.get(&*key.customer_id)?;
         let plan = snap.plans.get(&customer.plan_id)?;
         Some(Principal {
             credential: Credential::ApiKey(Arc::clone(key)),
@@ -181,7 +209,12 @@ impl Catalog {
 
     /// How many live keys the catalog holds.
     pub fn key_count(&self) -> usize {
-        self.snap.load().keys.values().map(|l| l.len()).sum()
+        self.snap
+            .load()
+            .keys
+            .values()
+            .map(|l| l.as_slice().len())
+            .sum()
     }
 
     /// How many single-record edits have been applied so far.
@@ -257,9 +290,9 @@ impl Catalog {
         };
         let k = Arc::new(ApiKey::from(k));
         self.edit(|s| {
-            s.keys.update(prefix, |old| {
-                let others = old.into_iter().flatten().filter(|o| o.id != k.id);
-                Some(others.cloned().chain([Arc::clone(&k)]).collect())
+            s.keys.update(prefix, |old| match old {
+                Some(list) => list.edited(&k.id, Some(&k)),
+                None => Some(KeysOfPrefix::One(Arc::clone(&k))),
             })
         });
     }
@@ -271,15 +304,8 @@ impl Catalog {
             return self.forget_key(id);
         };
         self.edit(|s| {
-            s.keys.update(prefix, |old| {
-                let left: KeysOfPrefix = old
-                    .into_iter()
-                    .flatten()
-                    .filter(|k| k.id.as_str() != id)
-                    .cloned()
-                    .collect();
-                (!left.is_empty()).then_some(left)
-            })
+            s.keys
+                .update(prefix, |old| old.and_then(|list| list.edited(id, None)))
         });
     }
 
@@ -288,15 +314,8 @@ impl Catalog {
     pub fn forget_key(&self, id: &str) {
         self.edit(|s| {
             s.keys.update_where(
-                |list| list.iter().any(|k| k.id.as_str() == id),
-                |list| {
-                    let left: KeysOfPrefix = list
-                        .iter()
-                        .filter(|k| k.id.as_str() != id)
-                        .cloned()
-                        .collect();
-                    (!left.is_empty()).then_some(left)
-                },
+                |list| list.as_slice().iter().any(|k| &*k.id == id),
+                |list| list.edited(id, None),
             )
         });
     }
@@ -306,6 +325,7 @@ impl Catalog {
 mod tests {
     use super::*;
     use chrono::Utc;
+    use paygate_core::KeyId;
 
     fn plan() -> Plan {
         serde_json::from_value(
@@ -425,7 +445,14 @@ mod tests {
         );
         let before = cat.snap.load_full();
         cat.revoke_key("k7", apikey::display_prefix(&secret_of(7)));
-        assert_eq!(before.keys.values().map(|l| l.len()).sum::<usize>(), 2000);
+        assert_eq!(
+            before
+                .keys
+                .values()
+                .map(|l| l.as_slice().len())
+                .sum::<usize>(),
+            2000
+        );
         assert_eq!(cat.key_count(), 1999);
         assert!(cat.authenticate(&secret_of(8)).is_some());
         assert!(cat.authenticate(&secret_of(7)).is_none());

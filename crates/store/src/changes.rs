@@ -135,9 +135,16 @@ impl ChangeBus {
 }
 
 /// Subscribes to record changes and calls `apply` for each; calls `resync`
-/// after every (re)connection, since messages sent while disconnected are lost.
-pub async fn follow<A, R, FA, FR>(endpoint: RedisEndpoint, prefix: String, apply: A, resync: R)
-where
+/// after every (re)connection, since messages sent while disconnected are
+/// lost. The first subscription is announced on `first`; when the receiver
+/// takes it (it loads the catalog after that), no resync follows it.
+pub async fn follow<A, R, FA, FR>(
+    endpoint: RedisEndpoint,
+    prefix: String,
+    apply: A,
+    resync: R,
+    mut first: Option<tokio::sync::oneshot::Sender<()>>,
+) where
     A: Fn(RecordChange) -> FA,
     FA: std::future::Future<Output = ()>,
     R: Fn() -> FR,
@@ -161,7 +168,14 @@ where
         match subscribed.await {
             Ok(pubsub) => {
                 delay = Duration::from_millis(100);
-                resync().await;
+                // A process that loads its catalog only once told of the
+                // first subscription misses no change: no reload then (with
+                // a million keys, a reload holds up the changes behind it
+                // for a second).
+                let told = first.take().is_some_and(|tx| tx.send(()).is_ok());
+                if !told {
+                    resync().await;
+                }
                 let mut messages = pubsub.into_on_message();
                 while let Some(msg) = messages.next().await {
                     let Ok(payload) = msg.get_payload::<String>() else {

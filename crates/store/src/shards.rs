@@ -8,6 +8,7 @@
 
 use std::borrow::Borrow;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -119,16 +120,36 @@ impl<K: Hash + Eq + Clone, V: Clone> Shards<K, V> {
     }
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> FromIterator<(K, V)> for Shards<K, V> {
-    /// Builds every shard in place: nothing is shared yet, nothing copied.
-    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+impl<K: Hash + Eq + Clone, V: Clone> Shards<K, V> {
+    /// Builds every shard in place (nothing is shared yet, nothing copied);
+    /// a key met again is folded into its entry with `merge(old, new)`.
+    pub(crate) fn merged(
+        iter: impl IntoIterator<Item = (K, V)>,
+        mut merge: impl FnMut(&mut V, V),
+    ) -> Self {
         let mut maps: Vec<HashMap<K, V>> = (0..SHARDS).map(|_| HashMap::new()).collect();
         for (k, v) in iter {
-            maps[shard_of(&k)].insert(k, v);
+            match maps[shard_of(&k)].entry(k) {
+                Entry::Occupied(mut e) => merge(e.get_mut(), v),
+                Entry::Vacant(e) => {
+                    e.insert(v);
+                }
+            }
+        }
+        for m in &mut maps {
+            // Growth doubles a map's table: give back what it will not use.
+            m.shrink_to_fit();
         }
         Self {
             shards: maps.into_iter().map(Arc::new).collect(),
         }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> FromIterator<(K, V)> for Shards<K, V> {
+    /// Builds every shard in place; the last value of a repeated key wins.
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Self::merged(iter, |old, new| *old = new)
     }
 }
 
