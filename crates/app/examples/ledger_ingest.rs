@@ -18,6 +18,7 @@
 //! is created and dropped) and `REDIS_URL` (default
 //! `redis://127.0.0.1:6379/0`; a key prefix of its own, deleted at the end).
 //! Events: 1,000 customers, 10 routes, one billing period, every one new.
+//! `BATCH` sets the usage writer's batch size (`usage.batch_size`, 512).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,9 +77,13 @@ async fn sqlite(n: usize) -> Result<()> {
     .await?;
     db.migrate().await?;
     let defaults = paygate_config::Config::default().usage;
+    let batch_size = match std::env::var("BATCH") {
+        Ok(v) => v.parse()?,
+        Err(_) => defaults.batch_size,
+    };
     let batching = Batching {
         buffer: defaults.buffer,
-        batch_size: defaults.batch_size,
+        batch_size,
         flush_interval: Duration::from_millis(defaults.flush_interval_ms),
     };
     let (sink, writer) = pipeline(Arc::new(db.clone()), Metrics::new()?, batching);

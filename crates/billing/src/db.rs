@@ -189,8 +189,13 @@ impl Database {
                         Box::pin(async move {
                             // NORMAL in WAL mode survives a process crash; the
                             // busy timeout lets the writer and readers share the file.
+                            // A 64 MB page cache and memory-mapped reads: with
+                            // SQLite's 2 MB default, the ledger's indexes were read
+                            // back from the OS with a copy per page on every batch
+                            // (a third of the ingest's CPU).
                             conn.execute(
-                                "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000",
+                                "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
+                                 PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456; PRAGMA wal_autocheckpoint = 16384",
                             )
                             .await?;
                             Ok(())

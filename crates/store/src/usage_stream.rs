@@ -196,7 +196,10 @@ impl StreamConsumer {
             ledger,
             dead_letters: None,
             metrics,
-            batch: 512,
+            // Entries per read and per ledger transaction: at 512 the
+            // consumer took 36,000 events/s into Postgres, at 2048 54,000
+            // (`ledger_ingest` example).
+            batch: 2048,
             claim_idle,
             group_ready: AtomicBool::new(false),
             last_trim: parking_lot::Mutex::new(None),
