@@ -57,7 +57,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 rss_mb() { awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
@@ -76,22 +77,7 @@ wait_ok() { # url pid deadline_s log [curl args...]: until the url answers 2xx
 }
 
 # Upstream and Redis.
-BACKEND_PORT="$(free_port)"
-mkdir -p "$TMP/nginx"
-cat >"$TMP/nginx/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $TMP/nginx;
-  server { listen 127.0.0.1:$BACKEND_PORT; location / { return 200 '{"ok":true}'; } }
-}
-EOF
-nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" &
-PIDS+=("$!")
+start_backend
 REDIS_PORT="$(free_port)"
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$TMP" >"$TMP/redis.log" 2>&1 &
 PIDS+=("$!")

@@ -373,6 +373,22 @@ mod tests {
         }
     }
 
+    /// Plan `p` and a customer of it whose period starts on `anchor`.
+    async fn customer(db: &Database, id: &str, anchor: u32) {
+        sqlx::query(
+            "INSERT INTO plans (id, body, created_at, updated_at) VALUES ('p', '{}', 'x', 'x') ON CONFLICT DO NOTHING",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO customers (id, name, email, plan_id, anchor_day, created_at) VALUES ($1, 'N', 'n@x', 'p', $2, 'x')")
+            .bind(id)
+            .bind(i64::from(anchor))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+
     async fn db() -> (tempfile::TempDir, Database) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
@@ -420,21 +436,10 @@ mod tests {
     #[tokio::test]
     async fn counters_of_many_agree_with_counters_of_each() {
         let (_d, db) = db().await;
-        sqlx::query(
-            "INSERT INTO plans (id, body, created_at, updated_at) VALUES ('p', '{}', 'x', 'x')",
-        )
-        .execute(&db.pool)
-        .await
-        .unwrap();
         let now = Utc::now();
         let mut customers = Vec::new();
         for (id, anchor) in [("c", 1), ("d", 28), ("e", 15)] {
-            sqlx::query("INSERT INTO customers (id, name, email, plan_id, anchor_day, created_at) VALUES ($1, 'N', 'n@x', 'p', $2, 'x')")
-                .bind(id)
-                .bind(i64::from(anchor))
-                .execute(&db.pool)
-                .await
-                .unwrap();
+            customer(&db, id, anchor).await;
             customers.push(Arc::new(CustomerRecord {
                 id: paygate_core::CustomerId::new(id).unwrap(),
                 name: "N".into(),
@@ -480,16 +485,7 @@ mod tests {
     #[tokio::test]
     async fn credits_balance_counts_grants_once_and_billable_spend() {
         let (_d, db) = db().await;
-        sqlx::query(
-            "INSERT INTO plans (id, body, created_at, updated_at) VALUES ('p', '{}', 'x', 'x')",
-        )
-        .execute(&db.pool)
-        .await
-        .unwrap();
-        sqlx::query("INSERT INTO customers (id, name, email, plan_id, anchor_day, created_at) VALUES ('c', 'C', 'c@x', 'p', 1, 'x')")
-            .execute(&db.pool)
-            .await
-            .unwrap();
+        customer(&db, "c", 1).await;
         use crate::records::Grant;
         assert_eq!(
             db.grant_credits("c", 100, "r1", &crate::audit::Actor::system())

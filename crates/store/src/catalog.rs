@@ -337,15 +337,7 @@ mod tests {
     #[test]
     fn authenticate_then_revoke() {
         let cat = Catalog::new(b"secret".to_vec());
-        cat.put_plan(plan());
-        cat.put_customer(CustomerRecord {
-            id: CustomerId::new("c").unwrap(),
-            name: "C".into(),
-            email: "c@example.com".into(),
-            plan_id: PlanId::new("p").unwrap(),
-            anchor_day: 1,
-            created_at: Utc::now(),
-        });
+        customer_and_plan(&cat);
         let k = apikey::generate();
         let id = KeyId::generate();
         cat.put_key(KeyRecord {
