@@ -50,12 +50,34 @@ pub async fn on_shared_redis(cmd: &redis::Cmd) {
     let _: redis::Value = cmd.query_async(&mut conn).await.unwrap();
 }
 
+/// A port for a paygate listener, which paygate binds itself a moment later.
+///
+/// Not a port the kernel hands out for `bind(0)` (Linux's ephemeral range
+/// starts at 32768): a port picked that way and released could be taken by
+/// a mock server of a test running beside this one before paygate binds it,
+/// and a call to "paygate" then reached the mock (a 404 where a 413 was
+/// due). Ports here come from below that range, each handed out once per
+/// test process, and are checked free before they are.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 12_000;
+    const COUNT: u32 = 20_000;
+    // Test binaries run one after another; a start of their own keeps one
+    // from reusing the ports the one before it just left in TIME_WAIT.
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % COUNT,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + n % COUNT) as u16;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 // ---------------------------------------------------------------- upstream
