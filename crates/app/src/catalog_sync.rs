@@ -11,13 +11,25 @@ use paygate_core::metering::Counters;
 use chrono::Utc;
 use paygate_billing::{Database, DbError};
 use paygate_config::{Config, StoreBackend};
-use paygate_store::{changes, Catalog, ChangeBus, RecordChange, SeedMode, Store};
+use paygate_core::records::CustomerRecord;
+use paygate_core::Plan;
+use paygate_store::{changes, Catalog, ChangeBus, KeyIndex, RecordChange, SeedMode, Store};
 
 use crate::AppError;
 
+/// Every record the catalog holds, read from the database.
+async fn read_catalog(
+    db: &Database,
+) -> Result<(Vec<Plan>, Vec<CustomerRecord>, KeyIndex), DbError> {
+    let (plans, customers) = db.load_plans_and_customers().await?;
+    let mut keys = KeyIndex::default();
+    db.for_each_key(|k| keys.add(k)).await?;
+    Ok((plans, customers, keys))
+}
+
 /// Loads every record into `catalog`.
 pub async fn load(db: &Database, catalog: &Catalog) -> Result<(), AppError> {
-    let (plans, customers, keys) = db.load_catalog().await?;
+    let (plans, customers, keys) = read_catalog(db).await?;
     catalog.replace_all(plans, customers, keys);
     Ok(())
 }
@@ -118,7 +130,7 @@ async fn resync(db: &Database, catalog: &Catalog) {
     // undone by them: read again until no change slipped in between.
     for _ in 0..10 {
         let edits = catalog.edits();
-        match db.load_catalog().await {
+        match read_catalog(db).await {
             Ok((plans, customers, keys)) => {
                 if catalog.replace_all_unless_edited(edits, plans, customers, keys) {
                     return;

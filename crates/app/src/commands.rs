@@ -150,7 +150,7 @@ pub fn rebuild_counters(path: &Path) -> ExitCode {
             let db = database(&config).await?;
             let (store, _) = store::build(&config)?;
             store.ping().await?;
-            let (_, customers, _) = db.load_catalog().await?;
+            let (_, customers) = db.load_plans_and_customers().await?;
             let customers: Vec<_> = customers.into_iter().map(Arc::new).collect();
             let mut counters: Vec<_> = db
                 .counters_of(&customers, Utc::now())
@@ -227,7 +227,7 @@ pub fn reconcile(path: &Path, period: &str) -> ExitCode {
             let db = database(&config).await?;
             let (store, _) = store::build(&config)?;
             store.ping().await?;
-            let (plans, customers, _) = db.load_catalog().await?;
+            let (plans, customers) = db.load_plans_and_customers().await?;
             let customers: Vec<_> = customers.into_iter().map(Arc::new).collect();
             let plan_of = |id: &str| {
                 plans

@@ -376,7 +376,7 @@ impl Database {
     ) -> Result<Page<Invoice>, DbError> {
         let customers = match customer_id {
             Some(id) => vec![self.get_customer(id).await?],
-            None => self.load_catalog().await?.1,
+            None => self.load_plans_and_customers().await?.1,
         };
         // Ids first (cheap), then only the page's invoices are computed.
         let mut ids: Vec<(String, usize, PeriodName)> = Vec::new();
@@ -413,7 +413,7 @@ impl Database {
         if name > PeriodName::of(now) {
             return Err(DbError::Invalid(format!("period {name} has not started")));
         }
-        let customers = self.load_catalog().await?.1;
+        let customers = self.load_plans_and_customers().await?.1;
         let mut tx = self.begin_write().await?;
         // The counter's row lock serializes closes: numbers stay gapless and
         // a concurrent close of the same period finds the invoices written.

@@ -498,10 +498,10 @@ impl Database {
         Ok((key_record(&row)?, revoked))
     }
 
-    /// Everything the gateway's catalog needs: plans, customers, live keys.
-    pub async fn load_catalog(
+    /// Every plan and every customer (the catalog without its keys).
+    pub async fn load_plans_and_customers(
         &self,
-    ) -> Result<(Vec<Plan>, Vec<CustomerRecord>, Vec<KeyRecord>), DbError> {
+    ) -> Result<(Vec<Plan>, Vec<CustomerRecord>), DbError> {
         let plans = sqlx::query("SELECT body FROM plans")
             .fetch_all(&self.pool)
             .await?
@@ -514,17 +514,20 @@ impl Database {
             .iter()
             .map(customer_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        // A row at a time: a million keys read with `fetch_all` held every
-        // row twice over (the driver's rows, then the records).
-        let mut keys = Vec::new();
+        Ok((plans, customers))
+    }
+
+    /// Hands every live API key to `f`, a row at a time: a million keys are
+    /// never held as a list (nor as the driver's rows) at once.
+    pub async fn for_each_key(&self, mut f: impl FnMut(KeyRecord) + Send) -> Result<(), DbError> {
         let mut rows = sqlx::query(
             "SELECT id, customer_id, prefix, hash, created_at, revoked_at FROM api_keys WHERE revoked_at IS NULL",
         )
         .fetch(&self.pool);
         while let Some(row) = rows.try_next().await? {
-            keys.push(key_record(&row)?);
+            f(key_record(&row)?);
         }
-        Ok((plans, customers, keys))
+        Ok(())
     }
 }
 

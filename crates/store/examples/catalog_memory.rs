@@ -60,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<Vec<_>, paygate_core::ValidationError>>()?;
     let records = rss_mb();
     let cat = Catalog::new(b"s".to_vec());
-    cat.replace_all(vec![plan], cs, ks);
+    cat.replace_all(vec![plan], cs, ks.into_iter().collect());
     println!(
         "{customers} customers, {} keys: RSS before {before} MB, with the records {records} MB, with the catalog {} MB (catalog holds {} keys)",
         customers * per,

@@ -105,16 +105,43 @@ struct Snapshot {
     keys: Shards<Prefix, KeysOfPrefix>,
 }
 
-impl Snapshot {
-    fn of(plans: Vec<Plan>, customers: Vec<CustomerRecord>, keys: Vec<KeyRecord>) -> Self {
-        let keys = keys.into_iter().filter_map(|k| match prefix_of(&k.prefix) {
-            Some(p) => Some((p, KeysOfPrefix::One(Arc::new(ApiKey::from(k))))),
+/// API keys read for a catalog, indexed the way the catalog keeps them.
+/// Filled a row at a time (`add`), so a million keys are never held twice
+/// over while a catalog is loaded.
+#[derive(Debug, Default)]
+pub struct KeyIndex(Shards<Prefix, KeysOfPrefix>);
+
+impl KeyIndex {
+    pub fn add(&mut self, k: KeyRecord) {
+        let Some(prefix) = prefix_of(&k.prefix) else {
             // Not a prefix paygate makes: no presented key can match it.
-            None => {
-                tracing::warn!(key = %k.id, "API key with a malformed prefix skipped");
-                None
+            tracing::warn!(key = %k.id, "API key with a malformed prefix skipped");
+            return;
+        };
+        let key = KeysOfPrefix::One(Arc::new(ApiKey::from(k)));
+        self.0.insert_merging(prefix, key, |old, new| {
+            let all = old.as_slice().iter().chain(new.as_slice()).cloned();
+            if let Some(list) = KeysOfPrefix::of(all.collect()) {
+                *old = list;
             }
         });
+    }
+}
+
+impl FromIterator<KeyRecord> for KeyIndex {
+    fn from_iter<I: IntoIterator<Item = KeyRecord>>(iter: I) -> Self {
+        let mut index = Self::default();
+        for k in iter {
+            index.add(k);
+        }
+        index
+    }
+}
+
+impl Snapshot {
+    fn of(plans: Vec<Plan>, customers: Vec<CustomerRecord>, keys: KeyIndex) -> Self {
+        let mut keys = keys.0;
+        keys.shrink();
         Snapshot {
             plans: plans
                 .into_iter()
@@ -124,12 +151,7 @@ impl Snapshot {
                 .into_iter()
                 .map(|c| (c.id.clone(), Arc::new(c)))
                 .collect(),
-            keys: Shards::merged(keys, |old, new| {
-                let all = old.as_slice().iter().chain(new.as_slice()).cloned();
-                if let Some(list) = KeysOfPrefix::of(all.collect()) {
-                    *old = list;
-                }
-            }),
+            keys,
         }
     }
 }
@@ -230,7 +252,7 @@ impl Catalog {
         since: u64,
         plans: Vec<Plan>,
         customers: Vec<CustomerRecord>,
-        keys: Vec<KeyRecord>,
+        keys: KeyIndex,
     ) -> bool {
         let edits = self.edits.lock();
         if *edits != since {
@@ -253,12 +275,7 @@ impl Catalog {
     }
 
     /// Replaces everything at once (start-up).
-    pub fn replace_all(
-        &self,
-        plans: Vec<Plan>,
-        customers: Vec<CustomerRecord>,
-        keys: Vec<KeyRecord>,
-    ) {
+    pub fn replace_all(&self, plans: Vec<Plan>, customers: Vec<CustomerRecord>, keys: KeyIndex) {
         let _edits = self.edits.lock();
         self.snap
             .store(Arc::new(Snapshot::of(plans, customers, keys)));
@@ -433,7 +450,7 @@ mod tests {
         cat.replace_all(
             vec![plan()],
             cat.customers().iter().map(|c| (**c).clone()).collect(),
-            keys,
+            keys.into_iter().collect(),
         );
         let before = cat.snap.load_full();
         cat.revoke_key("k7", apikey::display_prefix(&secret_of(7)));
@@ -457,10 +474,15 @@ mod tests {
         // An admin change lands while a reload is reading the database...
         cat.put_plan(plan());
         // ...whose result, read before the change, does not replace it.
-        assert!(!cat.replace_all_unless_edited(before, vec![], vec![], vec![]));
+        assert!(!cat.replace_all_unless_edited(before, vec![], vec![], KeyIndex::default()));
         assert!(cat.plan("p").is_some());
         // Read again after the change: it replaces.
-        assert!(cat.replace_all_unless_edited(cat.edits(), vec![plan()], vec![], vec![]));
+        assert!(cat.replace_all_unless_edited(
+            cat.edits(),
+            vec![plan()],
+            vec![],
+            KeyIndex::default()
+        ));
         assert!(cat.plan("p").is_some());
     }
 }

@@ -15,7 +15,7 @@ pub mod reseed;
 mod shards;
 pub mod usage_stream;
 
-pub use catalog::{ApiKey, Catalog, Credential, CustomerRecord, KeyRecord, Principal};
+pub use catalog::{ApiKey, Catalog, Credential, CustomerRecord, KeyIndex, KeyRecord, Principal};
 pub use changes::{ChangeBus, RecordChange};
 pub use memory::MemoryStore;
 pub use redis_store::{RedisConn, RedisEndpoint, RedisStore};

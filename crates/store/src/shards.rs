@@ -121,35 +121,35 @@ impl<K: Hash + Eq + Clone, V: Clone> Shards<K, V> {
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> Shards<K, V> {
-    /// Builds every shard in place (nothing is shared yet, nothing copied);
-    /// a key met again is folded into its entry with `merge(old, new)`.
-    pub(crate) fn merged(
-        iter: impl IntoIterator<Item = (K, V)>,
-        mut merge: impl FnMut(&mut V, V),
-    ) -> Self {
-        let mut maps: Vec<HashMap<K, V>> = (0..SHARDS).map(|_| HashMap::new()).collect();
-        for (k, v) in iter {
-            match maps[shard_of(&k)].entry(k) {
-                Entry::Occupied(mut e) => merge(e.get_mut(), v),
-                Entry::Vacant(e) => {
-                    e.insert(v);
-                }
+    /// Inserts `value`, or folds it into the entry already at `key` with
+    /// `merge(old, new)`. Building a fresh map this way copies nothing: no
+    /// shard is shared yet.
+    pub(crate) fn insert_merging(&mut self, key: K, value: V, merge: impl FnOnce(&mut V, V)) {
+        match self.shard_mut(&key).entry(key) {
+            Entry::Occupied(mut e) => merge(e.get_mut(), value),
+            Entry::Vacant(e) => {
+                e.insert(value);
             }
         }
-        for m in &mut maps {
-            // Growth doubles a map's table: give back what it will not use.
-            m.shrink_to_fit();
-        }
-        Self {
-            shards: maps.into_iter().map(Arc::new).collect(),
+    }
+
+    /// Gives back the room growth left in each shard (a table doubles).
+    pub(crate) fn shrink(&mut self) {
+        for shard in self.shards.iter_mut() {
+            Arc::make_mut(shard).shrink_to_fit();
         }
     }
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> FromIterator<(K, V)> for Shards<K, V> {
-    /// Builds every shard in place; the last value of a repeated key wins.
+    /// The last value of a repeated key wins.
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Self::merged(iter, |old, new| *old = new)
+        let mut s = Self::default();
+        for (k, v) in iter {
+            s.insert(k, v);
+        }
+        s.shrink();
+        s
     }
 }
 
