@@ -18,9 +18,9 @@
 #
 # Reports: seconds from spawn until /readyz answers 200 and until the first
 # proxied call with a generated key answers 200, and VmRSS then (admin and
-# gateway); revocation and plan-change propagation (admin API call until the
-# gateway answers accordingly, polled every 5 ms; REPEAT times, median and
-# max); the median time of the first and of a late page of
+# gateway; the gateway's VmHWM too, the start-up's peak); revocation and
+# plan-change propagation (admin API call until the gateway answers
+# accordingly, polled every 5 ms; REPEAT times, median and max); the median time of the first and of a late page of
 # GET /admin/v1/customers and of a customer's keys (REPEAT each).
 # Needs cargo (unless SKIP_BUILD=1), psql, redis-server, redis-cli, nginx,
 # curl, jq, python3.
@@ -62,6 +62,7 @@ source "$ROOT/bench/lib.sh"
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 rss_mb() { awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+hwm_mb() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "n/a"; exit } print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 max() { sort -g | tail -n 1; }
 
@@ -185,6 +186,7 @@ GW_READY="$(since "$t0")"
 wait_ok "http://127.0.0.1:$GW_PORT/x" "$GW_PID" "$READY_TIMEOUT" "$TMP/gateway.log" -H "X-API-Key: $first_key"
 GW_SERVING="$(since "$t0")"
 GW_RSS="$(rss_mb "$GW_PID")"
+GW_HWM="$(hwm_mb "$GW_PID")"
 
 status_with() { curl -s -o /dev/null -w '%{http_code}' -m 5 -H "X-API-Key: $1" "http://127.0.0.1:$GW_PORT/x"; }
 limit_with() { curl -s -D - -o /dev/null -m 5 -H "X-API-Key: $1" "http://127.0.0.1:$GW_PORT/x" | tr -d '\r' | awk -F': ' 'tolower($1) == "ratelimit-limit" { print $2 }'; }
@@ -237,6 +239,7 @@ cat <<EOF
 | gateway: ready (s from spawn) | $GW_READY |
 | gateway: first call served (s from spawn) | $GW_SERVING |
 | gateway: RSS when serving (MB) | $GW_RSS |
+| gateway: peak RSS so far (VmHWM, MB) | $GW_HWM |
 | revocation reaches the gateway, median / max (ms, $(grep -c . "$TMP/revoke.ms") runs) | $(grep . "$TMP/revoke.ms" | median) / $(grep . "$TMP/revoke.ms" | max) |
 | plan change reaches the gateway, median / max (ms) | $(grep . "$TMP/plan.ms" | median) / $(grep . "$TMP/plan.ms" | max) |
 | GET /admin/v1/customers, first page of 100 (ms, median) | $P_FIRST |
