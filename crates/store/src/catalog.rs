@@ -2,7 +2,7 @@
 //! atomic pointer load; writes (admin changes, rare) copy the affected map and
 //! swap it in, so a revocation is in force for the very next call.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -35,17 +35,25 @@ pub enum Credential {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {
     pub id: Box<str>,
-    pub customer_id: Box<str>,
+    /// Shared by the keys of one customer loaded together.
+    pub customer_id: Arc<str>,
     hash: apikey::KeyHash,
+}
+
+impl ApiKey {
+    fn new(k: KeyRecord, customer_id: Arc<str>) -> Self {
+        Self {
+            id: k.id.into_string().into_boxed_str(),
+            customer_id,
+            hash: k.hash,
+        }
+    }
 }
 
 impl From<KeyRecord> for ApiKey {
     fn from(k: KeyRecord) -> Self {
-        Self {
-            id: k.id.into_string().into_boxed_str(),
-            customer_id: k.customer_id.into_string().into_boxed_str(),
-            hash: k.hash,
-        }
+        let customer_id = Arc::from(k.customer_id.as_str());
+        Self::new(k, customer_id)
     }
 }
 
@@ -67,11 +75,12 @@ fn prefix_of(s: &str) -> Option<Prefix> {
 }
 
 /// The keys of one display prefix: nearly always one (a prefix holds about
-/// 24 random bits), held without a list of its own.
+/// 24 random bits), held without a list of its own. Two thin pointers, so an
+/// entry of the key map takes 32 bytes.
 #[derive(Debug, Clone)]
 enum KeysOfPrefix {
     One(Arc<ApiKey>),
-    Several(Arc<[Arc<ApiKey>]>),
+    Several(Arc<Vec<Arc<ApiKey>>>),
 }
 
 impl KeysOfPrefix {
@@ -87,7 +96,7 @@ impl KeysOfPrefix {
         match keys.len() {
             0 => None,
             1 => keys.pop().map(Self::One),
-            _ => Some(Self::Several(keys.into())),
+            _ => Some(Self::Several(Arc::new(keys))),
         }
     }
 
@@ -109,7 +118,11 @@ struct Snapshot {
 /// Filled a row at a time (`add`), so a million keys are never held twice
 /// over while a catalog is loaded.
 #[derive(Debug, Default)]
-pub struct KeyIndex(Shards<Prefix, KeysOfPrefix>);
+pub struct KeyIndex {
+    keys: Shards<Prefix, KeysOfPrefix>,
+    /// One copy of each customer id for all its keys (dropped once built).
+    customer_ids: HashSet<Arc<str>>,
+}
 
 impl KeyIndex {
     pub fn add(&mut self, k: KeyRecord) {
@@ -118,8 +131,16 @@ impl KeyIndex {
             tracing::warn!(key = %k.id, "API key with a malformed prefix skipped");
             return;
         };
-        let key = KeysOfPrefix::One(Arc::new(ApiKey::from(k)));
-        self.0.insert_merging(prefix, key, |old, new| {
+        let customer_id = match self.customer_ids.get(k.customer_id.as_str()) {
+            Some(id) => Arc::clone(id),
+            None => {
+                let id: Arc<str> = Arc::from(k.customer_id.as_str());
+                self.customer_ids.insert(Arc::clone(&id));
+                id
+            }
+        };
+        let key = KeysOfPrefix::One(Arc::new(ApiKey::new(k, customer_id)));
+        self.keys.insert_merging(prefix, key, |old, new| {
             let all = old.as_slice().iter().chain(new.as_slice()).cloned();
             if let Some(list) = KeysOfPrefix::of(all.collect()) {
                 *old = list;
@@ -140,7 +161,7 @@ impl FromIterator<KeyRecord> for KeyIndex {
 
 impl Snapshot {
     fn of(plans: Vec<Plan>, customers: Vec<CustomerRecord>, keys: KeyIndex) -> Self {
-        let mut keys = keys.0;
+        let mut keys = keys.keys;
         keys.shrink();
         Snapshot {
             plans: plans
