@@ -5,12 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::{self, StreamExt};
-use paygate_core::metering::Counters;
-
 use chrono::Utc;
+use futures::stream::{self, StreamExt};
 use paygate_billing::{Database, DbError};
 use paygate_config::{Config, StoreBackend};
+use paygate_core::metering::Counters;
 use paygate_core::records::CustomerRecord;
 use paygate_core::Plan;
 use paygate_store::{changes, Catalog, ChangeBus, KeyIndex, RecordChange, SeedMode, Store};
@@ -89,7 +88,7 @@ const SEEDS_IN_FLIGHT: usize = 256;
 
 /// Seeds every customer's counters; a failure is logged and left to the
 /// reseeding of that customer's first call.
-pub async fn seed_all(store: &dyn Store, counters: HashMap<String, Counters>, mode: SeedMode) {
+async fn seed_all(store: &dyn Store, counters: HashMap<String, Counters>, mode: SeedMode) {
     stream::iter(counters)
         .for_each_concurrent(SEEDS_IN_FLIGHT, |(customer, c)| async move {
             if let Err(e) = store.seed(&customer, c, mode).await {
