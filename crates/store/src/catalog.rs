@@ -1,6 +1,7 @@
 //! The gateway's local cache of plans, customers and keys. Reads are one
-//! atomic pointer load; writes (admin changes, rare) copy the affected map and
-//! swap it in, so a revocation is in force for the very next call.
+//! atomic pointer load; writes (admin changes, rare) copy the affected shard
+//! and swap a new snapshot in, so a revocation is in force for the very next
+//! call.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -74,6 +75,31 @@ fn prefix_of(s: &str) -> Option<Prefix> {
     s.as_bytes().try_into().ok()
 }
 
+/// The key's prefix; `None` (and a warning) for a prefix paygate does not
+/// make, which no presented key can match.
+fn prefix_or_warn(k: &KeyRecord) -> Option<Prefix> {
+    let prefix = prefix_of(&k.prefix);
+    if prefix.is_none() {
+        tracing::warn!(key = %k.id, "API key with a malformed prefix not loaded");
+    }
+    prefix
+}
+
+type KeyMap = Shards<Prefix, KeysOfPrefix>;
+
+/// Adds `key` under `prefix`, in place of a key with the same id.
+fn add_key(keys: &mut KeyMap, prefix: Prefix, key: &Arc<ApiKey>) {
+    keys.update(prefix, |old| match old {
+        Some(list) => list.edited(&key.id, Some(key)),
+        None => Some(KeysOfPrefix::One(Arc::clone(key))),
+    })
+}
+
+/// Removes the key `id` from under `prefix`.
+fn remove_key(keys: &mut KeyMap, prefix: Prefix, id: &str) {
+    keys.update(prefix, |old| old.and_then(|list| list.edited(id, None)))
+}
+
 /// The keys of one display prefix: nearly always one (a prefix holds about
 /// 24 random bits), held without a list of its own. Two thin pointers, so an
 /// entry of the key map takes 32 bytes.
@@ -111,7 +137,7 @@ impl KeysOfPrefix {
 struct Snapshot {
     plans: HashMap<PlanId, Arc<Plan>>,
     customers: Shards<CustomerId, Arc<CustomerRecord>>,
-    keys: Shards<Prefix, KeysOfPrefix>,
+    keys: KeyMap,
 }
 
 /// API keys read for a catalog, indexed the way the catalog keeps them.
@@ -119,16 +145,14 @@ struct Snapshot {
 /// over while a catalog is loaded.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
-    keys: Shards<Prefix, KeysOfPrefix>,
+    keys: KeyMap,
     /// One copy of each customer id for all its keys (dropped once built).
     customer_ids: HashSet<Arc<str>>,
 }
 
 impl KeyIndex {
     pub fn add(&mut self, k: KeyRecord) {
-        let Some(prefix) = prefix_of(&k.prefix) else {
-            // Not a prefix paygate makes: no presented key can match it.
-            tracing::warn!(key = %k.id, "API key with a malformed prefix skipped");
+        let Some(prefix) = prefix_or_warn(&k) else {
             return;
         };
         let customer_id = match self.customer_ids.get(k.customer_id.as_str()) {
@@ -139,13 +163,11 @@ impl KeyIndex {
                 id
             }
         };
-        let key = KeysOfPrefix::One(Arc::new(ApiKey::new(k, customer_id)));
-        self.keys.insert_merging(prefix, key, |old, new| {
-            let all = old.as_slice().iter().chain(new.as_slice()).cloned();
-            if let Some(list) = KeysOfPrefix::of(all.collect()) {
-                *old = list;
-            }
-        });
+        add_key(
+            &mut self.keys,
+            prefix,
+            &Arc::new(ApiKey::new(k, customer_id)),
+        );
     }
 }
 
@@ -322,39 +344,34 @@ impl Catalog {
 
     /// Adds a key, or replaces the one with the same id.
     pub fn put_key(&self, k: KeyRecord) {
-        let Some(prefix) = prefix_of(&k.prefix) else {
-            tracing::warn!(key = %k.id, "API key with a malformed prefix not loaded");
+        let Some(prefix) = prefix_or_warn(&k) else {
             return;
         };
         let k = Arc::new(ApiKey::from(k));
-        self.edit(|s| {
-            s.keys.update(prefix, |old| match old {
-                Some(list) => list.edited(&k.id, Some(&k)),
-                None => Some(KeysOfPrefix::One(Arc::clone(&k))),
-            })
-        });
+        self.edit(|s| add_key(&mut s.keys, prefix, &k));
     }
 
     /// Removes the key `id` shown with `prefix`; the next call presenting it
     /// is refused.
     pub fn revoke_key(&self, id: &str, prefix: &str) {
-        let Some(prefix) = prefix_of(prefix) else {
-            return self.forget_key(id);
-        };
-        self.edit(|s| {
-            s.keys
-                .update(prefix, |old| old.and_then(|list| list.edited(id, None)))
-        });
+        match prefix_of(prefix) {
+            Some(prefix) => self.edit(|s| remove_key(&mut s.keys, prefix, id)),
+            None => self.forget_key(id),
+        }
     }
 
     /// Removes the key `id` whatever its prefix (a key the database no
     /// longer holds): a pass over every key.
     pub fn forget_key(&self, id: &str) {
         self.edit(|s| {
-            s.keys.update_where(
-                |list| list.as_slice().iter().any(|k| &*k.id == id),
-                |list| list.edited(id, None),
-            )
+            let held = s
+                .keys
+                .iter()
+                .find(|(_, list)| list.as_slice().iter().any(|k| &*k.id == id))
+                .map(|(prefix, _)| *prefix);
+            if let Some(prefix) = held {
+                remove_key(&mut s.keys, prefix, id);
+            }
         });
     }
 }

@@ -8,7 +8,6 @@
 
 use std::borrow::Borrow;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -79,35 +78,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Shards<K, V> {
         }
     }
 
-    /// Applies `f` to every entry, copying only the shards where it changes
-    /// something (`f` answers the new value, `None` to remove the entry, or
-    /// leaves the entry alone by answering `Some` of a clone).
-    pub(crate) fn update_where(
-        &mut self,
-        mut touches: impl FnMut(&V) -> bool,
-        mut f: impl FnMut(&V) -> Option<V>,
-    ) {
-        for shard in self.shards.iter_mut() {
-            if !shard.values().any(&mut touches) {
-                continue;
-            }
-            let map = Arc::make_mut(shard);
-            let touched: Vec<K> = map
-                .iter()
-                .filter(|(_, v)| touches(v))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in touched {
-                match map.get(&k).and_then(&mut f) {
-                    Some(v) => {
-                        map.insert(k, v);
-                    }
-                    None => {
-                        map.remove(&k);
-                    }
-                }
-            }
-        }
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.shards.iter().flat_map(|s| s.iter())
     }
 
     pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
@@ -117,20 +89,6 @@ impl<K: Hash + Eq + Clone, V: Clone> Shards<K, V> {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.len()).sum()
-    }
-}
-
-impl<K: Hash + Eq + Clone, V: Clone> Shards<K, V> {
-    /// Inserts `value`, or folds it into the entry already at `key` with
-    /// `merge(old, new)`. Building a fresh map this way copies nothing: no
-    /// shard is shared yet.
-    pub(crate) fn insert_merging(&mut self, key: K, value: V, merge: impl FnOnce(&mut V, V)) {
-        match self.shard_mut(&key).entry(key) {
-            Entry::Occupied(mut e) => merge(e.get_mut(), value),
-            Entry::Vacant(e) => {
-                e.insert(value);
-            }
-        }
     }
 
     /// Gives back the room growth left in each shard (a table doubles).
@@ -179,23 +137,13 @@ mod tests {
     }
 
     #[test]
-    fn update_where_copies_only_the_shards_it_changes() {
+    fn update_replaces_or_removes_and_leaves_absent_keys_absent() {
         let a: Shards<String, u32> = (0..1_000).map(|i| (format!("k{i}"), i)).collect();
-        let mut b = a.clone();
-        b.update_where(|v| *v == 7 || *v == 8, |v| (*v == 7).then_some(70));
-        assert_eq!(b.get("k7"), Some(&70));
-        assert_eq!(b.get("k8"), None);
-        assert_eq!(a.get("k7"), Some(&7));
-        let copied = a
-            .shards
-            .iter()
-            .zip(b.shards.iter())
-            .filter(|(x, y)| !Arc::ptr_eq(x, y))
-            .count();
-        assert!(copied <= 2, "{copied} shards copied");
-        let mut c = b.clone();
+        let mut c = a.clone();
         c.update(String::from("k9"), |old| old.map(|v| v + 1));
         c.update(String::from("new"), |old| old.map(|v| v + 1));
         assert_eq!((c.get("k9"), c.get("new")), (Some(&10), None));
+        c.update(String::from("k8"), |_| None);
+        assert_eq!((c.get("k8"), a.get("k8")), (None, Some(&8)));
     }
 }
