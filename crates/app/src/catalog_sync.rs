@@ -12,7 +12,9 @@ use paygate_config::{Config, StoreBackend};
 use paygate_core::metering::Counters;
 use paygate_core::records::CustomerRecord;
 use paygate_core::Plan;
-use paygate_store::{changes, Catalog, ChangeBus, KeyIndex, RecordChange, SeedMode, Store};
+use paygate_store::{
+    changes, Catalog, ChangeBus, KeyIndex, RecordChange, SeedMode, Store, StoreError,
+};
 
 use crate::AppError;
 
@@ -70,7 +72,8 @@ pub async fn load_and_follow(
 
 /// Loads quota used and credits from the ledger into the store, so a
 /// restart gives nobody a fresh quota. `IfAbsent`: with a shared store the
-/// live counters of the other gateways are ahead of the ledger.
+/// live counters of the other gateways are ahead of the ledger. A customer
+/// not seeded now is seeded by the reseeding of its first call.
 pub async fn seed_counters(
     db: &Database,
     catalog: &Catalog,
@@ -78,7 +81,9 @@ pub async fn seed_counters(
 ) -> Result<(), AppError> {
     let customers = catalog.customers();
     let counters = db.counters_of(&customers, Utc::now()).await?;
-    seed_all(store, counters, SeedMode::IfAbsent).await;
+    for (customer, e) in seed_all(store, &counters, SeedMode::IfAbsent).await {
+        tracing::warn!(customer = %customer, error = %e, "counters not loaded into the store yet");
+    }
     Ok(())
 }
 
@@ -86,16 +91,25 @@ pub async fn seed_counters(
 /// one connection, so 100,000 customers take seconds, not minutes.
 const SEEDS_IN_FLIGHT: usize = 256;
 
-/// Seeds every customer's counters; a failure is logged and left to the
-/// reseeding of that customer's first call.
-async fn seed_all(store: &dyn Store, counters: HashMap<String, Counters>, mode: SeedMode) {
+/// Seeds every customer's counters; answers the customers it could not
+/// seed, with why.
+pub async fn seed_all<'c>(
+    store: &dyn Store,
+    counters: &'c HashMap<String, Counters>,
+    mode: SeedMode,
+) -> Vec<(&'c str, StoreError)> {
     stream::iter(counters)
-        .for_each_concurrent(SEEDS_IN_FLIGHT, |(customer, c)| async move {
-            if let Err(e) = store.seed(&customer, c, mode).await {
-                tracing::warn!(customer = %customer, error = %e, "counters not loaded into the store yet");
-            }
+        .map(|(customer, c)| async move {
+            store
+                .seed(customer, *c, mode)
+                .await
+                .err()
+                .map(|e| (customer.as_str(), e))
         })
-        .await;
+        .buffer_unordered(SEEDS_IN_FLIGHT)
+        .filter_map(|failed| async move { failed })
+        .collect()
+        .await
 }
 
 /// Reloads one changed record from the database into the catalog.

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use chrono::Utc;
-use futures::stream::{self, StreamExt};
 use paygate_billing::reconcile::{self, Drift};
 use paygate_billing::Database;
 use paygate_config::{Config, StoreBackend};
@@ -15,7 +14,9 @@ use paygate_metrics::Metrics;
 use paygate_store::SeedMode;
 use paygate_usage::DeadLetterFile;
 
-use crate::{control_runtime, drift, shutdown, store, usage, App, AppError, Role, Shutdown};
+use crate::{
+    catalog_sync, control_runtime, drift, shutdown, store, usage, App, AppError, Role, Shutdown,
+};
 
 /// Logs go to standard output; `PAYGATE_LOG` takes a tracing filter
 /// (default `info,pingora=warn`).
@@ -152,20 +153,14 @@ pub fn rebuild_counters(path: &Path) -> ExitCode {
             store.ping().await?;
             let (_, customers) = db.load_plans_and_customers().await?;
             let customers: Vec<_> = customers.into_iter().map(Arc::new).collect();
-            let mut counters: Vec<_> = db
-                .counters_of(&customers, Utc::now())
-                .await?
-                .into_iter()
-                .collect();
-            counters.sort_by(|a, b| a.0.cmp(&b.0));
-            // Pipelined, like the start-up seeding; the first failure stops it.
-            let store = store.as_ref();
-            let mut seeded = stream::iter(&counters)
-                .map(|(id, c)| async move { store.seed(id, *c, SeedMode::Overwrite).await })
-                .buffered(256);
-            while let Some(r) = seeded.next().await {
-                r?;
+            let counters = db.counters_of(&customers, Utc::now()).await?;
+            let failed =
+                catalog_sync::seed_all(store.as_ref(), &counters, SeedMode::Overwrite).await;
+            if let Some((_, e)) = failed.into_iter().next() {
+                return Err(e.into());
             }
+            let mut counters: Vec<_> = counters.into_iter().collect();
+            counters.sort_by(|a, b| a.0.cmp(&b.0));
             for (id, c) in &counters {
                 println!(
                     "{id}: quota used {}, credits {} micros",

@@ -24,8 +24,8 @@ pub enum DriftError {
         customer: String,
         source: StoreError,
     },
-    #[error("customer {customer}: ledger: {source}")]
-    Ledger { customer: String, source: DbError },
+    #[error("ledger: {0}")]
+    Ledger(#[source] DbError),
 }
 
 /// The store's counters of one customer, without reserving anything.
@@ -60,10 +60,7 @@ pub async fn drifts(
     let ledger = db
         .counters_of(customers, now)
         .await
-        .map_err(|source| DriftError::Ledger {
-            customer: "(all)".into(),
-            source,
-        })?;
+        .map_err(DriftError::Ledger)?;
     // Collected first: an iterator adapter's closure held across the awaits
     // below would make this future not `Send` (a known rustc limitation).
     let checks: Vec<_> = customers

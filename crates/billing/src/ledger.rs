@@ -163,42 +163,39 @@ impl Database {
         let granted = sums(
             &self.pool,
             "SELECT customer_id, CAST(SUM(amount_micros) AS BIGINT) FROM credit_grants GROUP BY customer_id",
+            None,
         )
         .await?;
         let spent = sums(
             &self.pool,
             "SELECT customer_id, CAST(SUM(credits_micros) AS BIGINT) FROM usage_daily GROUP BY customer_id",
+            None,
         )
         .await?;
-        let periods: HashMap<&str, Period> = customers
-            .iter()
-            .map(|c| (c.id.as_str(), Period::containing(c.anchor_day, now)))
-            .collect();
         // Anchors differ, so a customer's period is this month or the one
         // before: read units of every period in use, keep each customer's own.
-        let names: HashSet<String> = periods.values().map(Period::name).collect();
-        let mut units: HashMap<(String, String), i64> = HashMap::new();
-        for name in &names {
-            let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
-                "SELECT customer_id, CAST(SUM(units) AS BIGINT) FROM usage_daily WHERE period = $1 GROUP BY customer_id",
-            )
-            .bind(name.as_str())
-            .fetch_all(&self.pool)
-            .await?;
-            for (customer, n) in rows {
-                units.insert((customer, name.clone()), n.unwrap_or(0));
-            }
+        let periods: Vec<(&CustomerRecord, Period, String)> = customers
+            .iter()
+            .map(|c| {
+                let p = Period::containing(c.anchor_day, now);
+                let name = p.name();
+                (&**c, p, name)
+            })
+            .collect();
+        let names: HashSet<&str> = periods.iter().map(|(_, _, n)| n.as_str()).collect();
+        let mut units: HashMap<&str, HashMap<String, i64>> = HashMap::new();
+        for name in names {
+            let sql = "SELECT customer_id, CAST(SUM(units) AS BIGINT) FROM usage_daily WHERE period = $1 GROUP BY customer_id";
+            units.insert(name, sums(&self.pool, sql, Some(name)).await?);
         }
+        let of = |m: &HashMap<String, i64>, id: &str| m.get(id).copied().unwrap_or(0);
         Ok(periods
-            .into_iter()
-            .map(|(id, period)| {
-                let used = units
-                    .get(&(id.to_owned(), period.name()))
-                    .copied()
-                    .unwrap_or(0);
+            .iter()
+            .map(|(c, period, name)| {
+                let id = c.id.as_str();
+                let used = units.get(name.as_str()).map_or(0, |m| of(m, id));
                 let counters = Counters {
-                    credits_micros: granted.get(id).copied().unwrap_or(0)
-                        - spent.get(id).copied().unwrap_or(0),
+                    credits_micros: of(&granted, id) - of(&spent, id),
                     quota_used: u64::try_from(used).unwrap_or(0),
                     period_start: period.start.timestamp(),
                 };
@@ -230,9 +227,18 @@ impl Database {
     }
 }
 
-/// `customer_id → sum` from a grouped query.
-async fn sums(pool: &sqlx::AnyPool, sql: &str) -> Result<HashMap<String, i64>, DbError> {
-    let rows: Vec<(String, Option<i64>)> = sqlx::query_as(sql).fetch_all(pool).await?;
+/// `customer_id → sum` from a query grouped by customer, with `$1` bound to
+/// `arg` when given.
+async fn sums(
+    pool: &sqlx::AnyPool,
+    sql: &str,
+    arg: Option<&str>,
+) -> Result<HashMap<String, i64>, DbError> {
+    let mut q = sqlx::query_as::<_, (String, Option<i64>)>(sql);
+    if let Some(arg) = arg {
+        q = q.bind(arg);
+    }
+    let rows = q.fetch_all(pool).await?;
     Ok(rows.into_iter().map(|(c, n)| (c, n.unwrap_or(0))).collect())
 }
 
