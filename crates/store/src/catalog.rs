@@ -200,7 +200,6 @@ impl Snapshot {
 }
 
 pub struct Catalog {
-    secret: Vec<u8>,
     hasher: apikey::KeyHasher,
     snap: ArcSwap<Snapshot>,
     /// Number of single-record edits so far. Held while any write replaces
@@ -212,17 +211,16 @@ pub struct Catalog {
 impl Catalog {
     /// `secret` is the server's HMAC secret for API keys.
     pub fn new(secret: impl Into<Vec<u8>>) -> Self {
-        let secret = secret.into();
         Self {
-            hasher: apikey::KeyHasher::new(&secret),
-            secret,
+            hasher: apikey::KeyHasher::new(&secret.into()),
             snap: ArcSwap::from_pointee(Snapshot::default()),
             edits: parking_lot::Mutex::new(0),
         }
     }
 
-    pub fn key_secret(&self) -> &[u8] {
-        &self.secret
+    /// The keyed hash a new key is stored under.
+    pub fn hash_key(&self, key: &str) -> apikey::KeyHash {
+        self.hasher.hash(key)
     }
 
     /// Finds the live key matching `presented`, comparing keyed hashes in constant time.

@@ -35,7 +35,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Extension<ShownOnce>, Json<NewKey>), ApiError> {
     let customer = customers::load(&s, &id).await?;
     let new = apikey::generate();
-    let hash = apikey::hash(s.catalog.key_secret(), &new.secret);
+    let hash = s.catalog.hash_key(&new.secret);
     let rec =
         s.db.create_key(&customer.id, &new.prefix, &hash, &actor)
             .await?;
