@@ -54,9 +54,10 @@ for _ in range(n):
 EOF
 }
 
-# paygate_config DIR GATEWAY_PORT ADMIN_PORT: the embedded layout every
-# single-process measurement uses (memory store, SQLite in DIR, one route on
-# the backend), on stdout.
+# paygate_config DATABASE_URL GATEWAY_PORT ADMIN_PORT [MORE_TOML]: one route
+# `bench` on `/` to the backend, 2 gateway threads, no shutdown grace; the
+# memory store unless MORE_TOML says otherwise (e.g. a [store] section). On
+# stdout.
 paygate_config() {
   cat <<EOF
 [gateway]
@@ -66,7 +67,8 @@ shutdown_grace_seconds = 0
 [admin]
 listen = "127.0.0.1:$3"
 [database]
-url = "sqlite://$1/ledger.db"
+url = "$1"
+${4:-}
 [[upstreams]]
 name = "backend"
 targets = ["127.0.0.1:$BACKEND_PORT"]

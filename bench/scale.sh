@@ -89,27 +89,10 @@ GW_PORT="$(free_port)"; GW_ADMIN_PORT="$(free_port)"; ADMIN_PORT="$(free_port)"
 SECRET="scale-bench-secret"
 TOKEN="scaletoken"
 config() { # admin listen port
-  cat <<EOF
-[gateway]
-listen = "127.0.0.1:$GW_PORT"
-threads = 2
-shutdown_grace_seconds = 0
-[admin]
-listen = "127.0.0.1:$1"
-[database]
-url = "$PG/$DB"
-[store]
-backend = "redis"
-redis_url = "redis://127.0.0.1:$REDIS_PORT/0"
-key_prefix = "scale"
-[[upstreams]]
-name = "backend"
-targets = ["127.0.0.1:$BACKEND_PORT"]
-[[routes]]
-id = "bench"
-path_prefix = "/"
-upstream = "backend"
-EOF
+  paygate_config "$PG/$DB" "$GW_PORT" "$1" "[store]
+backend = \"redis\"
+redis_url = \"redis://127.0.0.1:$REDIS_PORT/0\"
+key_prefix = \"scale\""
 }
 config "$ADMIN_PORT" >"$TMP/admin.toml"
 config "$GW_ADMIN_PORT" >"$TMP/gateway.toml"
