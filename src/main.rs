@@ -98,7 +98,6 @@ enum BillingCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    commands::init_tracing();
     match cli.command {
         Command::Serve { config, demo, tls } => commands::serve(config.as_deref(), demo, tls),
         Command::Gateway { config } => commands::serve_role(&config, Role::Gateway),

@@ -116,7 +116,8 @@ fn record(s: &MockState, h: &HeaderMap) {
 }
 
 /// An upstream with `/health`, `/v1/status/{code}`, `/v1/slow/{ms}`,
-/// `/v1/big/{n}` (a body of `n` bytes),
+/// `/v1/big/{n}` (a body of `n` bytes), `/v1/cache-control/{directive}`
+/// (an answer with that `Cache-Control`),
 /// `/v1/ws` (WebSocket echo), `/v1/ticks/{n}` (a WebSocket that sends `n`
 /// messages, text and binary, some in fragments, with pings between, then
 /// closes) and a JSON 200 for everything else.
@@ -153,6 +154,18 @@ pub async fn mock_upstream() -> Mock {
                     record(&s, &h);
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     Json(json!({"slept_ms": ms}))
+                },
+            ),
+        )
+        .route(
+            "/v1/cache-control/{directive}",
+            get(
+                |State(s): State<MockState>, h: HeaderMap, Path(d): Path<String>| async move {
+                    record(&s, &h);
+                    (
+                        [("cache-control", d)],
+                        Json(json!({"n": s.hits.load(Ordering::SeqCst)})),
+                    )
                 },
             ),
         )
@@ -289,6 +302,8 @@ pub struct Paygate {
     /// The ledger database every gateway started in the same directory shares.
     pub db_url: String,
     pub config_path: PathBuf,
+    /// Where its standard output (the log) goes.
+    pub stdout_path: PathBuf,
     pub client: reqwest::Client,
     wait: Wait,
 }
@@ -362,6 +377,7 @@ url = "{db_url}"
             gw: format!("http://127.0.0.1:{gw_port}"),
             admin: format!("http://127.0.0.1:{admin_port}"),
             db_url,
+            stdout_path: dir.join(format!("{name}.stdout")),
             config_path,
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
@@ -381,13 +397,28 @@ url = "{db_url}"
             .env("PAYGATE_KEY_SECRET", "test-key-secret")
             // PAYGATE_TEST_LOG=debug shows a failing test's paygate in full
             // (paygate logs to standard output).
+            // A test that sets its own [log] section keeps its level.
             .env(
                 "PAYGATE_LOG",
-                std::env::var("PAYGATE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("PAYGATE_TEST_LOG").unwrap_or_else(|_| {
+                    let text = std::fs::read_to_string(&self.config_path).unwrap_or_default();
+                    let level = text
+                        .lines()
+                        .find_map(|l| l.trim().strip_prefix("level = "))
+                        .filter(|_| text.contains("\n[log]"))
+                        .map(|v| v.trim_matches('"').to_string());
+                    level.unwrap_or_else(|| "warn".into())
+                }),
             )
             .stdout(match std::env::var_os("PAYGATE_TEST_LOG") {
                 Some(_) => Stdio::inherit(),
-                None => Stdio::null(),
+                None => Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&self.stdout_path)
+                        .unwrap(),
+                ),
             })
             .stderr(Stdio::inherit())
             .spawn()
@@ -427,6 +458,25 @@ url = "{db_url}"
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Sends SIGHUP: reload the config file.
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// The value of one metric series, `name{labels}` as rendered (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// SIGTERM, then wait for the process to exit (it flushes usage first).

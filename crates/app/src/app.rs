@@ -21,8 +21,10 @@ use paygate_usage::UsageSink;
 
 use crate::demo::DemoUpstream;
 use crate::provision::JwtProvisioner;
+use crate::reload::{JwtRefresh, Reloader};
 use crate::{catalog_sync, drift, server, store, usage, AppError, Role, Shutdown};
 use paygate_gateway::auth::Provisioner;
+use paygate_gateway::live::{Live, Reloadable};
 use paygate_jwt::Issuers;
 
 /// How long a stopping gateway waits for its usage events to be written.
@@ -38,9 +40,13 @@ pub struct App {
     /// Present when this process proxies calls.
     sink: Option<UsageSink>,
     issuers: Arc<Issuers>,
+    /// Their JWKS refresh tasks (a gateway's).
+    jwt_refresh: Option<JwtRefresh>,
     provisioner: Arc<dyn Provisioner>,
     metrics: Metrics,
     admin_addr: SocketAddr,
+    /// The file the config came from: a gateway reloads it on SIGHUP.
+    config_path: Option<std::path::PathBuf>,
     /// The HTTPS listener's certificates, when `[gateway.tls]` is set.
     gateway_certs: Option<Arc<paygate_tls::CertStore>>,
     admin_token: String,
@@ -125,9 +131,11 @@ impl App {
             store: started.store,
             sink: started.sink,
             issuers: started.issuers,
+            jwt_refresh: started.jwt_refresh,
             provisioner: started.provisioner,
             metrics: started.metrics,
             admin_addr: started.admin_addr,
+            config_path: None,
             gateway_certs: started.gateway_certs,
             admin_token,
             admin: started.admin,
@@ -139,6 +147,16 @@ impl App {
     /// metrics listener) is bound: `admin.listen` with port 0 resolved.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The file `config` was read from: on SIGHUP, a process that proxies
+    /// re-reads it and applies its routes, upstreams, JWT issuers and x402
+    /// settings.
+    pub fn reload_from(self, path: &std::path::Path) -> Self {
+        Self {
+            config_path: Some(path.to_path_buf()),
+            ..self
+        }
     }
 
     pub fn admin_token(&self) -> &str {
@@ -164,9 +182,11 @@ impl App {
             store,
             sink,
             issuers,
+            jwt_refresh,
             provisioner,
             metrics,
             gateway_certs,
+            config_path,
             ..
         } = self;
         tracing::info!(role = role.command(), admin = %config.admin.listen, gateway = ?config.gateway.plain_listen(), https = ?config.gateway.tls.as_ref().map(|t| t.listen), "paygate starting");
@@ -175,12 +195,28 @@ impl App {
             rt.shutdown_timeout(Duration::from_secs(1));
             return Ok(());
         };
+        paygate_gateway::upstream::check_tls_targets(&config.upstreams)?;
+        let live = Live::build(&config, 0, rt.handle())?;
+        let reloadable = Reloadable::new(live, issuers);
+        if let (Some(path), Some(refresh)) = (config_path, jwt_refresh) {
+            rt.spawn(
+                Reloader {
+                    path,
+                    reloadable: reloadable.clone(),
+                    refresh,
+                    metrics: metrics.clone(),
+                    current: config.clone(),
+                    generation: 0,
+                }
+                .watch(),
+            );
+        }
         let shared = server::Shared {
             catalog,
             store,
             usage: sink,
             metrics: metrics.clone(),
-            issuers,
+            reloadable,
             provisioner,
             certs: gateway_certs,
         };
@@ -210,6 +246,7 @@ struct Started {
     store: Arc<dyn Store>,
     sink: Option<UsageSink>,
     issuers: Arc<Issuers>,
+    jwt_refresh: Option<JwtRefresh>,
     provisioner: Arc<dyn Provisioner>,
     metrics: Metrics,
     admin_addr: SocketAddr,
@@ -259,16 +296,9 @@ async fn start(config: &Config, role: Role, token: String) -> Result<Started, Ap
         None
     };
     let issuers = Arc::new(Issuers::from_config(&config.auth.jwt)?);
-    if role.proxies() {
-        let client = paygate_jwt::refresh::client();
-        for issuer in issuers.iter() {
-            tokio::spawn(paygate_jwt::refresh::run(
-                Arc::clone(issuer),
-                client.clone(),
-                metrics.jwks_refresh.clone(),
-            ));
-        }
-    }
+    let jwt_refresh = role
+        .proxies()
+        .then(|| JwtRefresh::start(&issuers, &metrics));
     let provisioner: Arc<dyn Provisioner> = Arc::new(JwtProvisioner {
         db: db.clone(),
         catalog: Arc::clone(&catalog),
@@ -345,6 +375,7 @@ async fn start(config: &Config, role: Role, token: String) -> Result<Started, Ap
         store,
         sink,
         issuers,
+        jwt_refresh,
         provisioner,
         metrics,
         admin_addr,

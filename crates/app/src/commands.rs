@@ -18,24 +18,25 @@ use crate::{
     catalog_sync, control_runtime, drift, shutdown, store, usage, App, AppError, Role, Shutdown,
 };
 
-/// Logs go to standard output; `PAYGATE_LOG` takes a tracing filter
-/// (default `info,pingora=warn`).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PAYGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
-}
-
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, AppError> {
     paygate_config::load(path).map_err(AppError::Config)
 }
 
+/// Reads a config file and starts logging as its `[log]` says: what every
+/// command that runs with a config does first.
+fn start(path: &Path) -> Result<Config, AppError> {
+    let config = load(path);
+    match &config {
+        Ok(c) => crate::logging::init(&c.log),
+        Err(_) => crate::logging::init(&paygate_config::LogConfig::default()),
+    }
+    config
+}
+
 /// Exit status 0, or 1 with the error on stderr.
 fn exit(result: Result<(), AppError>) -> ExitCode {
+    crate::logging::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -58,8 +59,15 @@ pub fn serve(config: Option<&Path>, demo: bool, tls: bool) -> ExitCode {
             key: "--demo",
             message: "--demo brings its own configuration; leave out --config".into(),
         }),
-        (Some(p), false) => load(p).and_then(|c| App::build(c, Role::All)?.run(Shutdown::Signals)),
-        (None, true) => App::demo(tls).and_then(|app| app.run(Shutdown::Signals)),
+        (Some(p), false) => start(p).and_then(|c| {
+            App::build(c, Role::All)?
+                .reload_from(p)
+                .run(Shutdown::Signals)
+        }),
+        (None, true) => {
+            crate::logging::init(&paygate_config::LogConfig::default());
+            App::demo(tls).and_then(|app| app.run(Shutdown::Signals))
+        }
         (None, false) => Err(AppError::Setting {
             key: "--config",
             message: "--config FILE is required (or --demo)".into(),
@@ -71,7 +79,7 @@ pub fn serve(config: Option<&Path>, demo: bool, tls: bool) -> ExitCode {
 /// deployment. Both need the shared Redis: a memory store would keep quota,
 /// credits and record changes inside this one process.
 pub fn serve_role(path: &Path, role: Role) -> ExitCode {
-    exit(load(path).and_then(|config| {
+    exit(start(path).and_then(|config| {
         if config.store.backend != StoreBackend::Redis {
             return Err(AppError::Setting {
                 key: "store.backend",
@@ -82,7 +90,9 @@ pub fn serve_role(path: &Path, role: Role) -> ExitCode {
                 ),
             });
         }
-        App::build(config, role)?.run(Shutdown::Signals)
+        App::build(config, role)?
+            .reload_from(path)
+            .run(Shutdown::Signals)
     }))
 }
 
@@ -132,7 +142,7 @@ async fn database(config: &Config) -> Result<Database, AppError> {
 
 /// `paygate migrate`: apply database migrations and exit.
 pub fn migrate(path: &Path) -> ExitCode {
-    exit(load(path).and_then(|config| {
+    exit(start(path).and_then(|config| {
         control_runtime()?.block_on(async {
             database(&config).await?;
             println!("migrations applied to {}", config.database.url);
@@ -146,7 +156,7 @@ pub fn migrate(path: &Path) -> ExitCode {
 /// counted again by their own give-back or usage event, so run it when Redis
 /// lost its data, not as routine.
 pub fn rebuild_counters(path: &Path) -> ExitCode {
-    exit(load(path).and_then(|config| {
+    exit(start(path).and_then(|config| {
         control_runtime()?.block_on(async {
             let db = database(&config).await?;
             let (store, _) = store::build(&config)?;
@@ -176,7 +186,7 @@ pub fn rebuild_counters(path: &Path) -> ExitCode {
 /// `paygate billing run`: only the usage-stream consumer, for scaling
 /// billing apart from the gateways.
 pub fn billing_run(path: &Path) -> ExitCode {
-    exit(load(path).and_then(|config| {
+    exit(start(path).and_then(|config| {
         if config.store.backend != StoreBackend::Redis {
             return Err(AppError::Setting {
                 key: "store.backend",
@@ -209,7 +219,7 @@ pub fn reconcile(path: &Path, period: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = load(path).and_then(|config| {
+    let result = start(path).and_then(|config| {
         if config.store.backend == StoreBackend::Memory {
             return Err(AppError::Setting {
                 key: "store.backend",
@@ -237,6 +247,7 @@ pub fn reconcile(path: &Path, period: &str) -> ExitCode {
             Ok(rows.iter().all(Drift::is_clean) && unknown.is_empty())
         })
     });
+    crate::logging::flush();
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -252,7 +263,7 @@ pub fn reconcile(path: &Path, period: &str) -> ExitCode {
 /// that made it refuse them is fixed. What it still refuses stays in the
 /// file; exit 0 when nothing is left, 1 otherwise.
 pub fn replay_dead_letters(path: &Path, file: Option<&Path>) -> ExitCode {
-    let result = load(path).and_then(|config| {
+    let result = start(path).and_then(|config| {
         let file = DeadLetterFile::new(file.unwrap_or(&config.usage.dead_letter_path));
         control_runtime()?.block_on(async {
             let db = database(&config).await?;
@@ -266,6 +277,7 @@ pub fn replay_dead_letters(path: &Path, file: Option<&Path>) -> ExitCode {
             Ok(replayed.kept == 0)
         })
     });
+    crate::logging::flush();
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),

@@ -1,15 +1,13 @@
 //! The gateway's Pingora server: the proxy service on `gateway.listen` and
-//! `gateway.tls.listen` (HTTPS), and
-//! the upstream health checks, run on the calling thread until shutdown.
+//! `gateway.tls.listen` (HTTPS), run on the calling thread until shutdown.
+//! (Upstream health checks run on the control runtime: see `Live`.)
 
 use std::sync::Arc;
 
 use paygate_config::Config;
 use paygate_gateway::auth::Provisioner;
-use paygate_gateway::routing::RouteTable;
-use paygate_gateway::upstream::Upstreams;
+use paygate_gateway::live::Reloadable;
 use paygate_gateway::{Gateway, GatewayDeps};
-use paygate_jwt::Issuers;
 use paygate_metrics::Metrics;
 use paygate_store::{Catalog, Store};
 use paygate_usage::UsageSink;
@@ -24,7 +22,8 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub usage: UsageSink,
     pub metrics: Metrics,
-    pub issuers: Arc<Issuers>,
+    /// Routes, upstreams, x402 settings, JWT issuers: what SIGHUP reloads.
+    pub reloadable: Reloadable,
     pub provisioner: Arc<dyn Provisioner>,
     /// Certificates of the HTTPS listener (`[gateway.tls]`).
     pub certs: Option<Arc<paygate_tls::CertStore>>,
@@ -50,16 +49,9 @@ pub fn run(
     server.bootstrap();
 
     let shared_certs = shared.certs;
-    paygate_gateway::upstream::check_tls_targets(&config.upstreams)?;
-    let (upstreams, health) = Upstreams::new(&config.upstreams)?;
-    let routes = RouteTable::new(&config.routes, config.x402.as_ref(), |name| {
-        upstreams.index_of(name)
-    });
     let gateway = Gateway::new(GatewayDeps {
-        routes,
-        upstreams,
+        reloadable: shared.reloadable,
         catalog: shared.catalog,
-        issuers: shared.issuers,
         provisioner: shared.provisioner,
         store: shared.store,
         on_unavailable: config.store.on_unavailable,
@@ -72,10 +64,7 @@ pub fn run(
         background,
         // A few store round trips, however short the store's deadline.
         ws_wait: std::time::Duration::from_millis((config.store.timeout_ms * 4).max(100)),
-        payments: config
-            .x402
-            .as_ref()
-            .map(|x| std::sync::Arc::new(paygate_gateway::payment::Payments::new(x))),
+        access_log: config.log.access,
     });
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -98,9 +87,6 @@ pub fn run(
         proxy.add_tls_with_settings(&t.listen.to_string(), None, settings);
     }
     server.add_service(proxy);
-    for h in health {
-        server.add_service(h);
-    }
     server.run(shutdown.into_pingora());
     Ok(())
 }

@@ -17,6 +17,39 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// x402 pay-per-call; routes with `x402_price_micros` take payments.
     pub x402: Option<X402Config>,
+    /// `[log]`: process log and the access log.
+    pub log: LogConfig,
+}
+
+/// `[log]`: where log lines go (standard output) and what they look like.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// One line per call through the gateway.
+    pub access: bool,
+    /// A tracing filter: a level (`info`) or directives (`info,pingora=warn`).
+    /// `PAYGATE_LOG` in the environment wins over it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            access: true,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, coloured only on a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -451,6 +484,50 @@ pub struct RouteConfig {
     /// (default `[x402] x402_rate_limit`: 50/s, burst 100).
     #[serde(default)]
     pub x402_rate_limit: Option<paygate_core::RateLimit>,
+    /// Cross-origin calls from browsers: preflights answered here.
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
+    /// GET answers kept for `ttl_ms` and served again (still metered).
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
+}
+
+/// A route's `cors = {...}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CorsConfig {
+    /// Origins allowed, exactly as browsers send them
+    /// (`https://app.example.com`); `"*"` allows any.
+    pub allow_origins: Vec<String>,
+    /// Request headers a preflight may ask for.
+    #[serde(default = "default_cors_headers")]
+    pub allow_headers: Vec<String>,
+    /// How long a browser may keep a preflight's answer.
+    #[serde(default = "default_cors_max_age")]
+    pub max_age_seconds: u64,
+}
+
+fn default_cors_headers() -> Vec<String> {
+    vec![
+        "authorization".into(),
+        "x-api-key".into(),
+        "content-type".into(),
+    ]
+}
+
+fn default_cors_max_age() -> u64 {
+    600
+}
+
+/// A route's `cache = {...}`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct CacheConfig {
+    pub ttl_ms: u64,
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: usize,
+}
+
+fn default_cache_entries() -> usize {
+    10_000
 }
 
 /// `[x402]`: where payments go, in what, and who checks them.

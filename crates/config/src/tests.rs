@@ -391,3 +391,64 @@ fn bad_tls_settings_name_their_keys() {
         assert!(parse(&tls(ok), env(&[])).is_ok(), "{ok}");
     }
 }
+
+#[test]
+fn log_section_defaults_and_values() {
+    let c = parse("", env(&[])).unwrap();
+    assert_eq!(c.log.format, LogFormat::Text);
+    assert!(c.log.access);
+    assert_eq!(c.log.level, "info");
+    let c = parse(
+        "[log]\nformat = \"json\"\naccess = false\nlevel = \"warn,paygate::access=info\"\n",
+        env(&[]),
+    )
+    .unwrap();
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert!(!c.log.access);
+    let errs = parse("[log]\nlevel = \"loud\"\n", env(&[])).unwrap_err();
+    assert_eq!(keys_of(errs), ["log.level"]);
+    let errs = parse("[log]\nformat = \"xml\"\n", env(&[])).unwrap_err();
+    assert_eq!(keys_of(errs), ["log.format"]);
+}
+
+#[test]
+fn route_cors_and_cache_parse_and_are_checked() {
+    let good = format!(
+        "{GOOD}cors = {{ allow_origins = [\"https://app.example.com\"], allow_headers = [\"authorization\", \"x-api-key\"], max_age_seconds = 600 }}\ncache = {{ ttl_ms = 1000, max_entries = 10000 }}\n"
+    );
+    let c = parse(&good, env(&[])).unwrap();
+    let cors = c.routes[0].cors.as_ref().unwrap();
+    assert_eq!(cors.allow_origins, ["https://app.example.com"]);
+    assert_eq!(cors.max_age_seconds, 600);
+    let cache = c.routes[0].cache.unwrap();
+    assert_eq!((cache.ttl_ms, cache.max_entries), (1000, 10_000));
+
+    let defaults =
+        format!("{GOOD}cors = {{ allow_origins = [\"*\"] }}\ncache = {{ ttl_ms = 50 }}\n");
+    let c = parse(&defaults, env(&[])).unwrap();
+    assert_eq!(
+        c.routes[0].cors.as_ref().unwrap().allow_headers,
+        ["authorization", "x-api-key", "content-type"]
+    );
+    assert_eq!(c.routes[0].cache.unwrap().max_entries, 10_000);
+
+    let bad = format!(
+        "{GOOD}cors = {{ allow_origins = [\"https://app.example.com/\"], allow_headers = [\"bad header\"] }}\ncache = {{ ttl_ms = 0, max_entries = 0 }}\n"
+    );
+    let mut keys = keys_of(parse(&bad, env(&[])).unwrap_err());
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "routes[0].cache.max_entries",
+            "routes[0].cache.ttl_ms",
+            "routes[0].cors.allow_headers",
+            "routes[0].cors.allow_origins",
+        ]
+    );
+    let unknown = format!("{GOOD}cache = {{ ttl_ms = 5, stale_ms = 1 }}\n");
+    assert_eq!(
+        keys_of(parse(&unknown, env(&[])).unwrap_err()),
+        ["routes.0.cache.stale_ms"]
+    );
+}

@@ -26,6 +26,12 @@ pub(crate) fn validate(c: &Config) -> Vec<ConfigError> {
         );
     }
     validate_tls(c, plain, &mut err);
+    if !is_log_filter(&c.log.level) {
+        err(
+            "log.level".into(),
+            "must be a level (trace, debug, info, warn, error, off) or directives like info,pingora=warn",
+        );
+    }
     if c.store.timeout_ms == 0 {
         err("store.timeout_ms".into(), "must be at least 1");
     }
@@ -117,6 +123,17 @@ pub(crate) fn validate(c: &Config) -> Vec<ConfigError> {
         if r.cost == 0 {
             err(k("cost"), "must be at least 1");
         }
+        if let Some(cors) = &r.cors {
+            validate_cors(cors, &k, &mut err);
+        }
+        if let Some(cache) = &r.cache {
+            if cache.ttl_ms == 0 {
+                err(k("cache.ttl_ms"), "must be at least 1");
+            }
+            if cache.max_entries == 0 {
+                err(k("cache.max_entries"), "must be at least 1");
+            }
+        }
         if let Some(methods) = &r.methods {
             if methods.is_empty() {
                 err(
@@ -135,6 +152,66 @@ pub(crate) fn validate(c: &Config) -> Vec<ConfigError> {
         }
     }
     errs
+}
+
+/// A level, or comma-separated `target=level` directives (the subset of
+/// tracing's filter syntax the docs promise).
+fn is_log_filter(s: &str) -> bool {
+    const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+    let level = |l: &str| LEVELS.contains(&l.trim().to_ascii_lowercase().as_str());
+    !s.trim().is_empty()
+        && s.split(',').all(|d| match d.split_once('=') {
+            Some((target, l)) => {
+                !target.trim().is_empty()
+                    && target
+                        .trim()
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+                    && level(l)
+            }
+            None => level(d),
+        })
+}
+
+fn validate_cors(
+    cors: &crate::CorsConfig,
+    k: &impl Fn(&str) -> String,
+    err: &mut impl FnMut(String, &str),
+) {
+    if cors.allow_origins.is_empty() {
+        err(k("cors.allow_origins"), "must list at least one origin");
+    }
+    for o in &cors.allow_origins {
+        if o != "*" && !is_origin(o) {
+            err(
+                k("cors.allow_origins"),
+                "each origin is \"*\" or scheme://host[:port], with no path or trailing slash",
+            );
+        }
+    }
+    for h in &cors.allow_headers {
+        if http_header_name(h).is_none() {
+            err(k("cors.allow_headers"), "each entry must be a header name");
+        }
+    }
+}
+
+/// `scheme://host[:port]`, as a browser's `Origin` header carries it.
+fn is_origin(o: &str) -> bool {
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return false;
+    };
+    !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', ' '])
+}
+
+fn http_header_name(h: &str) -> Option<&str> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    (!h.is_empty() && h.bytes().all(token)).then_some(h)
 }
 
 fn validate_jwt(c: &Config, err: &mut impl FnMut(String, &str)) {

@@ -96,7 +96,8 @@ pub struct ProvisionError(pub String);
 /// Everything that turns credentials into a caller.
 pub struct Authenticator {
     pub catalog: Arc<Catalog>,
-    pub issuers: Arc<Issuers>,
+    /// Swapped whole by a reload.
+    pub issuers: Arc<arc_swap::ArcSwap<Issuers>>,
     pub provisioner: Arc<dyn Provisioner>,
 }
 
@@ -124,14 +125,15 @@ impl Authenticator {
     }
 
     async fn jwt(&self, token: &str) -> Result<Principal, Refusal> {
-        if self.issuers.is_empty() {
+        let issuers = self.issuers.load_full();
+        if issuers.is_empty() {
             // Not evaluated as a token at all: the plain challenge.
             return Err(Refusal::new(
                 ErrorCode::InvalidCredentials,
                 "JWTs are not accepted: no JWT issuer is configured",
             ));
         }
-        let v = self.issuers.verify(token).await.map_err(|e| {
+        let v = issuers.verify(token).await.map_err(|e| {
             if e.is_unavailable() {
                 Refusal::new(ErrorCode::IssuerUnavailable, format!("JWT issuer: {e}"))
                     .retry_after_ms(1000)

@@ -9,7 +9,10 @@ use paygate_store::{Principal, Reservation, Snapshot};
 use pingora::lb::Backend;
 
 use crate::admission::ReservedIn;
+use crate::cache::{Fill, Lookup};
+use crate::cors;
 use crate::headers::{self, HeaderSink};
+use crate::live::Live;
 use crate::payment::PaidCall;
 use crate::routing::Route;
 use crate::websocket::Exchange;
@@ -26,6 +29,9 @@ pub struct Admitted {
 /// Per-call state. Fields fill in as the call goes through the steps; a
 /// refusal answers with whatever is known by then.
 pub struct CallCtx {
+    /// Routes, upstreams, payments as configured when the call arrived: a
+    /// reload in the middle of a call does not change them under it.
+    pub live: Arc<Live>,
     pub started: Instant,
     /// The clock, read once per call.
     pub now: DateTime<Utc>,
@@ -54,6 +60,19 @@ pub struct CallCtx {
     pub paid: Option<PaidCall>,
     /// How that payment ended, for the ledger.
     pub payment: Option<paygate_core::Payment>,
+    /// What admission decided (`admitted`, an error code, `preflight`, `me`),
+    /// for the access log.
+    pub decision: &'static str,
+    /// The caller's `Origin`, when the route's CORS lists it.
+    pub cors_origin: Option<String>,
+    /// The route's response cache: what the call found there.
+    pub cache: Lookup,
+    /// A missed answer being kept.
+    pub fill: Option<Fill>,
+    /// When the request went to the upstream, and how long its answer's
+    /// head took to come back.
+    pub upstream_sent: Option<Instant>,
+    pub upstream_took: Option<std::time::Duration>,
 }
 
 impl CallCtx {
@@ -63,8 +82,9 @@ impl CallCtx {
         self.paid.is_some()
     }
 
-    pub fn new() -> Self {
+    pub fn new(live: Arc<Live>) -> Self {
         Self {
+            live,
             started: Instant::now(),
             now: Utc::now(),
             request_id: uuid::Uuid::now_v7().to_string(),
@@ -82,21 +102,26 @@ impl CallCtx {
             frames: FrameReader::default(),
             paid: None,
             payment: None,
+            decision: "",
+            cors_origin: None,
+            cache: Lookup::Bypass,
+            fill: None,
+            upstream_sent: None,
+            upstream_took: None,
         }
     }
 
     /// `RateLimit-*`, `X-Quota-*`, `X-Credits-Remaining`, once the caller
-    /// and its counters are known.
+    /// and its counters are known; the CORS headers for a listed origin.
     pub(crate) fn where_you_stand(&self, out: &mut impl HeaderSink) {
+        if let Some(origin) = &self.cors_origin {
+            for (name, value) in cors::answer_headers(origin) {
+                out.set(name, value.to_string());
+            }
+        }
         if let (Some(p), Some(snap), Some(period)) = (&self.principal, &self.snapshot, &self.period)
         {
             headers::limit_headers(out, &p.plan, snap, period, self.now);
         }
-    }
-}
-
-impl Default for CallCtx {
-    fn default() -> Self {
-        Self::new()
     }
 }

@@ -11,11 +11,15 @@
 //! This crate never touches the database: it reads the catalog and makes
 //! one store call per admitted call.
 
+pub mod access_log;
 pub mod admission;
 pub mod auth;
+pub mod cache;
+pub mod cors;
 mod ctx;
 pub mod entitlement;
 mod headers;
+pub mod live;
 pub mod me;
 pub mod outcome;
 mod paid;

@@ -4,14 +4,17 @@
 //! - `request_filter`: the admission steps, in the documented order
 //!   (sizes → route → credentials → entitlement → WebSocket slot → rate
 //!   limit, quota and credits in one store call). A step's refusal is
-//!   answered in one place and never reaches an upstream.
+//!   answered in one place and never reaches an upstream. A CORS preflight
+//!   is answered before any of it; an admitted call that the route's cache
+//!   holds is answered from there.
 //! - `upstream_peer` / `fail_to_connect`: pick a healthy target; a failed
 //!   connect of an idempotent call is retried on another one.
 //! - `upstream_request_filter`: header hygiene, then identity headers.
-//! - `response_filter`: where-you-stand headers.
+//! - `response_filter`: where-you-stand headers; a cacheable answer
+//!   starts being kept (`response_body_filter` keeps its body).
 //! - `fail_to_proxy`: the JSON answer for a failed attempt (`outcome`).
-//! - `logging`: one usage event per admitted call; a non-billable outcome
-//!   gives its reservation back.
+//! - `logging`: the access log line; one usage event per admitted call; a
+//!   non-billable outcome gives its reservation back.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,7 +26,6 @@ use ipnet::IpNet;
 use paygate_config::OnUnavailable;
 use paygate_core::metering::limits_for;
 use paygate_core::{ErrorCode, PaymentState, UsageEvent};
-use paygate_jwt::Issuers;
 use paygate_metrics::Metrics;
 use paygate_store::{Catalog, MemoryStore, Reservation, Store};
 use paygate_usage::UsageSink;
@@ -35,27 +37,28 @@ use pingora::{ErrorSource, ErrorType};
 
 mod paid_calls;
 
+use crate::access_log;
 use crate::admission::{self, ReservedIn};
 use crate::auth::{Authenticator, Provisioner};
+use crate::cache::{Cached, Lookup};
 use crate::ctx::{Admitted, CallCtx};
+use crate::live::{Live, Reloadable};
 use crate::outcome::{self, Billing};
 use crate::payment::{self, Payments};
 use crate::refusal::Refusal;
-use crate::routing::RouteTable;
+use crate::routing::RouteMatch;
 use crate::sizes::{self, SizeLimits};
 use crate::store::StoreHandle;
-use crate::upstream::Upstreams;
 use crate::websocket::{self, Exchange};
 use crate::ws_meter::{self, WsConnection};
-use crate::{entitlement, headers, me, respond};
+use crate::{cors, entitlement, headers, me, respond};
 
 /// Everything the gateway needs, built once at start.
 pub struct GatewayDeps {
-    pub routes: RouteTable,
-    pub upstreams: Upstreams,
+    /// Routes, upstreams, x402 settings and JWT issuers (empty: every JWT
+    /// is refused): what a reload swaps.
+    pub reloadable: Reloadable,
     pub catalog: Arc<Catalog>,
-    /// JWT issuers (empty: every JWT is refused).
-    pub issuers: Arc<Issuers>,
     /// Creates or moves customers named by JWTs (`default_plan`, `plan_claim`).
     pub provisioner: Arc<dyn Provisioner>,
     pub store: Arc<dyn Store>,
@@ -71,13 +74,13 @@ pub struct GatewayDeps {
     pub background: tokio::runtime::Handle,
     /// How long a WebSocket message may wait for its units to be reserved.
     pub ws_wait: Duration,
-    /// `[x402]`: routes with a price take payments.
-    pub payments: Option<Arc<Payments>>,
+    /// `[log] access`: one access log line per call.
+    pub access_log: bool,
 }
 
 pub struct Gateway {
-    routes: RouteTable,
-    upstreams: Upstreams,
+    /// The configuration a new call takes (`Live`).
+    live: Arc<arc_swap::ArcSwap<Live>>,
     auth: Authenticator,
     store: StoreHandle,
     /// Per-node limiter for `on_unavailable = "local"`.
@@ -92,7 +95,7 @@ pub struct Gateway {
     admitted: prometheus::IntCounter,
     background: tokio::runtime::Handle,
     ws_wait: Duration,
-    payments: Option<Arc<Payments>>,
+    access_log: bool,
     /// Forwards paid x402 calls, whose answers are held (`paid`).
     connector: Connector,
 }
@@ -106,6 +109,8 @@ enum Next {
     /// A verified x402 payment pays for the call: forward it, hold the
     /// answer, settle, then answer.
     Pay,
+    /// A CORS preflight: answered 204 with these headers.
+    Preflight(Vec<(&'static str, String)>),
 }
 
 impl Gateway {
@@ -119,11 +124,10 @@ impl Gateway {
                 max_header_bytes: d.max_header_bytes,
                 max_body_bytes: d.max_body_bytes,
             },
-            routes: d.routes,
-            upstreams: d.upstreams,
+            live: d.reloadable.live,
             auth: Authenticator {
                 catalog: d.catalog,
-                issuers: d.issuers,
+                issuers: d.reloadable.issuers,
                 provisioner: d.provisioner,
             },
             on_unavailable: d.on_unavailable,
@@ -132,7 +136,7 @@ impl Gateway {
             trusted_proxies: d.trusted_proxies,
             background: d.background,
             ws_wait: d.ws_wait,
-            payments: d.payments,
+            access_log: d.access_log,
             connector: Connector::new(None),
         }
     }
@@ -140,17 +144,26 @@ impl Gateway {
     /// The admission steps, in the order the caller is told about them;
     /// each either passes what the next needs or refuses.
     async fn admit(&self, req: &RequestHeader, ctx: &mut CallCtx) -> Result<Next, Refusal> {
+        let live = Arc::clone(&ctx.live);
         sizes::check(req, &self.sizes)?;
         if me::is_me(req) {
             return self.me(req, ctx).await;
         }
+        if cors::is_preflight(req) {
+            if let Some(answer) = preflight(&live, req, ctx) {
+                return Ok(answer);
+            }
+        }
         let route = crate::routing::route(
-            &self.routes,
+            &live.routes,
             req.uri.path(),
             &req.method,
             &mut ctx.route_label,
         )?;
-        let offer = match (&self.payments, &route.x402) {
+        if let Some(cors) = &route.cors {
+            ctx.cors_origin = cors.allowed_origin(req);
+        }
+        let offer = match (&live.payments, &route.x402) {
             (Some(payments), Some(price)) => payments.offer(&route, price, req),
             _ => None,
         };
@@ -226,6 +239,46 @@ impl Gateway {
         Ok(())
     }
 
+    /// An admitted GET whose answer the route's cache holds is answered
+    /// from it, as a forwarded call would be (billed the same way).
+    async fn answer_from_cache(&self, session: &mut Session, ctx: &mut CallCtx) -> Result<bool> {
+        let Some(cache) = ctx.admitted.as_ref().and_then(|a| a.route.cache.as_ref()) else {
+            return Ok(false);
+        };
+        let (Some(p), Exchange::Http) = (&ctx.principal, ctx.exchange) else {
+            return Ok(false);
+        };
+        ctx.cache = cache.lookup(session.req_header(), p.plan.id.as_str());
+        let Lookup::Hit(hit) = &ctx.cache else {
+            return Ok(false);
+        };
+        let hit = Arc::clone(hit);
+        ctx.upstream_status = Some(hit.status);
+        self.write_cached(session, ctx, &hit).await?;
+        Ok(true)
+    }
+
+    async fn write_cached(&self, session: &mut Session, ctx: &CallCtx, hit: &Cached) -> Result<()> {
+        let mut resp = ResponseHeader::build(hit.status, Some(hit.headers.len() + 12))?;
+        for (name, value) in &hit.headers {
+            resp.append_header(name.clone(), value.clone())?;
+        }
+        resp.insert_header("content-length", hit.body.len().to_string())?;
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        resp.insert_header("x-cache", "HIT")?;
+        ctx.where_you_stand(&mut resp);
+        let head_only = session.req_header().method == http::Method::HEAD;
+        session
+            .write_response_header(Box::new(resp), head_only)
+            .await?;
+        if !head_only {
+            session
+                .write_response_body(Some(hit.body.clone()), true)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn me(&self, req: &RequestHeader, ctx: &mut CallCtx) -> Result<Next, Refusal> {
         let (principal, period, snap, balance) =
             me::balance(req, &self.auth, &self.store, ctx.now).await?;
@@ -246,6 +299,7 @@ impl Gateway {
         ctx: &mut CallCtx,
         refusal: Refusal,
     ) -> Result<bool> {
+        ctx.decision = refusal.decision();
         self.metrics
             .decisions
             .with_label_values(&[refusal.decision()])
@@ -307,6 +361,32 @@ impl Gateway {
         ctx.ws = Some(WsConnection::open(terms, services));
     }
 
+    fn log_access(&self, session: &Session, ctx: &CallCtx, status: u16, total: Duration) {
+        let req = session.req_header();
+        let customer = match (&ctx.principal, &ctx.paid) {
+            (Some(p), _) => p.customer.id.as_str(),
+            (None, Some(paid)) => paid.accepted.identity.payer.as_str(),
+            (None, None) => "",
+        };
+        access_log::write(&access_log::Line {
+            request_id: &ctx.request_id,
+            method: req.method.as_str(),
+            target: req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            route: ctx.route_label.as_deref().unwrap_or(""),
+            status,
+            decision: ctx.decision,
+            customer,
+            headers: &req.headers,
+            cache: match ctx.cache {
+                Lookup::Bypass => "",
+                Lookup::Hit(_) => "HIT",
+                Lookup::Miss(_) => "MISS",
+            },
+            upstream: ctx.upstream_took,
+            total,
+        });
+    }
+
     /// Gives back what a non-billable call reserved, where it reserved it.
     async fn give_back(&self, customer: &str, a: &Admitted) {
         match a.reserved_in {
@@ -321,6 +401,20 @@ impl Gateway {
     }
 }
 
+/// A preflight on a route with `cors`: its answer, whatever the method
+/// asked for (the browser checks the allowed methods itself).
+fn preflight(live: &Live, req: &RequestHeader, ctx: &mut CallCtx) -> Option<Next> {
+    let route = match live.routes.find(req.uri.path(), &req.method) {
+        RouteMatch::Found(r) | RouteMatch::MethodNotAllowed(r) => r,
+        RouteMatch::NoRoute => return None,
+    };
+    let cors = route.cors.as_ref()?;
+    ctx.route_label = Some(Arc::clone(&route.id));
+    Some(Next::Preflight(
+        cors.preflight_headers(cors.allowed_origin(req)),
+    ))
+}
+
 fn client_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
@@ -333,14 +427,18 @@ impl ProxyHttp for Gateway {
     type CTX = CallCtx;
 
     fn new_ctx(&self) -> CallCtx {
-        CallCtx::new()
+        CallCtx::new(self.live.load_full())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut CallCtx) -> Result<bool> {
         match self.admit(session.req_header(), ctx).await {
             Ok(Next::Proxy) => {
                 ctx.decided = Some(Instant::now());
+                ctx.decision = "admitted";
                 self.admitted.inc();
+                if self.answer_from_cache(session, ctx).await? {
+                    return Ok(true);
+                }
                 if ctx.exchange == Exchange::WebSocket {
                     // Pingora reads a client's body with a 60 s deadline, and
                     // may start that read (for the upgraded stream) before
@@ -351,10 +449,21 @@ impl ProxyHttp for Gateway {
                 Ok(false)
             }
             Ok(Next::Answer(body)) => {
+                ctx.decision = "me";
                 respond::json(session, ctx, 200, body, &[]).await?;
                 Ok(true)
             }
+            Ok(Next::Preflight(headers)) => {
+                ctx.decision = "preflight";
+                self.metrics
+                    .decisions
+                    .with_label_values(&["preflight"])
+                    .inc();
+                respond::empty(session, ctx, 204, &headers).await?;
+                Ok(true)
+            }
             Ok(Next::Pay) => {
+                ctx.decision = "admitted";
                 self.admitted.inc();
                 self.serve_paid(session, ctx).await?;
                 Ok(true)
@@ -384,10 +493,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut CallCtx,
     ) -> Result<Box<HttpPeer>> {
-        let pool = ctx
-            .admitted
-            .as_ref()
-            .and_then(|a| self.upstreams.get(a.route.upstream));
+        let pool = ctx.admitted.as_ref().map(|a| Arc::clone(&a.route.upstream));
         let Some(pool) = pool else {
             return Error::e_explain(
                 ErrorType::InternalError,
@@ -421,11 +527,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut CallCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let pool_size = ctx
-            .admitted
-            .as_ref()
-            .and_then(|a| self.upstreams.get(a.route.upstream))
-            .map_or(0, |p| p.size());
+        let pool_size = ctx.admitted.as_ref().map_or(0, |a| a.route.upstream.size());
         // A request that never reached a target is safe to send elsewhere only
         // when repeating it is harmless.
         if session.req_header().method.is_idempotent() && ctx.tried.len() < pool_size {
@@ -441,6 +543,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut CallCtx,
     ) -> Result<()> {
         self.prepare_upstream_request(session, upstream_request, ctx)?;
+        ctx.upstream_sent = Some(Instant::now());
         if let Some(d) = ctx.decided {
             self.metrics
                 .gateway_overhead
@@ -456,6 +559,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut CallCtx,
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
+        ctx.upstream_took = ctx.upstream_sent.map(|t| t.elapsed());
         Ok(())
     }
 
@@ -465,6 +569,12 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut CallCtx,
     ) -> Result<()> {
+        if let Lookup::Miss(key) = &ctx.cache {
+            // Kept as the upstream sent it, before paygate's own headers.
+            let cache = ctx.admitted.as_ref().and_then(|a| a.route.cache.as_ref());
+            ctx.fill = cache.and_then(|c| c.fill(key.clone(), upstream_response));
+            upstream_response.insert_header("x-cache", "MISS")?;
+        }
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
         ctx.where_you_stand(upstream_response);
         if ctx.exchange == Exchange::WebSocket && upstream_response.status.as_u16() == 101 {
@@ -480,11 +590,22 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut CallCtx,
     ) -> Result<Option<Duration>> {
         if let Some(ws) = &ctx.ws {
             ws.upstream_bytes(&mut ctx.frames, body);
+        }
+        if let Some(fill) = &mut ctx.fill {
+            if body.as_ref().is_some_and(|b| !fill.push(b)) {
+                ctx.fill = None;
+            }
+            if end_of_stream {
+                let cache = ctx.admitted.as_ref().and_then(|a| a.route.cache.as_ref());
+                if let (Some(cache), Some(fill)) = (cache, ctx.fill.take()) {
+                    cache.store(fill);
+                }
+            }
         }
         Ok(None)
     }
@@ -524,6 +645,9 @@ impl ProxyHttp for Gateway {
             .inc();
         let latency = ctx.started.elapsed();
         m.request_duration.observe(latency.as_secs_f64());
+        if self.access_log {
+            self.log_access(session, ctx, status, latency);
+        }
 
         let Some(a) = ctx.admitted.take() else {
             return;

@@ -31,6 +31,22 @@ pub async fn json(
         .await
 }
 
+/// Writes an answer without a body (a CORS preflight's 204): `status`,
+/// `X-Request-Id` and `extra`.
+pub async fn empty(
+    session: &mut Session,
+    ctx: &CallCtx,
+    status: u16,
+    extra: &[(&'static str, String)],
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(2 + extra.len()))?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    for (name, value) in extra {
+        resp.insert_header(*name, value.as_str())?;
+    }
+    session.write_response_header(Box::new(resp), true).await
+}
+
 /// Over HTTP/2, ending a refused call's stream while the client is still
 /// uploading makes the h2 layer reset it (`RST_STREAM` with `NO_ERROR`, as
 /// RFC 9113 allows), and common clients (curl 7.x among them) then report a

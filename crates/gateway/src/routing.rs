@@ -7,14 +7,18 @@ use http::Method;
 use paygate_config::{RouteConfig, X402Config};
 use paygate_core::{ErrorCode, RateLimit};
 
+use crate::cache::ResponseCache;
+use crate::cors::Cors;
 use crate::refusal::Refusal;
+use crate::upstream::Pool;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Route {
     pub id: Arc<str>,
     pub prefix: String,
-    /// Index into the upstream pools.
-    pub upstream: usize,
+    /// The targets of this route's upstream, as configured when the route
+    /// was (a reload swaps both together).
+    pub upstream: Arc<Pool>,
     pub cost: u32,
     /// `None`: every method.
     pub methods: Option<Vec<Method>>,
@@ -24,6 +28,10 @@ pub struct Route {
     pub ws_message_cost: u32,
     /// Calls may be paid with x402 at this price.
     pub x402: Option<RoutePrice>,
+    /// Browsers' cross-origin calls (`cors = {...}`).
+    pub cors: Option<Cors>,
+    /// GET answers kept and served again (`cache = {...}`).
+    pub cache: Option<ResponseCache>,
 }
 
 /// An x402 route's price, and the rate limit its anonymous payers share
@@ -42,34 +50,37 @@ pub enum RouteMatch<'a> {
     MethodNotAllowed(&'a Arc<Route>),
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RouteTable {
     /// Longest prefix first. `Arc` so an admitted call keeps its route cheaply.
     routes: Vec<Arc<Route>>,
 }
 
 impl RouteTable {
-    /// `upstream_index` maps an upstream name to its pool; config validation
+    /// `upstream_of` maps an upstream name to its pool; config validation
     /// has already checked that every route's upstream exists, and that a
     /// priced route has `[x402]`.
     pub fn new(
         routes: &[RouteConfig],
         x402: Option<&X402Config>,
-        upstream_index: impl Fn(&str) -> Option<usize>,
+        upstream_of: impl Fn(&str) -> Option<Arc<Pool>>,
     ) -> Self {
         let mut table: Vec<Arc<Route>> = routes
             .iter()
             .filter_map(|r| {
+                let methods: Option<Vec<Method>> = r.methods.as_ref().map(|ms| {
+                    ms.iter()
+                        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                        .collect()
+                });
                 Some(Arc::new(Route {
                     id: Arc::from(r.id.as_str()),
                     prefix: r.path_prefix.clone(),
-                    upstream: upstream_index(&r.upstream)?,
+                    upstream: upstream_of(&r.upstream)?,
                     cost: r.cost,
-                    methods: r.methods.as_ref().map(|ms| {
-                        ms.iter()
-                            .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
-                            .collect()
-                    }),
+                    cors: r.cors.as_ref().map(|c| Cors::new(c, methods.as_deref())),
+                    cache: r.cache.map(|c| ResponseCache::new(&c)),
+                    methods,
                     ws_minute_cost: r.ws_minute_cost,
                     ws_message_cost: r.ws_message_cost,
                     x402: match (r.x402_price_micros, x402) {
@@ -146,7 +157,18 @@ mod tests {
             ws_message_cost: 0,
             x402_price_micros: None,
             x402_rate_limit: None,
+            cors: None,
+            cache: None,
         }
+    }
+
+    fn pools() -> crate::upstream::Upstreams {
+        let c = paygate_config::parse(
+            "[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:9\"]\n",
+            Vec::new(),
+        )
+        .unwrap();
+        crate::upstream::Upstreams::new(&c.upstreams, 0).unwrap()
     }
 
     fn check(table: &RouteTable, method: Method, path: &str, expected: &str) {
@@ -160,6 +182,7 @@ mod tests {
 
     #[test]
     fn longest_prefix_on_segment_boundaries() {
+        let up = pools();
         let t = RouteTable::new(
             &[
                 route("root", "/", None),
@@ -167,14 +190,14 @@ mod tests {
                 route("prices", "/v1/prices", Some(&["GET"])),
             ],
             None,
-            |_| Some(0),
+            |n| up.by_name(n),
         );
         check(&t, Method::GET, "/v1/prices/AAPL", "found prices");
         check(&t, Method::GET, "/v1/prices", "found prices");
         check(&t, Method::GET, "/v1/pricesX", "found v1");
         check(&t, Method::POST, "/v1/prices/AAPL", "405 prices");
         check(&t, Method::GET, "/other", "found root");
-        let t = RouteTable::new(&[route("v1", "/v1", None)], None, |_| Some(0));
+        let t = RouteTable::new(&[route("v1", "/v1", None)], None, |n| up.by_name(n));
         check(&t, Method::GET, "/v2", "no_route");
         check(&t, Method::GET, "/", "no_route");
     }

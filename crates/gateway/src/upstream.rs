@@ -1,6 +1,8 @@
 //! Upstream pools: round robin over healthy targets, `backup` targets only
 //! when every primary is down, HTTP health checks run as Pingora background
-//! services; plain HTTP or HTTPS (`tls = true`) to the targets.
+//! tasks on the control runtime (stopped when their pools are dropped, so a
+//! reload's old pools stop checking); plain HTTP or HTTPS (`tls = true`) to
+//! the targets.
 
 use std::collections::HashMap;
 use std::net::ToSocketAddrs;
@@ -13,7 +15,7 @@ use paygate_tls::{CertPair, PairSource, TlsError};
 use pingora::lb::health_check::HttpHealthCheck;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer};
-use pingora::services::background::{background_service, GenBackgroundService};
+use pingora::services::background::BackgroundService;
 use pingora::tls::x509::X509;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::CertKey;
@@ -131,8 +133,8 @@ impl PeerTls {
     }
 }
 
-/// Background services that must be added to the Pingora server.
-pub type HealthServices = Vec<GenBackgroundService<Balancer>>;
+/// Balancers whose health checks must run (`Upstreams::start_health_checks`).
+type HealthServices = Vec<Arc<Balancer>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -224,9 +226,8 @@ fn balancer(
     lb.set_health_check(Box::new(hc));
     lb.health_check_frequency = Some(Duration::from_millis(hc_cfg.interval_ms));
     lb.parallel_health_check = true;
-    let service = background_service(&format!("health check {name}"), lb);
-    let lb = service.task();
-    services.push(service);
+    let lb = Arc::new(lb);
+    services.push(Arc::clone(&lb));
     Ok(lb)
 }
 
@@ -294,27 +295,62 @@ impl Pool {
     }
 }
 
-/// Every configured pool, indexed as the route table refers to them.
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every configured pool, and the health checks of their targets, which
+/// run from `start_health_checks` until this is dropped.
 pub struct Upstreams {
-    pools: Vec<Pool>,
+    pools: Vec<Arc<Pool>>,
+    checked: HealthServices,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Upstreams {
-    pub fn new(cfgs: &[UpstreamConfig]) -> Result<(Self, HealthServices), UpstreamError> {
-        let mut services = Vec::new();
+    /// `generation` keeps the connection pools of one configuration apart
+    /// from those of the one before (a reload may change an upstream's
+    /// trust settings under the same name).
+    pub fn new(cfgs: &[UpstreamConfig], generation: u64) -> Result<Self, UpstreamError> {
+        let mut checked = Vec::new();
         let pools = cfgs
             .iter()
             .enumerate()
-            .map(|(i, c)| Pool::new(i, c, &mut services))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((Self { pools }, services))
+            .map(|(i, c)| {
+                let mut pool = Pool::new(i, c, &mut checked)?;
+                pool.group = (generation << 32) | i as u64;
+                Ok(Arc::new(pool))
+            })
+            .collect::<Result<Vec<_>, UpstreamError>>()?;
+        Ok(Self {
+            pools,
+            checked,
+            stop: tokio::sync::watch::channel(false).0,
+        })
     }
 
-    pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.pools.iter().position(|p| p.name == name)
+    /// Runs each pool's health checks on `runtime` (Pingora's own loop of
+    /// a `LoadBalancer` background service) until `self` is dropped.
+    pub fn start_health_checks(&self, runtime: &tokio::runtime::Handle) {
+        for lb in &self.checked {
+            let lb = Arc::clone(lb);
+            let stop = self.stop.subscribe();
+            runtime.spawn(async move { lb.start(stop).await });
+        }
     }
 
-    pub fn get(&self, i: usize) -> Option<&Pool> {
-        self.pools.get(i)
+    pub fn by_name(&self, name: &str) -> Option<Arc<Pool>> {
+        self.pools.iter().find(|p| p.name == name).cloned()
+    }
+}
+
+impl Drop for Upstreams {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
     }
 }

@@ -131,6 +131,10 @@ impl Issuer {
         self.keys.store(Some(Arc::new(keys)));
     }
 
+    pub(crate) fn keep_keys(&self, keys: Arc<KeySet>) {
+        self.keys.store(Some(keys));
+    }
+
     /// Whether `plan` may be taken from a token's `plan_claim`.
     pub fn plan_allowed(&self, plan: &str) -> bool {
         self.allowed_plans.iter().any(|p| p == plan)

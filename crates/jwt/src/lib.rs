@@ -58,6 +58,28 @@ impl Issuers {
         })
     }
 
+    /// The issuers of a reloaded configuration. One whose JWKS URL is the
+    /// one an issuer of `old` of the same `iss` fetched from starts with the
+    /// keys fetched so far, so tokens keep verifying while its own refresh
+    /// begins.
+    pub fn reloaded(list: &[JwtIssuerConfig], old: &Issuers) -> Result<Self, BuildError> {
+        let new = Self::from_config(list)?;
+        for issuer in new.by_iss.values() {
+            let Source::Jwks { url, .. } = &issuer.source else {
+                continue;
+            };
+            let kept = old
+                .by_iss
+                .get(&issuer.issuer)
+                .filter(|o| matches!(&o.source, Source::Jwks { url: u, .. } if u == url))
+                .and_then(|o| o.keys());
+            if let Some(keys) = kept {
+                issuer.keep_keys(keys);
+            }
+        }
+        Ok(new)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_iss.is_empty()
     }

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub tls_cert_expiry: IntGaugeVec,
     /// Certificate re-reads on SIGHUP, by outcome (ok, error).
     pub tls_reloads: IntCounterVec,
+    /// Configuration reloads on SIGHUP, by outcome (ok, error).
+    pub config_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -112,6 +114,14 @@ impl Metrics {
                 ),
                 &["outcome"],
             )?,
+            config_reloads: IntCounterVec::new(
+                Opts::new(
+                    "paygate_config_reloads_total",
+                    "Configuration reloads on SIGHUP (routes, upstreams, JWT issuers, x402), \
+                     by outcome (ok, error: refused, the previous configuration stays)",
+                ),
+                &["outcome"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -126,6 +136,7 @@ impl Metrics {
         m.registry.register(Box::new(m.x402_payments.clone()))?;
         m.registry.register(Box::new(m.tls_cert_expiry.clone()))?;
         m.registry.register(Box::new(m.tls_reloads.clone()))?;
+        m.registry.register(Box::new(m.config_reloads.clone()))?;
         Ok(m)
     }
 

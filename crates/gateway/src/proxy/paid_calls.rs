@@ -37,7 +37,8 @@ impl Gateway {
         offer: paygate_x402::offer::Offer,
         sent: paygate_x402::header::Sent,
     ) -> Result<Next, Refusal> {
-        let (Some(payments), Some(price)) = (&self.payments, route.x402) else {
+        let payments = ctx.live.payments.clone();
+        let (Some(payments), Some(price)) = (payments, route.x402) else {
             return Err(Refusal::new(ErrorCode::Internal, "x402 is not configured"));
         };
         if websocket::is_upgrade(req) {
@@ -106,29 +107,25 @@ impl Gateway {
     /// facilitator refused to settle, a 504 when it never said.
     pub(super) async fn serve_paid(&self, session: &mut Session, ctx: &mut CallCtx) -> Result<()> {
         let (Some(payments), Some(paid), Some(a)) =
-            (&self.payments, ctx.paid.clone(), &ctx.admitted)
+            (ctx.live.payments.clone(), ctx.paid.clone(), &ctx.admitted)
         else {
             return Error::e_explain(ErrorType::InternalError, "paid call without a payment");
         };
-        let pool = self.upstreams.get(a.route.upstream);
-        let held = match (
-            pool,
-            paid::read_body(session, self.sizes.max_body_bytes).await,
-        ) {
-            (None, _) => Err(NotHeld::Upstream(ErrorCode::UpstreamUnavailable)),
-            (_, Err(code)) => {
+        let pool = Arc::clone(&a.route.upstream);
+        let held = match paid::read_body(session, self.sizes.max_body_bytes).await {
+            Err(code) => {
                 Payments::release(&self.store, &paid).await;
                 session.set_keepalive(None);
                 let r = Refusal::new(code, outcome::failure_message(code));
                 return self.answer_paid(session, ctx, r).await;
             }
-            (Some(pool), Ok(body)) => {
+            Ok(body) => {
                 let mut up = session.req_header().clone();
                 self.prepare_upstream_request(session, &mut up, ctx)?;
                 ctx.decided = Some(Instant::now());
                 paid::forward(
                     &self.connector,
-                    pool,
+                    &pool,
                     &mut ctx.tried,
                     &up,
                     &body,
