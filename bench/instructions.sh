@@ -40,7 +40,7 @@ run() {
   local bin="$1" n="$2" dir gw admin token=benchtoken
   dir="$(mktemp -d "$TMP/run.XXXX")"
   gw="$(free_port)"; admin="$(free_port)"
-  paygate_config "sqlite://$dir/ledger.db" "$gw" "$admin" >"$dir/paygate.toml"
+  paygate_config "sqlite://$dir/ledger.db" "$gw" "$admin" "$(access_log_off "$bin")" >"$dir/paygate.toml"
   # In its own directory: anything it writes beside the ledger stays there.
   (cd "$dir" && exec env -i PATH="$PATH" HOME="$HOME" PAYGATE_ADMIN_TOKEN="$token" PAYGATE_KEY_SECRET=bench PAYGATE_LOG=warn \
     valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" --log-file="$dir/vg.log" \

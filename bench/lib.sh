@@ -54,6 +54,19 @@ for _ in range(n):
 EOF
 }
 
+# access_log_off BIN: a [log] section that switches the access log off (no
+# logging on the hot path in a benchmark), if BIN knows the section: builds
+# from before it refuse it, and log nothing per call anyway.
+access_log_off() {
+  local probe
+  probe="$(mktemp)"
+  printf '[log]\naccess = false\n' >"$probe"
+  if "$1" check-config --config "$probe" >/dev/null 2>&1; then
+    printf '[log]\naccess = false\n'
+  fi
+  rm -f "$probe"
+}
+
 # paygate_config DATABASE_URL GATEWAY_PORT ADMIN_PORT [MORE_TOML]: one route
 # `bench` on `/` to the backend, 2 gateway threads, no shutdown grace; the
 # memory store unless MORE_TOML says otherwise (e.g. a [store] section). On

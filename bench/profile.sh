@@ -119,7 +119,7 @@ measure bare "$bare_pid" "http://127.0.0.1:$port" none
 dir="$TMP/paygate"
 mkdir -p "$dir"
 gw="$(free_port)"; admin="$(free_port)"; token=benchtoken
-paygate_config "sqlite://$dir/ledger.db" "$gw" "$admin" >"$dir/paygate.toml"
+paygate_config "sqlite://$dir/ledger.db" "$gw" "$admin" "$(access_log_off "$PAYGATE_BIN")" >"$dir/paygate.toml"
 (cd "$dir" && exec env -i PATH="$PATH" HOME="$HOME" PAYGATE_ADMIN_TOKEN="$token" PAYGATE_KEY_SECRET=bench PAYGATE_LOG=warn \
   valgrind --tool=callgrind --callgrind-out-file="$TMP/paygate.cg.out.%p" --log-file="$TMP/paygate.vg.log" \
   "$PAYGATE_BIN" serve --config "$dir/paygate.toml" >"$dir/paygate.log" 2>&1) &

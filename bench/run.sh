@@ -26,6 +26,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# access_log_off (run.sh defines its own free_port, wait_http and start_backend below).
+source "$ROOT/bench/lib.sh"
 BENCH="$ROOT/bench"
 
 TARGETS="${TARGETS:-nginx bare paygate paygate-redis}"
@@ -536,6 +538,7 @@ key_prefix = \"bench-$name-$$\""
     T_REDIS_PID[$name]="$REDIS_PID"
   fi
   cat >"$dir/paygate.toml" <<EOF
+$(access_log_off "$bin")
 [gateway]
 listen = "127.0.0.1:$gw_port"
 threads = $PROXY_THREADS
