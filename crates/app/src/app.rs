@@ -270,7 +270,7 @@ async fn start(config: &Config, role: Role, token: String) -> Result<Started, Ap
         })?;
     let secret = db.key_secret(config.key_secret()).await?;
     let catalog = Arc::new(Catalog::new(secret.into_bytes()));
-    let (store, reseed_requests) = store::build(config)?;
+    let (store, reseeding) = store::build(config)?;
     let metrics = Metrics::new()?;
     Arc::clone(&certs).watch(metrics.clone());
 
@@ -279,13 +279,8 @@ async fn start(config: &Config, role: Role, token: String) -> Result<Started, Ap
     if role.proxies() {
         store::seed_payment_claims(&db, store.as_ref()).await?;
     }
-    if let Some(requests) = reseed_requests {
-        tokio::spawn(store::reseed(
-            db.clone(),
-            Arc::clone(&catalog),
-            Arc::clone(&store),
-            requests,
-        ));
+    if let Some(work) = reseeding {
+        store::start_reseeding(&db, &catalog, &store, work, &metrics).await;
     }
     if role.consumes_usage_stream() && config.store.backend == StoreBackend::Redis {
         tokio::spawn(usage::consumer(config, db.clone(), metrics.clone())?.run());

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::stream::{self, StreamExt};
 use paygate_billing::{Database, DbError};
 use paygate_config::{Config, StoreBackend};
 use paygate_core::metering::Counters;
@@ -91,25 +90,29 @@ pub async fn seed_counters(
 /// one connection, so 100,000 customers take seconds, not minutes.
 const SEEDS_IN_FLIGHT: usize = 256;
 
-/// Seeds every customer's counters; answers the customers it could not
-/// seed, with why.
+/// Seeds every customer's counters, `SEEDS_IN_FLIGHT` at a time; answers
+/// the customers it could not seed, with why.
 pub async fn seed_all<'c>(
     store: &dyn Store,
     counters: &'c HashMap<String, Counters>,
     mode: SeedMode,
 ) -> Vec<(&'c str, StoreError)> {
-    stream::iter(counters)
-        .map(|(customer, c)| async move {
-            store
-                .seed(customer, *c, mode)
-                .await
-                .err()
-                .map(|e| (customer.as_str(), e))
-        })
-        .buffer_unordered(SEEDS_IN_FLIGHT)
-        .filter_map(|failed| async move { failed })
-        .collect()
-        .await
+    let entries: Vec<(&'c String, &'c Counters)> = counters.iter().collect();
+    let mut failed = Vec::new();
+    for wave in entries.chunks(SEEDS_IN_FLIGHT) {
+        // A plain loop, not a closure: the futures stay `Send` for a task.
+        let mut seeds = Vec::with_capacity(wave.len());
+        for (customer, c) in wave {
+            seeds.push(store.seed(customer, **c, mode));
+        }
+        let results = futures::future::join_all(seeds).await;
+        for ((customer, _), r) in wave.iter().zip(results) {
+            if let Err(e) = r {
+                failed.push((customer.as_str(), e));
+            }
+        }
+    }
+    failed
 }
 
 /// Reloads one changed record from the database into the catalog.

@@ -1,19 +1,26 @@
-//! The configured store, and the worker that rebuilds counters the store
-//! lost from the ledger.
+//! The configured store, and the workers that rebuild counters the store
+//! lost from the ledger: on demand, for the customers calls meet unseeded
+//! (those calls wait for it), and all at once, when the store's epoch
+//! marker is gone (Redis lost its data).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use paygate_billing::Database;
 use paygate_config::{Config, StoreBackend};
+use paygate_core::records::CustomerRecord;
+use paygate_metrics::Metrics;
 use paygate_store::{
     Catalog, MemoryStore, RedisEndpoint, RedisStore, ReseedOnMiss, SeedMode, Store,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use crate::AppError;
+use crate::{catalog_sync, AppError};
+
+/// How often a process checks that the store still holds its epoch marker.
+const EPOCH_CHECK: Duration = Duration::from_millis(250);
 
 /// `store.redis_url`, with the CA of `store.tls_ca_path` when one is set.
 pub fn endpoint(config: &Config) -> Result<RedisEndpoint, AppError> {
@@ -28,57 +35,139 @@ pub fn endpoint(config: &Config) -> Result<RedisEndpoint, AppError> {
     Ok(e.with_root_ca(pem))
 }
 
-/// Customer ids whose counters the store asks to be rebuilt.
-pub type ReseedRequests = mpsc::Receiver<String>;
+/// What the rebuilding workers need from the store they serve: the
+/// customers it asks for, and where to say a round is done.
+pub struct Reseeding {
+    requests: mpsc::Receiver<String>,
+    rounds: Arc<watch::Sender<u64>>,
+}
 
-/// The configured store; for Redis also the channel on which it asks for
-/// customers' counters to be rebuilt from the ledger (see [`reseed`]).
-pub fn build(config: &Config) -> Result<(Arc<dyn Store>, Option<ReseedRequests>), AppError> {
+/// The configured store; for Redis also its [`Reseeding`] (see [`reseed`]
+/// and [`guard_epoch`]): calls that meet a customer not seeded wait up to
+/// `store.timeout_ms` for the workers.
+pub fn build(config: &Config) -> Result<(Arc<dyn Store>, Option<Reseeding>), AppError> {
     match config.store.backend {
         StoreBackend::Memory => Ok((Arc::new(MemoryStore::new()), None)),
         StoreBackend::Redis => {
-            let redis = RedisStore::connect(
-                endpoint(config)?,
-                &config.store.key_prefix,
-                Duration::from_millis(config.store.timeout_ms),
-            )?;
-            let (tx, rx) = mpsc::channel(1024);
-            Ok((Arc::new(ReseedOnMiss::new(redis, tx)), Some(rx)))
+            let timeout = Duration::from_millis(config.store.timeout_ms);
+            let redis = RedisStore::connect(endpoint(config)?, &config.store.key_prefix, timeout)?;
+            let (tx, rx) = mpsc::channel(16_384);
+            let (rounds, rounds_rx) = watch::channel(0);
+            let store = ReseedOnMiss::new(redis, tx, rounds_rx, timeout);
+            let work = Reseeding {
+                requests: rx,
+                rounds: Arc::new(rounds),
+            };
+            Ok((Arc::new(store), Some(work)))
         }
     }
 }
 
-/// Rebuilds, from the ledger, the counters of customers the store has lost
-/// (a Redis restarted without persistence) or never had. Requests that
-/// arrive while a round runs are merged into the next one.
-pub async fn reseed(
+/// Starts both rebuilding workers (after the start-up seeding) and marks
+/// the store's epoch.
+pub async fn start_reseeding(
+    db: &Database,
+    catalog: &Arc<Catalog>,
+    store: &Arc<dyn Store>,
+    work: Reseeding,
+    metrics: &Metrics,
+) {
+    let epoch = uuid::Uuid::now_v7().to_string();
+    if let Err(e) = store.mark_epoch(&epoch).await {
+        tracing::warn!(error = %e, "store epoch not marked; a lost store is found by its calls");
+    }
+    tokio::spawn(guard_epoch(
+        db.clone(),
+        Arc::clone(catalog),
+        Arc::clone(store),
+        Arc::clone(&work.rounds),
+        metrics.clone(),
+    ));
+    tokio::spawn(reseed(
+        db.clone(),
+        Arc::clone(catalog),
+        Arc::clone(store),
+        work,
+    ));
+}
+
+/// Rebuilds, from the ledger, the counters of the customers calls met
+/// unseeded (a Redis restarted without persistence, or a new customer on a
+/// new Redis). Requests that arrive while a round runs go into the next
+/// one; each round is one grouped read and pipelined writes, then wakes
+/// the waiting calls.
+async fn reseed(db: Database, catalog: Arc<Catalog>, store: Arc<dyn Store>, work: Reseeding) {
+    let Reseeding {
+        mut requests,
+        rounds,
+    } = work;
+    while let Some(first) = requests.recv().await {
+        let mut ids = BTreeSet::from([first]);
+        while let Ok(more) = requests.try_recv() {
+            ids.insert(more);
+        }
+        let customers: Vec<_> = ids.iter().filter_map(|id| catalog.customer(id)).collect();
+        match rebuild(&db, store.as_ref(), &customers).await {
+            Ok(n) if n > 0 => tracing::info!(customers = n, "counters rebuilt from the ledger"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "counters not rebuilt"),
+        }
+        rounds.send_modify(|n| *n += 1);
+    }
+}
+
+/// Counters of `customers` from the ledger into the store, where absent;
+/// answers how many were written.
+async fn rebuild(
+    db: &Database,
+    store: &dyn Store,
+    customers: &[Arc<CustomerRecord>],
+) -> Result<usize, AppError> {
+    let counters = db.counters_of(customers, Utc::now()).await?;
+    let failed = catalog_sync::seed_all(store, &counters, SeedMode::IfAbsent).await;
+    if let Some((customer, e)) = failed.first() {
+        tracing::warn!(customer = %customer, error = %e, failed = failed.len(), "counters not rebuilt");
+    }
+    Ok(counters.len() - failed.len())
+}
+
+/// Watches the store's epoch marker: when it is gone, the store lost what
+/// was seeded (Redis restarted without persistence, or was flushed), and
+/// every customer's counters are rebuilt at once, instead of one call at a
+/// time; then the marker is set again. Several processes may do this at
+/// once: seeds only fill what is absent, and the first marker set stays.
+async fn guard_epoch(
     db: Database,
     catalog: Arc<Catalog>,
     store: Arc<dyn Store>,
-    mut requests: ReseedRequests,
+    rounds: Arc<watch::Sender<u64>>,
+    metrics: Metrics,
 ) {
-    let mut pending = BTreeSet::new();
-    while let Some(first) = requests.recv().await {
-        pending.insert(first);
-        while let Ok(more) = requests.try_recv() {
-            pending.insert(more);
+    loop {
+        tokio::time::sleep(EPOCH_CHECK).await;
+        // Unreachable: nothing to tell; a marker present: nothing lost.
+        if !matches!(store.epoch().await, Ok(None)) {
+            continue;
         }
-        for id in std::mem::take(&mut pending) {
-            let Some(customer) = catalog.customer(&id) else {
-                continue;
-            };
-            let seeded = match db.counters(&customer, Utc::now()).await {
-                Ok(c) => store
-                    .seed(&id, c, SeedMode::IfAbsent)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match seeded {
-                Ok(true) => tracing::info!(customer = %id, "counters rebuilt from the ledger"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(customer = %id, error = %e, "counters not rebuilt"),
+        let started = Instant::now();
+        let customers = catalog.customers();
+        tracing::warn!(
+            customers = customers.len(),
+            "the store lost its data: rebuilding every customer's counters from the ledger"
+        );
+        match rebuild(&db, store.as_ref(), &customers).await {
+            Ok(written) => {
+                let _ = store.mark_epoch(&uuid::Uuid::now_v7().to_string()).await;
+                metrics.store_rebuilds.inc();
+                rounds.send_modify(|n| *n += 1);
+                tracing::warn!(
+                    customers = customers.len(),
+                    written,
+                    ms = started.elapsed().as_millis() as u64,
+                    "counters rebuilt from the ledger"
+                );
             }
+            Err(e) => tracing::error!(error = %e, "counters not rebuilt; trying again"),
         }
     }
 }

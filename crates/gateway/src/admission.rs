@@ -136,6 +136,12 @@ mod tests {
         async fn ping(&self) -> Result<(), StoreError> {
             Err(StoreError::Timeout)
         }
+        async fn epoch(&self) -> Result<Option<String>, StoreError> {
+            Err(StoreError::Timeout)
+        }
+        async fn mark_epoch(&self, _: &str) -> Result<String, StoreError> {
+            Err(StoreError::Timeout)
+        }
     }
 
     fn limits() -> Limits {

@@ -689,6 +689,12 @@ mod tests {
             async fn ping(&self) -> Result<(), StoreError> {
                 self.0.ping().await
             }
+            async fn epoch(&self) -> Result<Option<String>, StoreError> {
+                self.0.epoch().await
+            }
+            async fn mark_epoch(&self, c: &str) -> Result<String, StoreError> {
+                self.0.mark_epoch(c).await
+            }
         }
 
         /// What a test connection is charged and how its store behaves.

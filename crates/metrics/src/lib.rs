@@ -32,6 +32,9 @@ pub struct Metrics {
     pub tls_reloads: IntCounterVec,
     /// Configuration reloads on SIGHUP, by outcome (ok, error).
     pub config_reloads: IntCounterVec,
+    /// Times the store was found to have lost its data and every
+    /// customer's counters were rebuilt from the ledger.
+    pub store_rebuilds: IntCounter,
 }
 
 impl Metrics {
@@ -122,6 +125,11 @@ impl Metrics {
                 ),
                 &["outcome"],
             )?,
+            store_rebuilds: IntCounter::new(
+                "paygate_store_rebuilds_total",
+                "Times the store had lost its data (its epoch marker was gone) and every \
+                 customer's counters were rebuilt from the ledger",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -137,6 +145,7 @@ impl Metrics {
         m.registry.register(Box::new(m.tls_cert_expiry.clone()))?;
         m.registry.register(Box::new(m.tls_reloads.clone()))?;
         m.registry.register(Box::new(m.config_reloads.clone()))?;
+        m.registry.register(Box::new(m.store_rebuilds.clone()))?;
         Ok(m)
     }
 

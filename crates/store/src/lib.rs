@@ -110,4 +110,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reachability, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The marker left once every customer's counters were seeded; `None`
+    /// when the store holds none, which after a start means it lost its
+    /// data (a Redis restarted without persistence, or flushed).
+    async fn epoch(&self) -> Result<Option<String>, StoreError>;
+
+    /// Sets the marker to `candidate` unless one is set; answers the marker
+    /// the store holds now (another process's, if it was first).
+    async fn mark_epoch(&self, candidate: &str) -> Result<String, StoreError>;
 }

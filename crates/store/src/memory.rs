@@ -119,6 +119,8 @@ pub struct MemoryStore {
     customers: RwLock<HashMap<String, Arc<Mutex<CustomerState>>>>,
     /// x402 payment identities claimed, with their expiry.
     payments: Mutex<Claims>,
+    /// The seeding marker (`Store::epoch`): lost only with the process.
+    marker: Mutex<Option<String>>,
 }
 
 /// Claimed payment identities → expiry on the store's clock (ns). Expired
@@ -148,6 +150,7 @@ impl MemoryStore {
                 expiry: HashMap::new(),
                 sweep_at: CLAIMS_FIRST_SWEEP,
             }),
+            marker: Mutex::new(None),
         }
     }
 
@@ -281,6 +284,18 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn epoch(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.marker.lock().clone())
+    }
+
+    async fn mark_epoch(&self, candidate: &str) -> Result<String, StoreError> {
+        Ok(self
+            .marker
+            .lock()
+            .get_or_insert_with(|| candidate.to_string())
+            .clone())
     }
 }
 

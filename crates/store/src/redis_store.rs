@@ -121,6 +121,12 @@ if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then return {0, 0} end
 return {1, redis.call('HINCRBY', KEYS[1], 'credits', ARGV[1])}
 "#;
 
+/// The seeding marker: set once, read back (another process's if it won).
+const MARK_EPOCH: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"#;
+
 const SEED: &str = r#"
 if ARGV[4] == 'if_absent' and redis.call('HEXISTS', KEYS[1], 'seeded') == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'seeded', 1, 'credits', ARGV[1], 'used', ARGV[2], 'period', ARGV[3])
@@ -428,6 +434,7 @@ struct Scripts {
     peek: Script,
     add_credits: Script,
     seed: Script,
+    mark_epoch: Script,
     open_ws: Script,
     renew_ws: Script,
     close_ws: Script,
@@ -538,6 +545,7 @@ impl RedisStore {
                 peek: Script::new(&format!("{GCRA_PRELUDE}{PEEK}")),
                 add_credits: Script::new(ADD_CREDITS),
                 seed: Script::new(SEED),
+                mark_epoch: Script::new(MARK_EPOCH),
                 open_ws: Script::new(&format!("{WS_PRELUDE}{OPEN_WS}")),
                 renew_ws: Script::new(&format!("{WS_PRELUDE}{RENEW_WS}")),
                 close_ws: Script::new(CLOSE_WS),
@@ -557,6 +565,11 @@ impl RedisStore {
         format!("{{{}:c:{customer}}}:ws", self.prefix)
     }
 
+    /// The seeding marker (`Store::epoch`).
+    fn epoch_key(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+
     /// An x402 payment identity's claim.
     fn payment_key(&self, identity: &str) -> String {
         format!("{}:x402:{identity}", self.prefix)
@@ -571,9 +584,20 @@ impl RedisStore {
             return Err(StoreError::Unavailable("circuit open".into()));
         }
         let call = async {
-            match &self.hot {
-                Some(hot) => hot.invoke(&inv, &self.conn).await,
-                None => self.conn.invoke(&inv).await,
+            let mut tries = 0;
+            loop {
+                let r = match &self.hot {
+                    Some(hot) => hot.invoke(&inv, &self.conn).await,
+                    None => self.conn.invoke(&inv).await,
+                };
+                tries += 1;
+                // A connection that broke under us (Redis restarted) is
+                // made again by the failed call; a script that was never
+                // sent is sent again, within the same deadline.
+                match r {
+                    Err(StoreError::Redis(e)) if tries < 3 && never_sent(&e) => continue,
+                    r => break r,
+                }
             }
         };
         let result = match tokio::time::timeout(self.timeout, call).await {
@@ -586,6 +610,26 @@ impl RedisStore {
         }
         result
     }
+}
+
+/// Whether a failed command cannot have reached Redis: its connection
+/// refused it, or was found broken when writing. (A reset while waiting for
+/// the answer may come after the script ran, and is not retried: running it
+/// twice would reserve twice.)
+fn never_sent(e: &redis::RedisError) -> bool {
+    use std::error::Error as _;
+    let io = e
+        .source()
+        .and_then(|s| s.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>())
+        .and_then(|inner| inner.downcast_ref::<std::io::Error>());
+    io.is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::NotConnected
+        )
+    })
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -763,6 +807,22 @@ impl Store for RedisStore {
             .run(self.scripts.release_payment.key(self.payment_key(identity)))
             .await?;
         Ok(())
+    }
+
+    async fn epoch(&self) -> Result<Option<String>, StoreError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.epoch_key());
+        let get = self.conn.query::<Option<String>>(&cmd);
+        match tokio::time::timeout(self.timeout.max(Duration::from_millis(250)), get).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    async fn mark_epoch(&self, candidate: &str) -> Result<String, StoreError> {
+        let mut inv = self.scripts.mark_epoch.key(self.epoch_key());
+        inv.arg(candidate);
+        self.run(inv).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

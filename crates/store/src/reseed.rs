@@ -1,12 +1,18 @@
 //! Self-healing counters: a store that answers "not seeded" for a customer
 //! (a new Redis, or one restarted without persistence) asks, through a
-//! channel, for that customer's counters to be rebuilt from the ledger. The
-//! call itself is decided by `on_unavailable` meanwhile; the gateway never
-//! waits for the database.
+//! channel, for that customer's counters to be rebuilt from the ledger, and
+//! the call waits for that rebuild up to a deadline (`store.timeout_ms`),
+//! then is tried again. Only when the rebuild takes longer is the call
+//! decided by `on_unavailable`. The gateway never touches the database
+//! itself: a worker of the application does the rebuilding, and tells the
+//! waiting calls each time it finished a round.
+
+use std::future::Future;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use paygate_core::Micros;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
     Admission, Counters, Limits, PaymentClaim, Reservation, SeedMode, Snapshot, Store, StoreError,
@@ -16,28 +22,65 @@ use crate::{
 pub struct ReseedOnMiss<S> {
     inner: S,
     requests: mpsc::Sender<String>,
+    /// Counts the worker's finished rounds of seeds.
+    rounds: watch::Receiver<u64>,
+    /// How long a call waits for its customer's counters.
+    wait: Duration,
 }
 
 impl<S: Store> ReseedOnMiss<S> {
-    /// `requests` receives customer ids whose counters must be seeded.
-    pub fn new(inner: S, requests: mpsc::Sender<String>) -> Self {
-        Self { inner, requests }
+    /// `requests` receives customer ids whose counters must be seeded; the
+    /// worker bumps `rounds` after each round it finished.
+    pub fn new(
+        inner: S,
+        requests: mpsc::Sender<String>,
+        rounds: watch::Receiver<u64>,
+        wait: Duration,
+    ) -> Self {
+        Self {
+            inner,
+            requests,
+            rounds,
+            wait,
+        }
     }
 
-    fn note<T>(&self, customer: &str, r: Result<T, StoreError>) -> Result<T, StoreError> {
-        if let Err(StoreError::NotSeeded) = &r {
-            // A full channel means a rebuild is already busy; the next call asks again.
-            let _ = self.requests.try_send(customer.to_string());
+    /// Runs `op`; when the customer is not seeded, asks for it and runs
+    /// `op` again after each finished round, until `wait` is over.
+    async fn seeded<T, F, Fut>(&self, customer: &str, op: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let first = op().await;
+        if !matches!(first, Err(StoreError::NotSeeded)) {
+            return first;
         }
-        r
+        let deadline = tokio::time::Instant::now() + self.wait;
+        let mut rounds = self.rounds.clone();
+        rounds.borrow_and_update();
+        // A full channel means the worker is busy with many; the customer
+        // is asked for again by its next call.
+        let _ = self.requests.try_send(customer.to_string());
+        loop {
+            match tokio::time::timeout_at(deadline, rounds.changed()).await {
+                Ok(Ok(())) => {}
+                // Deadline, or no worker: decided as unavailable.
+                _ => return Err(StoreError::NotSeeded),
+            }
+            match op().await {
+                Err(StoreError::NotSeeded) => continue,
+                done => return done,
+            }
+        }
     }
 }
 
 #[async_trait]
 impl<S: Store> Store for ReseedOnMiss<S> {
     async fn admit(&self, customer: &str, limits: &Limits) -> Result<Admission, StoreError> {
-        let r = self.inner.admit(customer, limits).await;
-        self.note(customer, r)
+        self.seeded(customer, || self.inner.admit(customer, limits))
+            .await
     }
 
     async fn give_back(&self, customer: &str, r: &Reservation) -> Result<(), StoreError> {
@@ -45,8 +88,8 @@ impl<S: Store> Store for ReseedOnMiss<S> {
     }
 
     async fn peek(&self, customer: &str, limits: &Limits) -> Result<Snapshot, StoreError> {
-        let r = self.inner.peek(customer, limits).await;
-        self.note(customer, r)
+        self.seeded(customer, || self.inner.peek(customer, limits))
+            .await
     }
 
     async fn add_credits(&self, customer: &str, micros: Micros) -> Result<Micros, StoreError> {
@@ -96,5 +139,13 @@ impl<S: Store> Store for ReseedOnMiss<S> {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
+    }
+
+    async fn epoch(&self) -> Result<Option<String>, StoreError> {
+        self.inner.epoch().await
+    }
+
+    async fn mark_epoch(&self, candidate: &str) -> Result<String, StoreError> {
+        self.inner.mark_epoch(candidate).await
     }
 }
