@@ -4,6 +4,13 @@
 #
 #   bench/scale.sh                 # 100,000 customers, 1,000,000 keys
 #   CUSTOMERS=10000 KEYS_PER_CUSTOMER=10 bench/scale.sh
+#   CUSTOMERS=10000 KEYS_PER_CUSTOMER=1 LOSS=1 bench/scale.sh
+#
+# With LOSS=1 it also restarts Redis without persistence under load (wrk,
+# every customer's key in turn, LOSS_SECONDS long, the restart a third of
+# the way in) and reports the answers by status, how many were 503, and how
+# long after the restart until every customer's counters were back (the
+# store's epoch marker set again after the bulk rebuild). Needs wrk.
 #
 # The production layout on loopback: Postgres (PG, default
 # postgres://postgres@127.0.0.1:5432; a database of its own, dropped at the
@@ -128,7 +135,7 @@ created = "2026-11-01T00:00:00.000000Z"
 mac = hmac.new(secret, digestmod=hashlib.sha256)
 with open(f"{tmp}/customers.tsv", "w") as c, open(f"{tmp}/plans.tsv", "w") as cp, \
      open(f"{tmp}/grants.tsv", "w") as g, open(f"{tmp}/keys.tsv", "w") as k, \
-     open(f"{tmp}/sample.tsv", "w") as s:
+     open(f"{tmp}/sample.tsv", "w") as s, open(f"{tmp}/all_keys.txt", "w") as a:
     for i in range(customers):
         cid = f"c{i:07d}"
         c.write(f"{cid}\tCustomer {i}\t{cid}@example.com\tscale-a\t{1 + i % 28}\t{created}\n")
@@ -141,6 +148,8 @@ with open(f"{tmp}/customers.tsv", "w") as c, open(f"{tmp}/plans.tsv", "w") as cp
             k.write(f"{kid}\t{cid}\t{key[:12]}\t\\\\x{m.hexdigest()}\t{created}\n")
             if j == 0 and (i == 0 or i >= customers - repeat):
                 s.write(f"{cid}\t{kid}\t{key}\n")
+            if j == 0 and 0 < i < customers - repeat:
+                a.write(f"{key}\n")
 EOF
 for t in "customers (id, name, email, plan_id, anchor_day, created_at):customers" \
          "customer_plans (id, customer_id, plan_id, monthly_fee_micros, effective_us):plans" \
@@ -214,6 +223,53 @@ P_LAST="$(page_ms "$ADM/customers?limit=100&starting_after=$last")"
 K_FIRST="$(page_ms "$ADM/customers/c0000000/keys")"
 K_LAST="$(page_ms "$ADM/customers/c$(printf '%07d' $((CUSTOMERS - 1)))/keys")"
 
+# Redis restarted without persistence under load (LOSS=1).
+loss_report=""
+if [[ "${LOSS:-0}" == 1 ]]; then
+  LOSS_SECONDS="${LOSS_SECONDS:-12}"
+  cat >"$TMP/loss.lua" <<'LUA'
+local keys, i, threads = {}, 0, {}
+for line in io.lines(os.getenv("KEYS_FILE")) do keys[#keys + 1] = line end
+function setup(thread) threads[#threads + 1] = thread end
+function init(args) counts = {} end
+function request()
+  i = i % #keys + 1
+  return wrk.format("GET", "/x", { ["X-API-Key"] = keys[i] })
+end
+function response(status, headers, body) counts[status] = (counts[status] or 0) + 1 end
+function done(summary, latency, requests)
+  local total = {}
+  for _, t in ipairs(threads) do
+    for status, n in pairs(t:get("counts")) do total[status] = (total[status] or 0) + n end
+  end
+  for status, n in pairs(total) do io.write(string.format("status %d %d\n", status, n)) end
+end
+LUA
+  KEYS_FILE="$TMP/all_keys.txt" wrk -t1 -c32 -d"${LOSS_SECONDS}s" -s "$TMP/loss.lua" \
+    "http://127.0.0.1:$GW_PORT/" >"$TMP/loss.wrk" 2>&1 &
+  wrk_pid=$!
+  sleep "$(awk -v d="$LOSS_SECONDS" 'BEGIN { print d / 3 }')"
+  redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+  t_restart="$(now)"
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$TMP" >>"$TMP/redis.log" 2>&1 &
+  PIDS+=("$!")
+  until [[ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; do sleep 0.01; done
+  REDIS_BACK="$(since "$t_restart")"
+  until [[ -n "$(redis-cli -p "$REDIS_PORT" get scale:epoch 2>/dev/null)" ]]; do
+    (( $(awk -v a="$t_restart" -v b="$(now)" 'BEGIN { print (b - a > 60) }') )) && break
+    sleep 0.01
+  done
+  COUNTERS_BACK="$(since "$t_restart")"
+  wait "$wrk_pid" || true
+  count() { awk -v s="$1" '$1 == "status" && $2 == s { print $3 }' "$TMP/loss.wrk"; }
+  total="$(awk '$1 == "status" { n += $3 } END { print n + 0 }' "$TMP/loss.wrk")"
+  others="$(awk '$1 == "status" && $2 != 200 && $2 != 503 { n += $3 } END { print n + 0 }' "$TMP/loss.wrk")"
+  rebuild_ms="$(grep -ho 'counters rebuilt from the ledger.*' "$TMP/gateway.log" "$TMP/admin.log" | grep -o 'ms=[0-9]*' | head -n 1)"
+  loss_report="| Redis restarted without persistence under load: calls in ${LOSS_SECONDS} s / answered 200 / 503 / other | $total / $(count 200) / $(count 503) / $others |
+| the same: Redis answering again / every customer's counters back (s after the restart) | $REDIS_BACK / $COUNTERS_BACK |
+| the same: the bulk rebuild itself (gateway log) | ${rebuild_ms:-n/a} |"
+fi
+
 cat <<EOF
 | catalog | $CUSTOMERS customers, $((CUSTOMERS * KEYS_PER_CUSTOMER)) keys |
 |---|---:|
@@ -228,4 +284,5 @@ cat <<EOF
 | GET /admin/v1/customers, first page of 100 (ms, median) | $P_FIRST |
 | the same, the last page (ms, median) | $P_LAST |
 | a customer's keys, first customer / last customer (ms, median) | $K_FIRST / $K_LAST |
+$loss_report
 EOF

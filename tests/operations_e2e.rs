@@ -436,3 +436,76 @@ upstream = "second"
     .await;
     assert_eq!(billable, answered + v2_ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_otlp_collector_with_the_right_parents() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_upstream().await;
+    let collector = paygate_testkit::otlp::OtlpReceiver::start().await;
+    let extra = format!(
+        "[tracing]\notlp_endpoint = \"{}\"\nservice_name = \"paygate-test\"\nsample_ratio = 1.0\n{}",
+        collector.endpoint(),
+        routes_for(mock.addr)
+    );
+    let mut pg = Paygate::start(dir.path(), &extra).await;
+    let key = pg.customer_with_plan("acme", json!({})).await;
+
+    // The caller's trace continues through paygate to the upstream.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let resp = pg
+        .client
+        .get(format!("{}/v1/traced", pg.gw))
+        .header("x-api-key", &key)
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let request_id = header(&resp, "x-request-id").unwrap();
+    let upstream_saw = mock.last_headers().get("traceparent").cloned().unwrap();
+    // A call without one starts its own trace.
+    assert_eq!(pg.get("/v1/untraced", &key).await.status(), 200);
+    let fresh = mock.last_headers().get("traceparent").cloned().unwrap();
+
+    // SIGTERM exports what is still batched.
+    pg.stop().await;
+    let spans = eventually("the spans", Duration::from_secs(10), || {
+        let spans = collector.spans();
+        async move { (spans.iter().filter(|s| s.name == "call").count() >= 2).then_some(spans) }
+    })
+    .await;
+    let of_trace = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name && s.trace_id == trace_id)
+            .unwrap_or_else(|| panic!("no {name} span in trace {trace_id}: {spans:#?}"))
+            .clone()
+    };
+    let call = of_trace("call");
+    let admission = of_trace("admission");
+    let store = of_trace("store");
+    let upstream = of_trace("upstream");
+    assert_eq!(call.parent_span_id, caller_span);
+    assert_eq!(admission.parent_span_id, call.span_id);
+    assert_eq!(store.parent_span_id, admission.span_id);
+    assert_eq!(upstream.parent_span_id, call.span_id);
+    assert_eq!(
+        upstream_saw,
+        format!("00-{trace_id}-{}-01", upstream.span_id)
+    );
+    assert_eq!(call.service, "paygate-test");
+    assert_eq!(call.attributes["paygate.request_id"], request_id);
+    assert_eq!(call.attributes["http.response.status_code"], "200");
+    assert_eq!(call.attributes["http.route"], "api");
+    assert_eq!(call.attributes["paygate.decision"], "admitted");
+    assert_eq!(upstream.attributes["http.response.status_code"], "200");
+
+    let fresh_trace = fresh.split('-').nth(1).unwrap();
+    assert_ne!(fresh_trace, trace_id);
+    let root = spans
+        .iter()
+        .find(|s| s.name == "call" && s.trace_id == fresh_trace)
+        .expect("the untraced call's own trace");
+    assert!(root.parent_span_id.is_empty(), "{root:?}");
+}

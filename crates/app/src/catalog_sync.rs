@@ -1,19 +1,15 @@
 //! Keeps this process's catalog (plans, customers, keys) and store counters
 //! in step with the database, which is the truth.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use paygate_billing::{Database, DbError};
 use paygate_config::{Config, StoreBackend};
-use paygate_core::metering::Counters;
 use paygate_core::records::CustomerRecord;
 use paygate_core::Plan;
-use paygate_store::{
-    changes, Catalog, ChangeBus, KeyIndex, RecordChange, SeedMode, Store, StoreError,
-};
+use paygate_store::{changes, Catalog, ChangeBus, KeyIndex, RecordChange, SeedMode, Store};
 
 use crate::AppError;
 
@@ -80,39 +76,10 @@ pub async fn seed_counters(
 ) -> Result<(), AppError> {
     let customers = catalog.customers();
     let counters = db.counters_of(&customers, Utc::now()).await?;
-    for (customer, e) in seed_all(store, &counters, SeedMode::IfAbsent).await {
+    for (customer, e) in crate::store::seed_all(store, &counters, SeedMode::IfAbsent).await {
         tracing::warn!(customer = %customer, error = %e, "counters not loaded into the store yet");
     }
     Ok(())
-}
-
-/// Store calls in flight at once while seeding: Redis pipelines them on
-/// one connection, so 100,000 customers take seconds, not minutes.
-const SEEDS_IN_FLIGHT: usize = 256;
-
-/// Seeds every customer's counters, `SEEDS_IN_FLIGHT` at a time; answers
-/// the customers it could not seed, with why.
-pub async fn seed_all<'c>(
-    store: &dyn Store,
-    counters: &'c HashMap<String, Counters>,
-    mode: SeedMode,
-) -> Vec<(&'c str, StoreError)> {
-    let entries: Vec<(&'c String, &'c Counters)> = counters.iter().collect();
-    let mut failed = Vec::new();
-    for wave in entries.chunks(SEEDS_IN_FLIGHT) {
-        // A plain loop, not a closure: the futures stay `Send` for a task.
-        let mut seeds = Vec::with_capacity(wave.len());
-        for (customer, c) in wave {
-            seeds.push(store.seed(customer, **c, mode));
-        }
-        let results = futures::future::join_all(seeds).await;
-        for ((customer, _), r) in wave.iter().zip(results) {
-            if let Err(e) = r {
-                failed.push((customer.as_str(), e));
-            }
-        }
-    }
-    failed
 }
 
 /// Reloads one changed record from the database into the catalog.

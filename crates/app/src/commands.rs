@@ -14,9 +14,7 @@ use paygate_metrics::Metrics;
 use paygate_store::SeedMode;
 use paygate_usage::DeadLetterFile;
 
-use crate::{
-    catalog_sync, control_runtime, drift, shutdown, store, usage, App, AppError, Role, Shutdown,
-};
+use crate::{control_runtime, drift, shutdown, store, usage, App, AppError, Role, Shutdown};
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, AppError> {
@@ -28,8 +26,8 @@ pub fn load(path: &Path) -> Result<Config, AppError> {
 fn start(path: &Path) -> Result<Config, AppError> {
     let config = load(path);
     match &config {
-        Ok(c) => crate::logging::init(&c.log),
-        Err(_) => crate::logging::init(&paygate_config::LogConfig::default()),
+        Ok(c) => crate::logging::init(&c.log, c.tracing.as_ref()),
+        Err(_) => crate::logging::init(&paygate_config::LogConfig::default(), None),
     }
     config
 }
@@ -65,7 +63,7 @@ pub fn serve(config: Option<&Path>, demo: bool, tls: bool) -> ExitCode {
                 .run(Shutdown::Signals)
         }),
         (None, true) => {
-            crate::logging::init(&paygate_config::LogConfig::default());
+            crate::logging::init(&paygate_config::LogConfig::default(), None);
             App::demo(tls).and_then(|app| app.run(Shutdown::Signals))
         }
         (None, false) => Err(AppError::Setting {
@@ -164,8 +162,7 @@ pub fn rebuild_counters(path: &Path) -> ExitCode {
             let (_, customers) = db.load_plans_and_customers().await?;
             let customers: Vec<_> = customers.into_iter().map(Arc::new).collect();
             let counters = db.counters_of(&customers, Utc::now()).await?;
-            let failed =
-                catalog_sync::seed_all(store.as_ref(), &counters, SeedMode::Overwrite).await;
+            let failed = store::seed_all(store.as_ref(), &counters, SeedMode::Overwrite).await;
             if let Some((_, e)) = failed.into_iter().next() {
                 return Err(e.into());
             }

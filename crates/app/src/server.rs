@@ -65,6 +65,7 @@ pub fn run(
         // A few store round trips, however short the store's deadline.
         ws_wait: std::time::Duration::from_millis((config.store.timeout_ms * 4).max(100)),
         access_log: config.log.access,
+        tracing: config.tracing.is_some(),
     });
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

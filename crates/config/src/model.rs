@@ -19,6 +19,30 @@ pub struct Config {
     pub x402: Option<X402Config>,
     /// `[log]`: process log and the access log.
     pub log: LogConfig,
+    /// `[tracing]`: OpenTelemetry spans over OTLP.
+    pub tracing: Option<TracingConfig>,
+}
+
+/// `[tracing]`: spans of sampled calls, exported over OTLP/HTTP.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TracingConfig {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318`
+    /// (spans go to `/v1/traces` under it).
+    pub otlp_endpoint: String,
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// The share of calls traced (0 to 1), unless the caller's
+    /// `traceparent` already decided.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+}
+
+fn default_service_name() -> String {
+    "paygate".into()
+}
+
+fn default_sample_ratio() -> f64 {
+    0.01
 }
 
 /// `[log]`: where log lines go (standard output) and what they look like.

@@ -452,3 +452,30 @@ fn route_cors_and_cache_parse_and_are_checked() {
         ["routes.0.cache.stale_ms"]
     );
 }
+
+#[test]
+fn tracing_section_defaults_and_checks() {
+    let c = parse(
+        "[tracing]\notlp_endpoint = \"http://127.0.0.1:4318\"\n",
+        env(&[]),
+    )
+    .unwrap();
+    let t = c.tracing.unwrap();
+    assert_eq!(t.service_name, "paygate");
+    assert!((t.sample_ratio - 0.01).abs() < f64::EPSILON);
+    let errs = parse(
+        "[tracing]\notlp_endpoint = \"127.0.0.1:4317\"\nsample_ratio = 2.0\nservice_name = \"\"\n",
+        env(&[]),
+    )
+    .unwrap_err();
+    let mut keys = keys_of(errs);
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "tracing.otlp_endpoint",
+            "tracing.sample_ratio",
+            "tracing.service_name"
+        ]
+    );
+}

@@ -32,6 +32,20 @@ pub(crate) fn validate(c: &Config) -> Vec<ConfigError> {
             "must be a level (trace, debug, info, warn, error, off) or directives like info,pingora=warn",
         );
     }
+    if let Some(t) = &c.tracing {
+        if !(t.otlp_endpoint.starts_with("http://") || t.otlp_endpoint.starts_with("https://")) {
+            err(
+                "tracing.otlp_endpoint".into(),
+                "must be an http:// or https:// URL (OTLP over HTTP, e.g. http://127.0.0.1:4318)",
+            );
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            err("tracing.sample_ratio".into(), "must be between 0 and 1");
+        }
+        if t.service_name.is_empty() {
+            err("tracing.service_name".into(), "must not be empty");
+        }
+    }
     if c.store.timeout_ms == 0 {
         err("store.timeout_ms".into(), "must be at least 1");
     }

@@ -35,7 +35,9 @@ pub async fn admit(
     limits: &Limits,
     snapshot: &mut Option<Snapshot>,
 ) -> Result<Admit, Refusal> {
-    let (answer, reserved_in) = match store.admit(customer, limits).await {
+    let decided =
+        tracing::Instrument::instrument(store.admit(customer, limits), crate::trace::store());
+    let (answer, reserved_in) = match decided.await {
         Ok(a) => (a, ReservedIn::Store),
         Err(e) => match on_unavailable {
             OnUnavailable::Deny => return Err(Refusal::store_unavailable(e)),

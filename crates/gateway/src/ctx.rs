@@ -73,6 +73,10 @@ pub struct CallCtx {
     /// head took to come back.
     pub upstream_sent: Option<Instant>,
     pub upstream_took: Option<std::time::Duration>,
+    /// `[tracing]`: the call's span, and its upstream span while the
+    /// upstream is asked.
+    pub span: Option<tracing::Span>,
+    pub upstream_span: Option<tracing::Span>,
 }
 
 impl CallCtx {
@@ -108,6 +112,8 @@ impl CallCtx {
             fill: None,
             upstream_sent: None,
             upstream_took: None,
+            span: None,
+            upstream_span: None,
         }
     }
 

@@ -31,6 +31,7 @@ pub mod routing;
 pub mod sizes;
 pub mod store;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod websocket;
 pub mod ws_frames;

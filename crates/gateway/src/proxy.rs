@@ -76,6 +76,8 @@ pub struct GatewayDeps {
     pub ws_wait: Duration,
     /// `[log] access`: one access log line per call.
     pub access_log: bool,
+    /// `[tracing]`: spans for each call (`trace`).
+    pub tracing: bool,
 }
 
 pub struct Gateway {
@@ -96,6 +98,7 @@ pub struct Gateway {
     background: tokio::runtime::Handle,
     ws_wait: Duration,
     access_log: bool,
+    tracing: bool,
     /// Forwards paid x402 calls, whose answers are held (`paid`).
     connector: Connector,
 }
@@ -137,6 +140,7 @@ impl Gateway {
             background: d.background,
             ws_wait: d.ws_wait,
             access_log: d.access_log,
+            tracing: d.tracing,
             connector: Connector::new(None),
         }
     }
@@ -431,7 +435,16 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut CallCtx) -> Result<bool> {
-        match self.admit(session.req_header(), ctx).await {
+        let admitted = match self.tracing {
+            false => self.admit(session.req_header(), ctx).await,
+            true => {
+                let call = crate::trace::call(session.req_header(), &ctx.request_id);
+                let span = crate::trace::admission(&call);
+                ctx.span = Some(call);
+                tracing::Instrument::instrument(self.admit(session.req_header(), ctx), span).await
+            }
+        };
+        match admitted {
             Ok(Next::Proxy) => {
                 ctx.decided = Some(Instant::now());
                 ctx.decision = "admitted";
@@ -543,6 +556,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut CallCtx,
     ) -> Result<()> {
         self.prepare_upstream_request(session, upstream_request, ctx)?;
+        if let Some(call) = &ctx.span {
+            ctx.upstream_span = Some(crate::trace::upstream(call, upstream_request));
+        }
         ctx.upstream_sent = Some(Instant::now());
         if let Some(d) = ctx.decided {
             self.metrics
@@ -560,6 +576,12 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
         ctx.upstream_took = ctx.upstream_sent.map(|t| t.elapsed());
+        if let Some(span) = ctx.upstream_span.take() {
+            span.record(
+                "http.response.status_code",
+                upstream_response.status.as_u16(),
+            );
+        }
         Ok(())
     }
 
@@ -647,6 +669,17 @@ impl ProxyHttp for Gateway {
         m.request_duration.observe(latency.as_secs_f64());
         if self.access_log {
             self.log_access(session, ctx, status, latency);
+        }
+        if let Some(span) = ctx.span.take() {
+            span.record("http.response.status_code", status);
+            span.record("paygate.decision", ctx.decision);
+            if let Some(route) = &ctx.route_label {
+                span.record("http.route", route.as_ref());
+            }
+            if let Some(p) = &ctx.principal {
+                span.record("paygate.customer", p.customer.id.as_str());
+            }
+            ctx.upstream_span = None;
         }
 
         let Some(a) = ctx.admitted.take() else {

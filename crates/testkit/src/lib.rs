@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod jwt;
+pub mod otlp;
 pub mod tls;
 pub mod x402;
 
