@@ -33,10 +33,11 @@ pub(crate) fn validate(c: &Config) -> Vec<ConfigError> {
         );
     }
     if let Some(t) = &c.tracing {
-        if !(t.otlp_endpoint.starts_with("http://") || t.otlp_endpoint.starts_with("https://")) {
+        if !t.otlp_endpoint.starts_with("http://") {
             err(
                 "tracing.otlp_endpoint".into(),
-                "must be an http:// or https:// URL (OTLP over HTTP, e.g. http://127.0.0.1:4318)",
+                "must be an http:// URL (OTLP over HTTP, e.g. http://127.0.0.1:4318); \
+                 this build exports without TLS: use a collector agent beside paygate",
             );
         }
         if !(0.0..=1.0).contains(&t.sample_ratio) {

@@ -388,7 +388,7 @@ struct Breaker {
 
 impl Breaker {
     const THRESHOLD: u32 = 3;
-    const COOL_DOWN: Duration = Duration::from_millis(500);
+    const COOL_DOWN: Duration = Duration::from_millis(100);
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
@@ -575,12 +575,24 @@ impl RedisStore {
         format!("{}:x402:{identity}", self.prefix)
     }
 
-    /// Runs one script invocation under the timeout and the breaker.
+    /// Runs one script invocation of the request path under the timeout
+    /// and the breaker.
     async fn run<T: redis::FromRedisValue>(
         &self,
         inv: redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        if !self.breaker.allow() {
+        self.call(inv, Path::Request).await
+    }
+
+    /// Runs one invocation under the timeout; on the request path also
+    /// under the breaker. Rebuilding counters is not held back by an open
+    /// breaker, and its success closes it: Redis is back.
+    async fn call<T: redis::FromRedisValue>(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+        path: Path,
+    ) -> Result<T, StoreError> {
+        if path == Path::Request && !self.breaker.allow() {
             return Err(StoreError::Unavailable("circuit open".into()));
         }
         let call = async {
@@ -604,12 +616,21 @@ impl RedisStore {
             Ok(r) => r,
             Err(_) => Err(StoreError::Timeout),
         };
-        match &result {
-            Ok(_) => self.breaker.success(),
-            Err(_) => self.breaker.failure(),
+        match (&result, path) {
+            (Ok(_), _) => self.breaker.success(),
+            (Err(_), Path::Request) => self.breaker.failure(),
+            (Err(_), Path::Control) => {}
         }
         result
     }
+}
+
+/// Who makes a store call: a call being admitted, or the control side
+/// (seeding, the epoch marker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Request,
+    Control,
 }
 
 /// Whether a failed command cannot have reached Redis: its connection
@@ -744,7 +765,7 @@ impl Store for RedisStore {
                 SeedMode::IfAbsent => "if_absent",
                 SeedMode::Overwrite => "overwrite",
             });
-        let written: i64 = self.run(inv).await?;
+        let written: i64 = self.call(inv, Path::Control).await?;
         Ok(written == 1)
     }
 
@@ -813,16 +834,22 @@ impl Store for RedisStore {
         let mut cmd = redis::cmd("GET");
         cmd.arg(self.epoch_key());
         let get = self.conn.query::<Option<String>>(&cmd);
-        match tokio::time::timeout(self.timeout.max(Duration::from_millis(250)), get).await {
+        let r = match tokio::time::timeout(self.timeout.max(Duration::from_millis(250)), get).await
+        {
             Ok(r) => r,
             Err(_) => Err(StoreError::Timeout),
+        };
+        if r.is_ok() {
+            // Redis answers: calls need not wait for the breaker's probe.
+            self.breaker.success();
         }
+        r
     }
 
     async fn mark_epoch(&self, candidate: &str) -> Result<String, StoreError> {
         let mut inv = self.scripts.mark_epoch.key(self.epoch_key());
         inv.arg(candidate);
-        self.run(inv).await
+        self.call(inv, Path::Control).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
