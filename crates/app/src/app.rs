@@ -198,19 +198,25 @@ impl App {
         paygate_gateway::upstream::check_tls_targets(&config.upstreams)?;
         let live = Live::build(&config, 0, rt.handle())?;
         let reloadable = Reloadable::new(live, issuers);
-        if let (Some(path), Some(refresh)) = (config_path, jwt_refresh) {
-            rt.spawn(
-                Reloader {
-                    path,
-                    reloadable: reloadable.clone(),
-                    refresh,
-                    metrics: metrics.clone(),
-                    current: config.clone(),
-                    generation: 0,
-                }
-                .watch(),
-            );
-        }
+        // The JWKS refresh tasks live as long as this run: in the reloader,
+        // which replaces them, or here.
+        let _jwt_refresh = match (config_path, jwt_refresh) {
+            (Some(path), Some(refresh)) => {
+                rt.spawn(
+                    Reloader {
+                        path,
+                        reloadable: reloadable.clone(),
+                        refresh,
+                        metrics: metrics.clone(),
+                        current: config.clone(),
+                        generation: 0,
+                    }
+                    .watch(),
+                );
+                None
+            }
+            (_, refresh) => refresh,
+        };
         let shared = server::Shared {
             catalog,
             store,

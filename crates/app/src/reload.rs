@@ -113,6 +113,7 @@ impl Reloader {
             self.generation + 1,
             &tokio::runtime::Handle::current(),
         )?;
+        live.check_health_now().await;
         warn_about_restart_only_changes(&self.current, &config);
         // New issuers fetch their keys from now on; the old tasks stop.
         self.refresh = JwtRefresh::start(&issuers, &self.metrics);
@@ -127,13 +128,14 @@ impl Reloader {
 fn warn_about_restart_only_changes(old: &Config, new: &Config) {
     let differs =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let sections: [(&str, bool); 6] = [
+    let sections: [(&str, bool); 7] = [
         ("gateway", differs(&old.gateway, &new.gateway)),
         ("admin", differs(&old.admin, &new.admin)),
         ("store", differs(&old.store, &new.store)),
         ("database", differs(&old.database, &new.database)),
         ("usage", differs(&old.usage, &new.usage)),
         ("log", differs(&old.log, &new.log)),
+        ("tracing", differs(&old.tracing, &new.tracing)),
     ];
     for (section, changed) in sections {
         if changed {

@@ -144,10 +144,12 @@ async fn guard_epoch(
     rounds: Arc<watch::Sender<u64>>,
     metrics: Metrics,
 ) {
+    let mut pause = EPOCH_CHECK;
     loop {
-        tokio::time::sleep(EPOCH_CHECK).await;
+        tokio::time::sleep(pause).await;
         // Unreachable: nothing to tell; a marker present: nothing lost.
         if !matches!(store.epoch().await, Ok(None)) {
+            pause = EPOCH_CHECK;
             continue;
         }
         let started = Instant::now();
@@ -158,6 +160,7 @@ async fn guard_epoch(
         );
         match rebuild(&db, store.as_ref(), &customers).await {
             Ok(written) => {
+                pause = EPOCH_CHECK;
                 let _ = store.mark_epoch(&uuid::Uuid::now_v7().to_string()).await;
                 metrics.store_rebuilds.inc();
                 rounds.send_modify(|n| *n += 1);
@@ -168,7 +171,11 @@ async fn guard_epoch(
                     "counters rebuilt from the ledger"
                 );
             }
-            Err(e) => tracing::error!(error = %e, "counters not rebuilt; trying again"),
+            Err(e) => {
+                // The ledger is down too: try again, less and less often.
+                pause = (pause * 2).min(Duration::from_secs(10));
+                tracing::error!(error = %e, "counters not rebuilt; trying again");
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 //! billed like a forwarded call: the cache saves the upstream the work, not
 //! the caller the price.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,10 @@ use pingora::http::{RequestHeader, ResponseHeader};
 
 /// Answers larger than this are passed through and not kept.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// What one route's cache holds at most, in body and header bytes: past
+/// it, answers are passed through until older ones expire or are evicted.
+pub const MAX_ROUTE_BYTES: u64 = 64 << 20;
 
 /// Headers that describe a connection or a length, not the answer: never
 /// stored; a hit gets its own.
@@ -37,6 +42,8 @@ pub struct Cached {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
     expires: Instant,
+    /// Body and header bytes, counted against [`MAX_ROUTE_BYTES`].
+    size: u64,
 }
 
 /// What a call on a cached route found.
@@ -63,6 +70,8 @@ pub struct Fill {
 pub struct ResponseCache {
     entries: moka::sync::Cache<String, Arc<Cached>>,
     ttl: Duration,
+    /// Bytes held now (entries leave through the eviction listener).
+    bytes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -77,12 +86,18 @@ impl std::fmt::Debug for ResponseCache {
 impl ResponseCache {
     pub fn new(c: &CacheConfig) -> Self {
         let ttl = Duration::from_millis(c.ttl_ms);
+        let bytes = Arc::new(AtomicU64::new(0));
+        let held = Arc::clone(&bytes);
         Self {
             entries: moka::sync::Cache::builder()
                 .max_capacity(c.max_entries as u64)
                 .time_to_live(ttl)
+                .eviction_listener(move |_, gone: Arc<Cached>, _| {
+                    held.fetch_sub(gone.size, Ordering::Relaxed);
+                })
                 .build(),
             ttl,
+            bytes,
         }
     }
 
@@ -142,12 +157,16 @@ impl ResponseCache {
         if resp.headers.contains_key(http::header::SET_COOKIE) {
             return None;
         }
-        if resp
-            .headers
-            .get_all(http::header::VARY)
-            .iter()
-            .any(|v| v.to_str().map_or(true, |v| v.contains('*')))
-        {
+        // The key holds the encodings accepted, nothing else a `Vary` may
+        // name (another request header, or `*`): such answers are not kept.
+        let varies = resp.headers.get_all(http::header::VARY).iter().any(|v| {
+            v.to_str().map_or(true, |v| {
+                v.split(',')
+                    .map(str::trim)
+                    .any(|h| !h.is_empty() && !h.eq_ignore_ascii_case("accept-encoding"))
+            })
+        });
+        if varies {
             return None;
         }
         let mut max_age = None;
@@ -179,13 +198,24 @@ impl ResponseCache {
         Some(ttl)
     }
 
-    /// Keeps a filled answer.
+    /// Keeps a filled answer, unless the route's cache is full.
     pub fn store(&self, fill: Fill) {
+        let size = fill.body.len() as u64
+            + fill
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().len() + v.len()) as u64)
+                .sum::<u64>();
+        if self.bytes.load(Ordering::Relaxed) + size > MAX_ROUTE_BYTES {
+            return;
+        }
+        self.bytes.fetch_add(size, Ordering::Relaxed);
         let entry = Cached {
             status: fill.status,
             headers: fill.headers,
             body: fill.body.freeze(),
             expires: Instant::now() + fill.lifetime,
+            size,
         };
         self.entries.insert(fill.key, Arc::new(entry));
     }
@@ -284,6 +314,15 @@ mod tests {
             .fill(key(), &answer(200, &[("set-cookie", "a=b")]))
             .is_none());
         assert!(c.fill(key(), &answer(200, &[("vary", "*")])).is_none());
+        assert!(c
+            .fill(key(), &answer(200, &[("vary", "Accept, Accept-Encoding")]))
+            .is_none());
+        assert!(c
+            .fill(key(), &answer(200, &[("vary", "x-paygate-customer")]))
+            .is_none());
+        assert!(c
+            .fill(key(), &answer(200, &[("vary", "Accept-Encoding")]))
+            .is_some());
         assert!(c.fill(key(), &answer(500, &[])).is_none());
         let short = c
             .fill(key(), &answer(200, &[("cache-control", "max-age=5")]))
@@ -318,5 +357,29 @@ mod tests {
         assert!(c.fill("k".into(), &big).is_none());
         let mut fill = c.fill("k".into(), &answer(200, &[])).unwrap();
         assert!(!fill.push(&vec![0u8; MAX_BODY_BYTES + 1]));
+    }
+
+    #[test]
+    fn a_route_holds_at_most_its_byte_budget() {
+        let c = cache(60_000);
+        let per = MAX_BODY_BYTES as u64;
+        let fits = MAX_ROUTE_BYTES / per;
+        for i in 0..fits + 5 {
+            let target = format!("/big/{i}");
+            let Lookup::Miss(key) = c.lookup(&get(&target), "p") else {
+                panic!()
+            };
+            let mut fill = c.fill(key, &answer(200, &[])).unwrap();
+            assert!(fill.push(&vec![0u8; MAX_BODY_BYTES - 64]));
+            c.store(fill);
+        }
+        c.entries.run_pending_tasks();
+        assert!(c.bytes.load(Ordering::Relaxed) <= MAX_ROUTE_BYTES);
+        assert!(c.entries.entry_count() <= fits);
+        assert!(matches!(c.lookup(&get("/big/0"), "p"), Lookup::Hit(_)));
+        assert!(matches!(
+            c.lookup(&get(&format!("/big/{}", fits + 2)), "p"),
+            Lookup::Miss(_)
+        ));
     }
 }

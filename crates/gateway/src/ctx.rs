@@ -63,6 +63,8 @@ pub struct CallCtx {
     /// What admission decided (`admitted`, an error code, `preflight`, `me`),
     /// for the access log.
     pub decision: &'static str,
+    /// The route has `cors`: every answer says `Vary: Origin`.
+    pub cors_route: bool,
     /// The caller's `Origin`, when the route's CORS lists it.
     pub cors_origin: Option<String>,
     /// The route's response cache: what the call found there.
@@ -107,6 +109,7 @@ impl CallCtx {
             paid: None,
             payment: None,
             decision: "",
+            cors_route: false,
             cors_origin: None,
             cache: Lookup::Bypass,
             fill: None,
@@ -120,6 +123,10 @@ impl CallCtx {
     /// `RateLimit-*`, `X-Quota-*`, `X-Credits-Remaining`, once the caller
     /// and its counters are known; the CORS headers for a listed origin.
     pub(crate) fn where_you_stand(&self, out: &mut impl HeaderSink) {
+        if self.cors_route {
+            // Beside the upstream's own `Vary`, which a cache still needs.
+            out.add("vary", "Origin".to_string());
+        }
         if let Some(origin) = &self.cors_origin {
             for (name, value) in cors::answer_headers(origin) {
                 out.set(name, value.to_string());

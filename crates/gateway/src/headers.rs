@@ -13,12 +13,18 @@ use pingora::http::{RequestHeader, ResponseHeader};
 /// Anything that carries headers, so refusals and proxied responses share one writer.
 pub(crate) trait HeaderSink {
     fn set(&mut self, name: &'static str, value: String);
+    /// Adds a value beside those already there (`Vary`).
+    fn add(&mut self, name: &'static str, value: String);
 }
 
 impl HeaderSink for ResponseHeader {
     fn set(&mut self, name: &'static str, value: String) {
         // Values are digits or our own ids: always valid header values.
         let _ = self.insert_header(name, value);
+    }
+
+    fn add(&mut self, name: &'static str, value: String) {
+        let _ = self.append_header(name, value);
     }
 }
 

@@ -20,7 +20,7 @@ pub struct Live {
     pub payments: Option<Arc<Payments>>,
     /// Keeps the pools' health checks running while this configuration is
     /// the current one or a call still uses it.
-    _upstreams: Upstreams,
+    upstreams: Upstreams,
 }
 
 impl Live {
@@ -40,8 +40,15 @@ impl Live {
         Ok(Self {
             routes,
             payments: config.x402.as_ref().map(|x| Arc::new(Payments::new(x))),
-            _upstreams: upstreams,
+            upstreams,
         })
+    }
+}
+
+impl Live {
+    /// One round of its pools' health checks, before it takes calls.
+    pub async fn check_health_now(&self) {
+        self.upstreams.check_health_now().await;
     }
 }
 

@@ -165,6 +165,7 @@ impl Gateway {
             &mut ctx.route_label,
         )?;
         if let Some(cors) = &route.cors {
+            ctx.cors_route = true;
             ctx.cors_origin = cors.allowed_origin(req);
         }
         let offer = match (&live.payments, &route.x402) {

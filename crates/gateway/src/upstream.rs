@@ -344,6 +344,15 @@ impl Upstreams {
         }
     }
 
+    /// One round of health checks now, so a reload does not send calls to
+    /// targets its first round would have found down (new pools start with
+    /// every target healthy).
+    pub async fn check_health_now(&self) {
+        for lb in &self.checked {
+            lb.backends().run_health_check(true).await;
+        }
+    }
+
     pub fn by_name(&self, name: &str) -> Option<Arc<Pool>> {
         self.pools.iter().find(|p| p.name == name).cloned()
     }

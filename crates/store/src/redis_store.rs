@@ -420,6 +420,18 @@ impl Breaker {
         self.open_until_ms.store(0, Ordering::Relaxed);
     }
 
+    /// Redis answered the control side: an open breaker lets the next call
+    /// probe now instead of after its cool-down (that call's outcome, not
+    /// this answer, closes it).
+    fn probe_now(&self) {
+        let until = self.open_until_ms.load(Ordering::Relaxed);
+        if until > 1 {
+            let _ =
+                self.open_until_ms
+                    .compare_exchange(until, 1, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+
     fn failure(&self) {
         if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= Self::THRESHOLD {
             let until = self.now_ms() + Self::COOL_DOWN.as_millis() as u64;
@@ -586,7 +598,7 @@ impl RedisStore {
 
     /// Runs one invocation under the timeout; on the request path also
     /// under the breaker. Rebuilding counters is not held back by an open
-    /// breaker, and its success closes it: Redis is back.
+    /// breaker, and its success lets the next call probe at once.
     async fn call<T: redis::FromRedisValue>(
         &self,
         inv: redis::ScriptInvocation<'_>,
@@ -617,7 +629,8 @@ impl RedisStore {
             Err(_) => Err(StoreError::Timeout),
         };
         match (&result, path) {
-            (Ok(_), _) => self.breaker.success(),
+            (Ok(_), Path::Request) => self.breaker.success(),
+            (Ok(_), Path::Control) => self.breaker.probe_now(),
             (Err(_), Path::Request) => self.breaker.failure(),
             (Err(_), Path::Control) => {}
         }
@@ -633,10 +646,10 @@ enum Path {
     Control,
 }
 
-/// Whether a failed command cannot have reached Redis: its connection
-/// refused it, or was found broken when writing. (A reset while waiting for
-/// the answer may come after the script ran, and is not retried: running it
-/// twice would reserve twice.)
+/// Whether a failed command cannot have reached Redis: the connection was
+/// refused or not there. (A broken pipe or a reset may be reported for a
+/// command that was already written, and ran: it is not retried, since
+/// running a script twice would reserve twice.)
 fn never_sent(e: &redis::RedisError) -> bool {
     use std::error::Error as _;
     let io = e
@@ -646,9 +659,7 @@ fn never_sent(e: &redis::RedisError) -> bool {
     io.is_some_and(|io| {
         matches!(
             io.kind(),
-            std::io::ErrorKind::BrokenPipe
-                | std::io::ErrorKind::ConnectionRefused
-                | std::io::ErrorKind::NotConnected
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotConnected
         )
     })
 }
@@ -840,8 +851,8 @@ impl Store for RedisStore {
             Err(_) => Err(StoreError::Timeout),
         };
         if r.is_ok() {
-            // Redis answers: calls need not wait for the breaker's probe.
-            self.breaker.success();
+            // Redis answers: the next call may probe without waiting.
+            self.breaker.probe_now();
         }
         r
     }

@@ -68,9 +68,10 @@ impl<S: Store> ReseedOnMiss<S> {
                 // Deadline, or no worker: decided as unavailable.
                 _ => return Err(StoreError::NotSeeded),
             }
-            match op().await {
-                Err(StoreError::NotSeeded) => continue,
-                done => return done,
+            match tokio::time::timeout_at(deadline, op()).await {
+                Ok(Err(StoreError::NotSeeded)) => continue,
+                Ok(done) => return done,
+                Err(_) => return Err(StoreError::NotSeeded),
             }
         }
     }
