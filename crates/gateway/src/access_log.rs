@@ -69,8 +69,8 @@ pub fn redacted(target: &str) -> Cow<'_, str> {
         return Cow::Borrowed(target);
     };
     let secret = |pair: &str| {
-        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
-        SECRET_PARAMS.iter().any(|s| s.eq_ignore_ascii_case(name))
+        let name = percent_decoded(pair.split_once('=').map_or(pair, |(n, _)| n));
+        SECRET_PARAMS.iter().any(|s| s.eq_ignore_ascii_case(&name))
     };
     if !query.split('&').any(secret) {
         return Cow::Borrowed(target);
@@ -83,6 +83,29 @@ pub fn redacted(target: &str) -> Cow<'_, str> {
         })
         .collect();
     Cow::Owned(format!("{path}?{}", query.join("&")))
+}
+
+/// A query parameter's name as the upstream reads it (`api%5Fkey` is
+/// `api_key`); `+` and invalid escapes are left as they are.
+fn percent_decoded(name: &str) -> String {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                let (h, l) = (hex(h).unwrap_or(0), hex(l).unwrap_or(0));
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'%'));
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -98,6 +121,10 @@ mod tests {
             "/v1/p?api_key=[redacted]&symbol=AAPL&TOKEN=[redacted]&key=[redacted]"
         );
         assert_eq!(redacted("/v1/p?keys=1&monkey=2"), "/v1/p?keys=1&monkey=2");
+        assert_eq!(
+            redacted("/v1/p?api%5Fkey=s3cret&%74oken=t&k%65y"),
+            "/v1/p?api%5Fkey=[redacted]&%74oken=[redacted]&k%65y"
+        );
     }
 
     #[test]
