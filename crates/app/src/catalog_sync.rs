@@ -4,12 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use paygate_billing::{Database, DbError};
 use paygate_config::{Config, StoreBackend};
 use paygate_core::records::CustomerRecord;
 use paygate_core::Plan;
-use paygate_store::{changes, Catalog, ChangeBus, KeyIndex, RecordChange, SeedMode, Store};
+use paygate_store::{changes, Catalog, ChangeBus, KeyIndex, RecordChange, Store};
 
 use crate::AppError;
 
@@ -74,11 +73,7 @@ pub async fn seed_counters(
     catalog: &Catalog,
     store: &dyn Store,
 ) -> Result<(), AppError> {
-    let customers = catalog.customers();
-    let counters = db.counters_of(&customers, Utc::now()).await?;
-    for (customer, e) in crate::store::seed_all(store, &counters, SeedMode::IfAbsent).await {
-        tracing::warn!(customer = %customer, error = %e, "counters not loaded into the store yet");
-    }
+    crate::store::rebuild(db, store, &catalog.customers()).await?;
     Ok(())
 }
 

@@ -117,9 +117,10 @@ async fn reseed(db: Database, catalog: Arc<Catalog>, store: Arc<dyn Store>, work
     }
 }
 
-/// Counters of `customers` from the ledger into the store, where absent;
-/// answers how many were written.
-async fn rebuild(
+/// Counters of `customers` from the ledger into the store, where absent
+/// (one grouped read, pipelined writes); answers how many customers now
+/// have counters in the store, rebuilt or found there.
+pub async fn rebuild(
     db: &Database,
     store: &dyn Store,
     customers: &[Arc<CustomerRecord>],
@@ -159,14 +160,14 @@ async fn guard_epoch(
             "the store lost its data: rebuilding every customer's counters from the ledger"
         );
         match rebuild(&db, store.as_ref(), &customers).await {
-            Ok(written) => {
+            Ok(in_store) => {
                 pause = EPOCH_CHECK;
                 let _ = store.mark_epoch(&uuid::Uuid::now_v7().to_string()).await;
                 metrics.store_rebuilds.inc();
                 rounds.send_modify(|n| *n += 1);
                 tracing::warn!(
                     customers = customers.len(),
-                    written,
+                    in_store,
                     ms = started.elapsed().as_millis() as u64,
                     "counters rebuilt from the ledger"
                 );

@@ -141,7 +141,7 @@ mod tests {
         async fn epoch(&self) -> Result<Option<String>, StoreError> {
             Err(StoreError::Timeout)
         }
-        async fn mark_epoch(&self, _: &str) -> Result<String, StoreError> {
+        async fn mark_epoch(&self, _: &str) -> Result<(), StoreError> {
             Err(StoreError::Timeout)
         }
     }

@@ -57,6 +57,17 @@ pub enum Lookup {
     Miss(String),
 }
 
+impl Lookup {
+    /// As `X-Cache` and the access log say it; empty when bypassed.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Bypass => "",
+            Self::Hit(_) => "HIT",
+            Self::Miss(_) => "MISS",
+        }
+    }
+}
+
 /// A miss whose answer is being kept, chunk by chunk.
 #[derive(Debug)]
 pub struct Fill {

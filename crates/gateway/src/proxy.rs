@@ -270,18 +270,13 @@ impl Gateway {
         }
         resp.insert_header("content-length", hit.body.len().to_string())?;
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        resp.insert_header("x-cache", "HIT")?;
+        resp.insert_header("x-cache", ctx.cache.label())?;
         ctx.where_you_stand(&mut resp);
-        let head_only = session.req_header().method == http::Method::HEAD;
+        // Only GETs are looked up: the answer always has its body.
+        session.write_response_header(Box::new(resp), false).await?;
         session
-            .write_response_header(Box::new(resp), head_only)
-            .await?;
-        if !head_only {
-            session
-                .write_response_body(Some(hit.body.clone()), true)
-                .await?;
-        }
-        Ok(())
+            .write_response_body(Some(hit.body.clone()), true)
+            .await
     }
 
     async fn me(&self, req: &RequestHeader, ctx: &mut CallCtx) -> Result<Next, Refusal> {
@@ -382,11 +377,7 @@ impl Gateway {
             decision: ctx.decision,
             customer,
             headers: &req.headers,
-            cache: match ctx.cache {
-                Lookup::Bypass => "",
-                Lookup::Hit(_) => "HIT",
-                Lookup::Miss(_) => "MISS",
-            },
+            cache: ctx.cache.label(),
             upstream: ctx.upstream_took,
             total,
         });
@@ -596,7 +587,7 @@ impl ProxyHttp for Gateway {
             // Kept as the upstream sent it, before paygate's own headers.
             let cache = ctx.admitted.as_ref().and_then(|a| a.route.cache.as_ref());
             ctx.fill = cache.and_then(|c| c.fill(key.clone(), upstream_response));
-            upstream_response.insert_header("x-cache", "MISS")?;
+            upstream_response.insert_header("x-cache", ctx.cache.label())?;
         }
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
         ctx.where_you_stand(upstream_response);

@@ -692,7 +692,7 @@ mod tests {
             async fn epoch(&self) -> Result<Option<String>, StoreError> {
                 self.0.epoch().await
             }
-            async fn mark_epoch(&self, c: &str) -> Result<String, StoreError> {
+            async fn mark_epoch(&self, c: &str) -> Result<(), StoreError> {
                 self.0.mark_epoch(c).await
             }
         }

@@ -116,7 +116,7 @@ pub trait Store: Send + Sync + 'static {
     /// data (a Redis restarted without persistence, or flushed).
     async fn epoch(&self) -> Result<Option<String>, StoreError>;
 
-    /// Sets the marker to `candidate` unless one is set; answers the marker
-    /// the store holds now (another process's, if it was first).
-    async fn mark_epoch(&self, candidate: &str) -> Result<String, StoreError>;
+    /// Sets the marker to `candidate` unless one is set (another process's
+    /// marker stays).
+    async fn mark_epoch(&self, candidate: &str) -> Result<(), StoreError>;
 }

@@ -290,12 +290,11 @@ impl Store for MemoryStore {
         Ok(self.marker.lock().clone())
     }
 
-    async fn mark_epoch(&self, candidate: &str) -> Result<String, StoreError> {
-        Ok(self
-            .marker
+    async fn mark_epoch(&self, candidate: &str) -> Result<(), StoreError> {
+        self.marker
             .lock()
-            .get_or_insert_with(|| candidate.to_string())
-            .clone())
+            .get_or_insert_with(|| candidate.to_string());
+        Ok(())
     }
 }
 

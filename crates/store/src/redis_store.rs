@@ -121,12 +121,6 @@ if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then return {0, 0} end
 return {1, redis.call('HINCRBY', KEYS[1], 'credits', ARGV[1])}
 "#;
 
-/// The seeding marker: set once, read back (another process's if it won).
-const MARK_EPOCH: &str = r#"
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
-return redis.call('GET', KEYS[1])
-"#;
-
 const SEED: &str = r#"
 if ARGV[4] == 'if_absent' and redis.call('HEXISTS', KEYS[1], 'seeded') == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'seeded', 1, 'credits', ARGV[1], 'used', ARGV[2], 'period', ARGV[3])
@@ -446,7 +440,6 @@ struct Scripts {
     peek: Script,
     add_credits: Script,
     seed: Script,
-    mark_epoch: Script,
     open_ws: Script,
     renew_ws: Script,
     close_ws: Script,
@@ -557,7 +550,6 @@ impl RedisStore {
                 peek: Script::new(&format!("{GCRA_PRELUDE}{PEEK}")),
                 add_credits: Script::new(ADD_CREDITS),
                 seed: Script::new(SEED),
-                mark_epoch: Script::new(MARK_EPOCH),
                 open_ws: Script::new(&format!("{WS_PRELUDE}{OPEN_WS}")),
                 renew_ws: Script::new(&format!("{WS_PRELUDE}{RENEW_WS}")),
                 close_ws: Script::new(CLOSE_WS),
@@ -638,8 +630,33 @@ impl RedisStore {
     }
 }
 
-/// Who makes a store call: a call being admitted, or the control side
-/// (seeding, the epoch marker).
+impl RedisStore {
+    /// One command off the request path, with a deadline of at least
+    /// 250 ms (a health probe or a marker may wait longer than a call).
+    async fn query_within<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let deadline = self.timeout.max(Duration::from_millis(250));
+        match tokio::time::timeout(deadline, self.conn.query::<T>(cmd)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    /// A command of the control side: when Redis answers, the next call
+    /// may probe without waiting for the breaker's cool-down.
+    async fn control<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let r = self.query_within(cmd).await;
+        if r.is_ok() {
+            self.breaker.probe_now();
+        }
+        r
+    }
+}
+
+/// Who makes a script call: a call being admitted, or the control side
+/// (seeding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Path {
     Request,
@@ -844,31 +861,19 @@ impl Store for RedisStore {
     async fn epoch(&self) -> Result<Option<String>, StoreError> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(self.epoch_key());
-        let get = self.conn.query::<Option<String>>(&cmd);
-        let r = match tokio::time::timeout(self.timeout.max(Duration::from_millis(250)), get).await
-        {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Timeout),
-        };
-        if r.is_ok() {
-            // Redis answers: the next call may probe without waiting.
-            self.breaker.probe_now();
-        }
-        r
+        self.control(&cmd).await
     }
 
-    async fn mark_epoch(&self, candidate: &str) -> Result<String, StoreError> {
-        let mut inv = self.scripts.mark_epoch.key(self.epoch_key());
-        inv.arg(candidate);
-        self.call(inv, Path::Control).await
+    async fn mark_epoch(&self, candidate: &str) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.epoch_key()).arg(candidate).arg("NX");
+        // `nil` when another process's marker is already there.
+        self.control::<Option<String>>(&cmd).await.map(|_| ())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let cmd = redis::cmd("PING");
-        let ping = self.conn.query::<String>(&cmd);
-        match tokio::time::timeout(self.timeout.max(Duration::from_millis(250)), ping).await {
-            Ok(r) => r.map(|_| ()),
-            Err(_) => Err(StoreError::Timeout),
-        }
+        self.query_within::<String>(&redis::cmd("PING"))
+            .await
+            .map(|_| ())
     }
 }

@@ -146,7 +146,7 @@ impl<S: Store> Store for ReseedOnMiss<S> {
         self.inner.epoch().await
     }
 
-    async fn mark_epoch(&self, candidate: &str) -> Result<String, StoreError> {
+    async fn mark_epoch(&self, candidate: &str) -> Result<(), StoreError> {
         self.inner.mark_epoch(candidate).await
     }
 }
